@@ -1,0 +1,182 @@
+//! The messages that travel in frames, in each direction.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::{ProtocolError, PROTOCOL_VERSION};
+
+/// Supervisor to worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// A batch of tasks to run. A worker may receive many per frame.
+    Tasks(Vec<Task>),
+}
+
+/// One task: the supervisor's id for it and the input line, as JSON bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: u64,
+    pub payload: Bytes,
+}
+
+/// Worker to supervisor.
+///
+/// `Hello` must stay the first variant with `version` as its first field:
+/// [`check_hello`] reads those two numbers before anything else, so a
+/// worker of another version is named as such instead of failing to decode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// The first frame a worker sends.
+    Hello(Hello),
+    /// A batch of finished tasks.
+    Results(Vec<TaskResult>),
+    /// Liveness and load, sent at a fixed interval.
+    Heartbeat(Heartbeat),
+    /// The last frame before a clean exit: the worker's own resource usage.
+    Bye(Usage),
+}
+
+/// A worker's handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u32,
+    pub pid: u32,
+    /// Task kinds this worker binary serves.
+    pub kinds: Vec<String>,
+}
+
+impl Hello {
+    pub fn new(pid: u32, kinds: Vec<String>) -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            pid,
+            kinds,
+        }
+    }
+}
+
+/// The result of one task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub id: u64,
+    /// Time the handler ran, in microseconds.
+    pub micros: u64,
+    pub outcome: Outcome,
+}
+
+/// What a task produced: handler output as JSON bytes, or an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Ok(Bytes),
+    Err { kind: ErrorKind, message: String },
+}
+
+/// Why a task has no output. `Crashed` is decided by the supervisor only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorKind {
+    Timeout,
+    Failed,
+    Panicked,
+    Crashed,
+    BadInput,
+}
+
+impl ErrorKind {
+    /// The name used in output records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Failed => "failed",
+            ErrorKind::Panicked => "panicked",
+            ErrorKind::Crashed => "crashed",
+            ErrorKind::BadInput => "bad_input",
+        }
+    }
+}
+
+/// Sent every heartbeat interval; its absence is how a hung worker is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// How late the heartbeat timer fired: event-loop lag, in microseconds.
+    pub lag_us: u64,
+    /// Largest lag seen since the worker started, in microseconds.
+    pub max_lag_us: u64,
+    /// Tasks received and not yet answered.
+    pub in_flight: u32,
+    /// Tasks answered so far.
+    pub done: u64,
+    /// User plus system CPU time of the worker process, in microseconds.
+    pub cpu_us: u64,
+    /// Resident set size in bytes.
+    pub rss_bytes: u64,
+}
+
+/// A worker's own resource usage, from `getrusage(RUSAGE_SELF)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    pub user_us: u64,
+    pub system_us: u64,
+    pub max_rss_bytes: u64,
+}
+
+/// Decodes a worker's first frame, naming a version mismatch as such.
+pub fn check_hello(frame: &[u8]) -> Result<Hello, ProtocolError> {
+    let len = frame.len();
+    let decode_error = |source| ProtocolError::Decode { len, source };
+    let ((variant, version), _) =
+        postcard::take_from_bytes::<(u32, u32)>(frame).map_err(decode_error)?;
+    if variant != 0 {
+        let got = match variant {
+            1 => "a results frame",
+            2 => "a heartbeat",
+            3 => "a goodbye",
+            _ => "an unknown message",
+        };
+        return Err(ProtocolError::NotHello { got });
+    }
+    if version != PROTOCOL_VERSION {
+        return Err(ProtocolError::VersionMismatch {
+            worker: version,
+            supervisor: PROTOCOL_VERSION,
+        });
+    }
+    match postcard::from_bytes::<FromWorker>(frame).map_err(decode_error)? {
+        FromWorker::Hello(hello) => Ok(hello),
+        _ => Err(ProtocolError::NotHello {
+            got: "an unknown message",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_of_another_version_is_named() {
+        let mut hello = Hello::new(7, vec!["sim".into()]);
+        hello.version = 99;
+        let frame = postcard::to_stdvec(&FromWorker::Hello(hello)).unwrap();
+        let err = check_hello(&frame).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("protocol version mismatch: worker speaks 99, supervisor speaks {PROTOCOL_VERSION}")
+        );
+    }
+
+    #[test]
+    fn hello_round_trips() {
+        let hello = Hello::new(7, vec!["sim".into(), "chaos".into()]);
+        let frame = postcard::to_stdvec(&FromWorker::Hello(hello.clone())).unwrap();
+        assert_eq!(check_hello(&frame).unwrap(), hello);
+    }
+
+    #[test]
+    fn other_first_frame_is_not_a_hello() {
+        let frame = postcard::to_stdvec(&FromWorker::Heartbeat(Heartbeat::default())).unwrap();
+        assert!(matches!(
+            check_hello(&frame),
+            Err(ProtocolError::NotHello { got: "a heartbeat" })
+        ));
+    }
+}
