@@ -1,1 +1,5 @@
-fn main() {}
+//! The default worker binary: every built-in task kind.
+
+fn main() {
+    multiloop_tasks::builtin_worker().run()
+}

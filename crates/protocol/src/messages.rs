@@ -160,7 +160,9 @@ mod tests {
         let err = check_hello(&frame).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!("protocol version mismatch: worker speaks 99, supervisor speaks {PROTOCOL_VERSION}")
+            format!(
+                "protocol version mismatch: worker speaks 99, supervisor speaks {PROTOCOL_VERSION}"
+            )
         );
     }
 

@@ -1,0 +1,61 @@
+//! What the worker asks of the operating system: its pipes, its name, its
+//! resource usage.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use multiloop_protocol::Usage;
+use nix::sys::resource::{getrusage, UsageWho};
+use nix::sys::stat::{fstat, SFlag};
+use nix::sys::time::TimeValLike;
+
+/// Takes ownership of an inherited pipe end, checking that it is one.
+pub(crate) fn inherited_pipe(fd: i32, role: &str) -> Result<OwnedFd, String> {
+    let not_started_by_supervisor = || {
+        format!(
+            "fd {fd} ({role}) is not a pipe: a worker is started by the multiloop supervisor \
+             (try `supervisor --worker {}`)",
+            std::env::args().next().unwrap_or_else(|| "worker".into())
+        )
+    };
+    // SAFETY: fstat only inspects the descriptor; an invalid fd is an error.
+    let stat = fstat(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
+        .map_err(|_| not_started_by_supervisor())?;
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFIFO {
+        return Err(not_started_by_supervisor());
+    }
+    // SAFETY: the supervisor passed this descriptor to us for our exclusive
+    // use, and nothing else in this process has taken ownership of it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Names the process for `top` (`multiloop-w3`).
+pub(crate) fn set_process_name(index: usize) {
+    if let Ok(name) = std::ffi::CString::new(format!("multiloop-w{index}")) {
+        let _ = nix::sys::prctl::set_name(&name);
+    }
+}
+
+/// This process's CPU time and peak RSS so far.
+pub(crate) fn usage() -> Usage {
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(usage) => Usage {
+            user_us: usage.user_time().num_microseconds().max(0) as u64,
+            system_us: usage.system_time().num_microseconds().max(0) as u64,
+            // Linux reports ru_maxrss in KiB.
+            max_rss_bytes: usage.max_rss().max(0) as u64 * 1024,
+        },
+        Err(_) => Usage::default(),
+    }
+}
+
+/// Current resident set size, from `/proc/self/statm`.
+pub(crate) fn current_rss() -> u64 {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page)
+}

@@ -1,0 +1,269 @@
+//! The worker's event loop: read task frames, run handlers with bounded
+//! concurrency, batch results and heartbeats into frames.
+
+use std::cell::Cell;
+use std::os::fd::OwnedFd;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures::{FutureExt, StreamExt};
+use multiloop_protocol::{
+    FrameCodec, FromWorker, Heartbeat, Hello, Outcome, ProtocolError, Task, TaskResult, ToWorker,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::MissedTickBehavior;
+use tokio_util::codec::{Encoder, FramedRead};
+
+use crate::handler::{ErasedHandler, TaskError};
+use crate::os;
+
+/// Most results gathered into one frame before it is written.
+const MAX_RESULTS_PER_FRAME: usize = 8192;
+
+/// Room kept in a frame for everything but a result's payload.
+const RESULT_OVERHEAD: usize = 64;
+
+/// What stops a worker before its input ends.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ServeError {
+    #[error("task pipe: {0}")]
+    Tasks(#[source] ProtocolError),
+    #[error("result pipe: {0}")]
+    Results(#[source] ProtocolError),
+}
+
+/// Settings of one serving loop.
+pub(crate) struct ServeConfig {
+    pub concurrency: usize,
+    pub task_timeout: Option<Duration>,
+    pub heartbeat: Duration,
+    pub max_frame: usize,
+    pub kinds: Vec<String>,
+}
+
+/// Counters shared by the task reader and the result writer.
+#[derive(Default)]
+struct Counters {
+    received: Cell<u64>,
+}
+
+/// Serves tasks from `tasks` until it ends, then sends the final usage.
+pub(crate) async fn serve(
+    config: ServeConfig,
+    handler: ErasedHandler,
+    tasks: OwnedFd,
+    results: OwnedFd,
+) -> Result<(), ServeError> {
+    let io_error = |e: std::io::Error| ServeError::Results(e.into());
+    let receiver = pipe::Receiver::from_owned_fd(tasks).map_err(|e| ServeError::Tasks(e.into()))?;
+    let sender = pipe::Sender::from_owned_fd(results).map_err(io_error)?;
+    let mut out = FrameWriter::new(sender, config.max_frame);
+    let hello = Hello::new(std::process::id(), config.kinds.clone());
+    out.send(&FromWorker::Hello(hello)).await?;
+
+    let counters = Rc::new(Counters::default());
+    let (result_tx, mut result_rx) = mpsc::unbounded_channel();
+    let reader = tokio::task::spawn_local(read_tasks(
+        receiver,
+        handler,
+        result_tx,
+        counters.clone(),
+        config.concurrency,
+        config.task_timeout,
+        config.max_frame,
+    ));
+
+    let mut heartbeat = tokio::time::interval(config.heartbeat);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut max_lag = Duration::ZERO;
+    let mut done: u64 = 0;
+    let mut batch = Vec::with_capacity(1024);
+    loop {
+        tokio::select! {
+            n = result_rx.recv_many(&mut batch, MAX_RESULTS_PER_FRAME) => {
+                if n == 0 {
+                    break; // The reader and every task have finished.
+                }
+                done += n as u64;
+                out.send_results(&mut batch).await?;
+            }
+            deadline = heartbeat.tick() => {
+                let lag = deadline.elapsed();
+                max_lag = max_lag.max(lag);
+                let usage = os::usage();
+                out.send(&FromWorker::Heartbeat(Heartbeat {
+                    lag_us: lag.as_micros() as u64,
+                    max_lag_us: max_lag.as_micros() as u64,
+                    in_flight: (counters.received.get() - done) as u32,
+                    done,
+                    cpu_us: usage.user_us + usage.system_us,
+                    rss_bytes: os::current_rss(),
+                })).await?;
+            }
+        }
+    }
+    match reader.await {
+        Ok(result) => result?,
+        Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
+    }
+    out.send(&FromWorker::Bye(os::usage())).await
+}
+
+/// Reads task frames and starts one local task per task, at most
+/// `concurrency` at once; returns at end of input.
+async fn read_tasks(
+    receiver: pipe::Receiver,
+    handler: ErasedHandler,
+    results: mpsc::UnboundedSender<TaskResult>,
+    counters: Rc<Counters>,
+    concurrency: usize,
+    timeout: Option<Duration>,
+    max_frame: usize,
+) -> Result<(), ServeError> {
+    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    let max_output = max_frame.saturating_sub(RESULT_OVERHEAD);
+    let mut frames = FramedRead::new(receiver, FrameCodec::new(max_frame));
+    while let Some(frame) = frames.next().await {
+        let frame = frame.map_err(ServeError::Tasks)?;
+        let ToWorker::Tasks(tasks) =
+            FrameCodec::decode_message(&frame).map_err(ServeError::Tasks)?;
+        for task in tasks {
+            let slot = slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore is never closed");
+            counters.received.set(counters.received.get() + 1);
+            let handler = handler.clone();
+            let results = results.clone();
+            tokio::task::spawn_local(async move {
+                let result = run_task(&handler, task, timeout, max_output).await;
+                // The writer outlives every task, so a send cannot fail
+                // unless the worker is already going down.
+                let _ = results.send(result);
+                drop(slot);
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Runs one task: a panic, a timeout or an oversize output become results.
+async fn run_task(
+    handler: &ErasedHandler,
+    task: Task,
+    timeout: Option<Duration>,
+    max_output: usize,
+) -> TaskResult {
+    let started = Instant::now();
+    let run = async {
+        let future = std::panic::catch_unwind(AssertUnwindSafe(|| handler(task.payload)))?;
+        AssertUnwindSafe(future).catch_unwind().await
+    };
+    let outcome = match timeout {
+        None => run.await,
+        Some(limit) => match tokio::time::timeout(limit, run).await {
+            Ok(outcome) => outcome,
+            Err(_) => Ok(Err(TaskError::timeout(format!(
+                "task took longer than {} ms",
+                limit.as_millis()
+            )))),
+        },
+    };
+    let outcome = match outcome {
+        Ok(Ok(output)) if output.len() > max_output => Outcome::Err {
+            kind: multiloop_protocol::ErrorKind::Failed,
+            message: format!(
+                "output of {} bytes is over the frame limit ({max_output} bytes)",
+                output.len()
+            ),
+        },
+        Ok(Ok(output)) => Outcome::Ok(output.into()),
+        Ok(Err(TaskError { kind, message })) => Outcome::Err { kind, message },
+        Err(panic) => Outcome::Err {
+            kind: multiloop_protocol::ErrorKind::Panicked,
+            message: panic_message(panic.as_ref()),
+        },
+    };
+    TaskResult {
+        id: task.id,
+        micros: started.elapsed().as_micros() as u64,
+        outcome,
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        format!("handler panicked: {s}")
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        format!("handler panicked: {s}")
+    } else {
+        "handler panicked".to_string()
+    }
+}
+
+/// Encodes messages into frames on the result pipe, one write per batch.
+struct FrameWriter {
+    sender: pipe::Sender,
+    codec: FrameCodec,
+    buf: BytesMut,
+}
+
+impl FrameWriter {
+    fn new(sender: pipe::Sender, max_frame: usize) -> Self {
+        Self {
+            sender,
+            codec: FrameCodec::new(max_frame),
+            buf: BytesMut::with_capacity(64 * 1024),
+        }
+    }
+
+    async fn send(&mut self, message: &FromWorker) -> Result<(), ServeError> {
+        self.codec
+            .encode(message, &mut self.buf)
+            .map_err(ServeError::Results)?;
+        self.flush().await
+    }
+
+    /// Sends `batch` in as few frames as the frame limit allows; leaves it
+    /// empty with its allocation kept.
+    async fn send_results(&mut self, batch: &mut Vec<TaskResult>) -> Result<(), ServeError> {
+        let budget = self.codec.max_frame() / 2;
+        let mut chunk = Vec::new();
+        let mut size = 0;
+        for result in batch.drain(..) {
+            let len = RESULT_OVERHEAD
+                + match &result.outcome {
+                    Outcome::Ok(bytes) => bytes.len(),
+                    Outcome::Err { message, .. } => message.len(),
+                };
+            if size + len > budget && !chunk.is_empty() {
+                let message = FromWorker::Results(std::mem::take(&mut chunk));
+                self.codec
+                    .encode(&message, &mut self.buf)
+                    .map_err(ServeError::Results)?;
+                size = 0;
+            }
+            size += len;
+            chunk.push(result);
+        }
+        if !chunk.is_empty() {
+            let message = FromWorker::Results(chunk);
+            self.codec
+                .encode(&message, &mut self.buf)
+                .map_err(ServeError::Results)?;
+        }
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> Result<(), ServeError> {
+        let written = self.sender.write_all(&self.buf).await;
+        self.buf.clear();
+        written.map_err(|e| ServeError::Results(e.into()))
+    }
+}
