@@ -1,1 +1,53 @@
-//! placeholder
+//! The `supervisor` command line: arguments, validated configuration,
+//! human-facing reports, exit codes.
+
+mod args;
+mod config;
+mod exit;
+mod logging;
+mod report;
+mod size;
+
+pub use args::Args;
+pub use exit::ExitCode;
+
+use clap::Parser;
+
+/// Runs the `supervisor` binary; returns its exit status.
+pub fn main() -> i32 {
+    let args = Args::parse();
+    logging::init(args.verbose, args.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("supervisor: cannot start the runtime: {error}");
+            return ExitCode::Usage.into();
+        }
+    };
+    runtime.block_on(async {
+        let config = match config::build(&args).await {
+            Ok(config) => config,
+            Err(error) => {
+                eprintln!("supervisor: {error:#}");
+                return ExitCode::Usage.into();
+            }
+        };
+        let mut observer = report::Reporter::new(args.quiet);
+        match multiloop_supervisor::run(config, &mut observer).await {
+            Ok(report) => {
+                if !args.quiet {
+                    report::print_summary(&report);
+                }
+                ExitCode::of(&report.outcome).into()
+            }
+            Err(error) => {
+                eprintln!("supervisor: {error:#}");
+                ExitCode::Usage.into()
+            }
+        }
+    })
+}

@@ -1,0 +1,167 @@
+//! The command line, as clap parses it. Checks that need the file system
+//! or the worker binary happen in `config`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::size::parse_size;
+
+/// Run a batch of async tasks on every core, one supervised worker process
+/// per core, with results merged into one JSONL output.
+///
+/// Each input line is one task (JSON). Each output line is one record:
+/// {"seq":LINE,"worker":N,"attempts":N,"ms":F,"ok":OUTPUT} or
+/// {"seq":LINE,...,"error":{"kind":"timeout|failed|panicked|crashed|bad_input","message":"..."}}.
+///
+/// With no --input and stdin a terminal (or with --demo), runs a built-in
+/// demo batch of 10,000 `sim` tasks.
+///
+/// Signals: INT/TERM once = drain, twice = stop now; TTIN/TTOU = one worker
+/// more/less; HUP = rolling restart; USR1 = status table.
+///
+/// Exit status: 0 all ok, 1 some failed, 2 usage or setup error, 3 gave up
+/// (restart limit), 128+N stopped by signal N (130 SIGINT, 143 SIGTERM).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "supervisor", version, max_term_width = 100)]
+pub struct Args {
+    /// Worker processes: `auto` (one per available core) or a number.
+    #[arg(short, long, default_value = "auto", value_parser = parse_workers)]
+    pub workers: Workers,
+
+    /// Input file of JSON lines; `-` for stdin.
+    #[arg(short, long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+
+    /// Output file of JSON lines [default: stdout].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Run the built-in demo batch (10,000 seeded `sim` tasks).
+    #[arg(long, conflicts_with = "input")]
+    pub demo: bool,
+
+    /// Task kind to run [default: sim, or the worker's only kind].
+    #[arg(short, long, value_name = "KIND")]
+    pub task: Option<String>,
+
+    /// Worker binary [default: `worker` next to this binary].
+    #[arg(long, value_name = "PATH")]
+    pub worker: Option<PathBuf>,
+
+    /// Most tasks in flight in each worker's event loop.
+    #[arg(short, long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+
+    /// Time limit per task, e.g. `30s`; over it the task is a `timeout`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub task_timeout: Option<Duration>,
+
+    /// Write records in input order (through a bounded reorder buffer)
+    /// instead of completion order.
+    #[arg(long)]
+    pub keep_order: bool,
+
+    /// Tasks a worker may hold unanswered [default: 1.5 x --concurrency].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub window: Option<u32>,
+
+    /// Largest frame between supervisor and worker; longer input lines are
+    /// `bad_input`.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub max_frame: u64,
+
+    /// A worker silent (no heartbeat) this long is killed and replaced.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub worker_timeout: Duration,
+
+    /// Time given to tasks in flight when draining or finishing.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub grace: Duration,
+
+    /// Give up after this many worker deaths in a row with no task
+    /// completed in between, within --restart-window.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub max_restarts: usize,
+
+    /// Window of --max-restarts.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub restart_window: Duration,
+
+    /// Crashes of its worker, while running alone, after which a task is
+    /// reported as `crashed`.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_crashes: u32,
+
+    /// Re-run tasks whose result is `failed` or `timeout` up to N times.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub retries: u32,
+
+    /// First delay before a retry; it doubles with each attempt.
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
+    pub retry_backoff: Duration,
+
+    /// Replace a worker after it answered about N tasks (±10 % jitter).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tasks_per_worker: Option<u64>,
+
+    /// Replace a worker whose resident memory grows past SIZE.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_worker_rss: Option<u64>,
+
+    /// More log lines (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only warnings and errors; no summary.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+/// `--workers auto|N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    Auto,
+    Count(usize),
+}
+
+fn parse_workers(text: &str) -> Result<Workers, String> {
+    if text == "auto" {
+        return Ok(Workers::Auto);
+    }
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(Workers::Count(n)),
+        Err(_) => Err(format!("{text:?} is neither `auto` nor a number")),
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e} (try 500ms, 30s, 5m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_is_well_formed() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn workers_parse() {
+        assert_eq!(parse_workers("auto"), Ok(Workers::Auto));
+        assert_eq!(parse_workers("3"), Ok(Workers::Count(3)));
+        assert!(parse_workers("0").is_err());
+        assert!(parse_workers("many").is_err());
+    }
+
+    #[test]
+    fn durations_name_the_value() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("soon").unwrap_err().contains("\"soon\""));
+    }
+}

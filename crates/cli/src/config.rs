@@ -1,0 +1,204 @@
+//! From parsed arguments to a validated run configuration: every check
+//! that can fail before the first task, with the flag it is about.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use multiloop_supervisor::{
+    Backoff, DemoBatch, DispatchConfig, InputSource, OutputTarget, RunConfig,
+};
+
+use crate::args::{Args, Workers};
+
+/// Time a worker binary gets to answer `--list-kinds`.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Interval between worker heartbeats.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+
+pub async fn build(args: &Args) -> Result<RunConfig> {
+    let workers = match args.workers {
+        Workers::Count(n) => n,
+        // Honours affinity masks and cgroup CPU quotas.
+        Workers::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let worker_program = worker_program(args.worker.as_deref())?;
+    let kinds = list_kinds(&worker_program).await?;
+    let kind = choose_kind(args.task.as_deref(), &kinds, &worker_program)?;
+    let input = input_source(args)?;
+    let output = match &args.output {
+        None => OutputTarget::Stdout,
+        Some(path) if path.as_os_str() == "-" => OutputTarget::Stdout,
+        Some(path) => OutputTarget::File {
+            path: path.clone(),
+            append: false,
+        },
+    };
+    let max_frame = usize::try_from(args.max_frame).context("--max-frame is too large")?;
+    if max_frame < 1024 {
+        bail!("--max-frame {max_frame} is too small (at least 1KiB)");
+    }
+    if max_frame > u32::MAX as usize {
+        bail!("--max-frame must be below 4GiB (frames have a 32-bit length)");
+    }
+    let concurrency = args.concurrency as usize;
+    let window = args
+        .window
+        .map_or(concurrency + concurrency / 2, |w| w as usize);
+    if args.worker_timeout <= HEARTBEAT * 2 {
+        bail!(
+            "--worker-timeout must be longer than two heartbeats ({:?})",
+            HEARTBEAT * 2
+        );
+    }
+    Ok(RunConfig {
+        dispatch: DispatchConfig {
+            workers,
+            kind,
+            window,
+            keep_order: args.keep_order,
+            reorder_limit: (window * workers * 16).max(100_000),
+            worker_timeout: args.worker_timeout,
+            grace: args.grace,
+            max_restarts: args.max_restarts,
+            restart_window: args.restart_window,
+            backoff: Backoff {
+                min: Duration::from_millis(20),
+                max: Duration::from_secs(5),
+            },
+            max_crashes: args.max_crashes,
+            retries: args.retries,
+            retry_backoff: args.retry_backoff,
+            max_tasks_per_worker: args.max_tasks_per_worker,
+            max_worker_rss: args.max_worker_rss,
+        },
+        input,
+        output,
+        worker_program,
+        concurrency,
+        task_timeout: args.task_timeout,
+        heartbeat: HEARTBEAT,
+        max_frame,
+    })
+}
+
+/// `--worker`, or the `worker` binary next to this one.
+fn worker_program(given: Option<&Path>) -> Result<PathBuf> {
+    let path = match given {
+        Some(path) => path.to_path_buf(),
+        None => std::env::current_exe()
+            .context("cannot locate this binary to find `worker` next to it; pass --worker")?
+            .with_file_name("worker"),
+    };
+    let metadata = std::fs::metadata(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "worker binary not found: {} ({e}); build it with `cargo build --release` or pass --worker",
+            path.display()
+        )
+    })?;
+    use std::os::unix::fs::PermissionsExt;
+    if !metadata.is_file() || metadata.permissions().mode() & 0o111 == 0 {
+        bail!("worker binary {} is not an executable file", path.display());
+    }
+    Ok(path)
+}
+
+/// Asks the worker binary which task kinds it serves.
+async fn list_kinds(program: &Path) -> Result<Vec<String>> {
+    let probe = tokio::process::Command::new(program)
+        .arg("--list-kinds")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(PROBE_TIMEOUT, probe)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "{} --list-kinds did not answer within {PROBE_TIMEOUT:?}",
+                program.display()
+            )
+        })?
+        .with_context(|| format!("cannot run worker binary {}", program.display()))?;
+    let kinds: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_string)
+        .collect();
+    if !output.status.success() || kinds.is_empty() {
+        bail!(
+            "{} is not a multiloop worker: `--list-kinds` {} ({})",
+            program.display(),
+            if output.status.success() {
+                "listed no kinds".to_string()
+            } else {
+                format!("failed with {}", output.status)
+            },
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .next()
+                .unwrap_or("no message")
+                .trim()
+        );
+    }
+    Ok(kinds)
+}
+
+fn choose_kind(wanted: Option<&str>, kinds: &[String], program: &Path) -> Result<String> {
+    let served = || kinds.join(", ");
+    match wanted {
+        Some(kind) if kinds.iter().any(|k| k == kind) => Ok(kind.to_string()),
+        Some(kind) => bail!(
+            "unknown task kind {kind:?} (--task); {} serves: {}",
+            program.display(),
+            served()
+        ),
+        None if kinds.iter().any(|k| k == "sim") => Ok("sim".into()),
+        None if kinds.len() == 1 => Ok(kinds[0].clone()),
+        None => bail!(
+            "--task is required: {} serves several kinds: {}",
+            program.display(),
+            served()
+        ),
+    }
+}
+
+fn input_source(args: &Args) -> Result<InputSource> {
+    Ok(match &args.input {
+        _ if args.demo => InputSource::Demo(DemoBatch::default()),
+        Some(path) if path.as_os_str() == "-" => InputSource::Stdin,
+        Some(path) => {
+            std::fs::File::open(path)
+                .with_context(|| format!("cannot open input {} (--input)", path.display()))?;
+            InputSource::File(path.clone())
+        }
+        None if std::io::stdin().is_terminal() => InputSource::Demo(DemoBatch::default()),
+        None => InputSource::Stdin,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_choice() {
+        let kinds = vec!["sim".to_string(), "chaos".to_string()];
+        let program = Path::new("worker");
+        assert_eq!(choose_kind(None, &kinds, program).unwrap(), "sim");
+        assert_eq!(
+            choose_kind(Some("chaos"), &kinds, program).unwrap(),
+            "chaos"
+        );
+        let error = choose_kind(Some("fetch2"), &kinds, program)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown task kind \"fetch2\""), "{error}");
+        assert_eq!(
+            choose_kind(None, &["mine".to_string()], program).unwrap(),
+            "mine"
+        );
+    }
+}

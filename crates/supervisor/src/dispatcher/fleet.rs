@@ -1,0 +1,199 @@
+//! The worker slots and their incarnations, as the dispatcher tracks them.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use multiloop_protocol::{Heartbeat, Usage};
+
+use super::events::WorkerId;
+use crate::record::TaskEntry;
+
+/// Why a worker was told to finish its tasks and exit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The run is over.
+    Finished,
+    /// `--max-tasks-per-worker` or `--max-worker-rss`.
+    Recycled(String),
+    /// Rolling restart (SIGHUP or `ctl restart`).
+    Restart,
+    /// The fleet shrank (SIGTTOU or `ctl scale`).
+    Retired,
+}
+
+/// Why the supervisor killed a worker itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KillReason {
+    Hung {
+        silent: Duration,
+        lag: Duration,
+    },
+    NoHandshake {
+        waited: Duration,
+    },
+    Violation(String),
+    /// An operator asked (`ctl kill`): handled like a kill from outside.
+    Operator,
+    /// Shutdown: the tasks are abandoned, not re-run.
+    Shutdown,
+}
+
+impl std::fmt::Display for KillReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KillReason::Hung { silent, lag } => write!(
+                f,
+                "hung: no heartbeat for {:.1}s (last event-loop lag {} ms), killed",
+                silent.as_secs_f64(),
+                lag.as_millis()
+            ),
+            KillReason::NoHandshake { waited } => {
+                write!(
+                    f,
+                    "no handshake within {:.1}s, killed",
+                    waited.as_secs_f64()
+                )
+            }
+            KillReason::Violation(error) => write!(f, "{error}, killed"),
+            KillReason::Operator => f.write_str("killed on request"),
+            KillReason::Shutdown => f.write_str("killed at shutdown"),
+        }
+    }
+}
+
+/// Where an incarnation is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Life {
+    /// Spawn requested; no handshake yet.
+    Starting,
+    Running,
+    /// Still working, while its replacement starts; then it is closed.
+    Replacing(CloseReason),
+    /// Input closed: finishing what it has, then exiting.
+    Closing {
+        since: Instant,
+        reason: CloseReason,
+    },
+}
+
+/// One worker process, from spawn to exit.
+#[derive(Debug)]
+pub struct Incarnation {
+    pub id: WorkerId,
+    pub pid: Option<u32>,
+    pub life: Life,
+    pub in_flight: HashMap<u64, TaskEntry>,
+    /// Running a suspect group alone.
+    pub probe: bool,
+    pub started: Instant,
+    pub last_heard: Instant,
+    pub heartbeat: Heartbeat,
+    pub usage: Option<Usage>,
+    /// Tasks answered in this life.
+    pub completed: u64,
+    /// Recycle after this many tasks (`--max-tasks-per-worker`, jittered).
+    pub recycle_after: Option<u64>,
+    pub killed: Option<KillReason>,
+}
+
+impl Incarnation {
+    pub fn new(id: WorkerId, now: Instant, recycle_after: Option<u64>) -> Self {
+        Self {
+            id,
+            pid: None,
+            life: Life::Starting,
+            in_flight: HashMap::new(),
+            probe: false,
+            started: now,
+            last_heard: now,
+            heartbeat: Heartbeat::default(),
+            usage: None,
+            completed: 0,
+            recycle_after,
+            killed: None,
+        }
+    }
+
+    /// Can be sent new tasks.
+    pub fn accepts_tasks(&self) -> bool {
+        self.killed.is_none() && matches!(self.life, Life::Running | Life::Replacing(_))
+    }
+
+    /// CPU time so far: the final rusage when there is one, else the last
+    /// heartbeat's.
+    pub fn cpu_us(&self) -> u64 {
+        match self.usage {
+            Some(usage) => usage.user_us + usage.system_us,
+            None => self.heartbeat.cpu_us,
+        }
+    }
+
+    pub fn peak_rss(&self) -> u64 {
+        let from_usage = self.usage.map_or(0, |u| u.max_rss_bytes);
+        from_usage.max(self.heartbeat.rss_bytes)
+    }
+
+    pub fn state_name(&self) -> &'static str {
+        if self.killed.is_some() {
+            return "killing";
+        }
+        match self.life {
+            Life::Starting => "starting",
+            Life::Running if self.probe => "probing",
+            Life::Running => "running",
+            Life::Replacing(_) | Life::Closing { .. } => "draining",
+        }
+    }
+}
+
+/// Totals of a slot over all its incarnations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlotTotals {
+    pub done: u64,
+    pub failed: u64,
+    pub restarts: u64,
+    /// CPU time of incarnations that have exited.
+    pub past_cpu_us: u64,
+    pub peak_rss: u64,
+    pub max_lag_us: u64,
+}
+
+/// A place in the fleet: worker `index`, whichever process fills it now.
+#[derive(Debug)]
+pub struct Slot {
+    pub index: usize,
+    pub generation: u64,
+    pub current: Option<Incarnation>,
+    /// When a replacement is due after a death.
+    pub restart_at: Option<Instant>,
+    /// Deaths in a row without completing a task, for the backoff.
+    pub failures: u32,
+    /// False once the fleet shrank below this slot.
+    pub active: bool,
+    pub totals: SlotTotals,
+    pub last_pid: Option<u32>,
+}
+
+impl Slot {
+    pub fn new(index: usize) -> Self {
+        Self {
+            index,
+            generation: 0,
+            current: None,
+            restart_at: None,
+            failures: 0,
+            active: true,
+            totals: SlotTotals::default(),
+            last_pid: None,
+        }
+    }
+
+    /// A new id for the next incarnation of this slot.
+    pub fn next_id(&mut self) -> WorkerId {
+        self.generation += 1;
+        WorkerId {
+            index: self.index,
+            generation: self.generation,
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The dispatcher: the one owner of worker and task state.
+
+mod blame;
+mod core;
+mod events;
+mod fleet;
+mod policy;
+mod status;
+
+pub use self::core::{DispatchConfig, Dispatcher};
+pub use blame::{Blame, Evidence, Verdict};
+pub use events::{Command, Event, ExitStatus, Request, WorkerId};
+pub use fleet::KillReason;
+pub use policy::{Backoff, RestartIntensity};
+pub use status::{RunOutcome, RunReport, WorkerRow};

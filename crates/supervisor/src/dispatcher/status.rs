@@ -1,0 +1,52 @@
+//! Snapshots of the run for people: per-worker rows and the final report.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// One worker slot, as shown in status tables and the summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkerRow {
+    pub index: usize,
+    pub pid: Option<u32>,
+    pub state: &'static str,
+    pub in_flight: usize,
+    pub done: u64,
+    pub failed: u64,
+    pub restarts: u64,
+    pub cpu_us: u64,
+    pub rss_bytes: u64,
+    pub peak_rss_bytes: u64,
+    pub lag_us: u64,
+    pub max_lag_us: u64,
+    #[serde(skip)]
+    pub uptime: Option<Duration>,
+}
+
+/// How a run ended; decides the exit status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    AllOk,
+    SomeFailed,
+    /// The restart-intensity limit tripped.
+    GaveUp(String),
+    /// Stopped by a signal (its number).
+    Interrupted(i32),
+    /// A configuration or startup error (bad worker binary, wrong kind).
+    Fatal(String),
+}
+
+/// The end of a run, for the summary and the exit status.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub outcome: RunOutcome,
+    pub ok: u64,
+    pub failed: u64,
+    /// Tasks read from the input (lines that were not blank).
+    pub read: u64,
+    /// Lines in the input, once it was read to its end.
+    pub lines: Option<u64>,
+    pub restarts: u64,
+    pub wall: Duration,
+    pub workers: Vec<WorkerRow>,
+}

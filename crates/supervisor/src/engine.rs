@@ -1,0 +1,303 @@
+//! The engine: one `select!` loop that turns input, worker pipes, process
+//! exits, signals and timers into dispatcher events, and carries out the
+//! dispatcher's commands. It decides nothing itself.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use multiloop_protocol::Task;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::dispatcher::{
+    Command, DispatchConfig, Dispatcher, Event, Request, RunReport, WorkerId, WorkerRow,
+};
+use crate::input::{read_input, InputFilter, InputMessage, InputSource};
+use crate::link;
+use crate::output::{OutputEnd, OutputTarget, OutputWriter};
+use crate::process::{Spawner, WorkerSpec};
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub dispatch: DispatchConfig,
+    pub input: InputSource,
+    pub output: OutputTarget,
+    pub worker_program: PathBuf,
+    pub concurrency: usize,
+    pub task_timeout: Option<Duration>,
+    pub heartbeat: Duration,
+    pub max_frame: usize,
+}
+
+/// What stops a run before it starts, or breaks it while it runs.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Output(#[source] std::io::Error),
+    #[error("cannot set up the supervisor: {0}")]
+    Setup(#[source] std::io::Error),
+}
+
+/// Hooks for the human-facing side (progress, status tables), so that the
+/// engine stays free of presentation.
+pub trait Observer: Send {
+    /// Called a few times a second with (done, failed, restarts, alive).
+    fn progress(&mut self, _done: u64, _failed: u64, _restarts: u64, _alive: u64) {}
+    /// SIGUSR1: show the per-worker table.
+    fn status(&mut self, _rows: &[WorkerRow]) {}
+}
+
+/// An observer that shows nothing.
+#[derive(Debug, Default)]
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// The engine's handles to one worker process.
+#[derive(Debug)]
+struct WorkerChannels {
+    /// Dropping it closes the worker's task pipe once queued batches are out.
+    tasks: Option<mpsc::UnboundedSender<Vec<Task>>>,
+    signals: mpsc::UnboundedSender<i32>,
+}
+
+/// Runs a whole batch; returns how it went.
+pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunReport, RunError> {
+    let output = OutputWriter::start(&config.output).map_err(RunError::Output)?;
+    let spawner = Spawner::start(tokio::runtime::Handle::current()).map_err(RunError::Setup)?;
+    let mut signals = Signals::new().map_err(RunError::Setup)?;
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (input_tx, input_rx) = mpsc::channel(2);
+    let filter = InputFilter {
+        max_line: config.max_frame.saturating_sub(64),
+    };
+    tokio::spawn(read_input(config.input.clone(), filter, input_tx));
+    let mut input = Some(input_rx);
+
+    let now = Instant::now();
+    let mut dispatcher = Dispatcher::new(config.dispatch.clone(), now);
+    let mut engine = Engine {
+        config: &config,
+        spawner,
+        events_tx,
+        workers: HashMap::new(),
+        output: output.tx.clone(),
+        output_closed: false,
+    };
+    let commands = dispatcher.start(now);
+    engine.apply(commands, &mut dispatcher, observer).await;
+
+    let mut progress = tokio::time::interval(Duration::from_millis(200));
+    progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while !dispatcher.is_finished() {
+        let deadline = dispatcher.next_deadline();
+        let event = tokio::select! {
+            Some(event) = events.recv() => event,
+            message = recv_input(&mut input), if dispatcher.wants_input() => match message {
+                Some(InputMessage::Batch(items)) => Event::Input(items),
+                Some(InputMessage::End { lines }) => { input = None; Event::InputEnded { lines } }
+                Some(InputMessage::Failed(error)) => { input = None; Event::InputFailed(error) }
+                None => { input = None; Event::InputEnded { lines: 0 } }
+            },
+            request = signals.next() => Event::Request(request),
+            _ = sleep_until(deadline) => Event::Wake,
+            _ = progress.tick() => {
+                let (done, failed, restarts, alive) = dispatcher.progress();
+                observer.progress(done, failed, restarts, alive);
+                continue;
+            }
+        };
+        if let Event::Exited { worker, .. } = &event {
+            engine.workers.remove(worker);
+        }
+        let commands = dispatcher.handle(event, Instant::now());
+        if commands.iter().any(|c| matches!(c, Command::StopInput)) {
+            input = None;
+        }
+        engine.apply(commands, &mut dispatcher, observer).await;
+        if engine.output_closed {
+            engine.output_closed = false;
+            let commands = dispatcher.handle(
+                Event::Request(Request::StopNow {
+                    signal: libc::SIGPIPE,
+                }),
+                Instant::now(),
+            );
+            engine.apply(commands, &mut dispatcher, observer).await;
+        }
+    }
+    let (done, failed, restarts, alive) = dispatcher.progress();
+    observer.progress(done, failed, restarts, alive);
+    drop(engine);
+    let end = tokio::task::spawn_blocking(move || output.finish())
+        .await
+        .map_err(|e| RunError::Output(std::io::Error::other(e)))?
+        .map_err(RunError::Output)?;
+    let mut report = dispatcher.report(Instant::now());
+    if let OutputEnd::BrokenPipe = end {
+        report.outcome = crate::dispatcher::RunOutcome::Interrupted(libc::SIGPIPE);
+    }
+    Ok(report)
+}
+
+async fn recv_input(input: &mut Option<mpsc::Receiver<InputMessage>>) -> Option<InputMessage> {
+    match input {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Engine<'a> {
+    config: &'a RunConfig,
+    spawner: Spawner,
+    events_tx: mpsc::UnboundedSender<Event>,
+    workers: HashMap<WorkerId, WorkerChannels>,
+    output: mpsc::Sender<Vec<crate::record::Record>>,
+    output_closed: bool,
+}
+
+impl Engine<'_> {
+    async fn apply(
+        &mut self,
+        commands: Vec<Command>,
+        dispatcher: &mut Dispatcher,
+        observer: &mut dyn Observer,
+    ) {
+        for command in commands {
+            match command {
+                Command::Spawn { worker } => self.spawn(worker),
+                Command::Send { worker, tasks } => {
+                    if let Some(tx) = self.workers.get(&worker).and_then(|w| w.tasks.as_ref()) {
+                        let _ = tx.send(tasks);
+                    }
+                }
+                Command::CloseInput { worker } => {
+                    if let Some(channels) = self.workers.get_mut(&worker) {
+                        channels.tasks = None;
+                    }
+                }
+                Command::Signal { worker, signal } => {
+                    if let Some(channels) = self.workers.get(&worker) {
+                        let _ = channels.signals.send(signal);
+                    }
+                }
+                Command::Emit(records) => {
+                    if !self.output_closed && self.output.send(records).await.is_err() {
+                        self.output_closed = true;
+                    }
+                }
+                Command::StopInput => {}
+                Command::ShowStatus => observer.status(&dispatcher.rows(Instant::now())),
+                Command::Finish => {}
+            }
+        }
+    }
+
+    /// Starts a worker process and the tasks that serve it. The channels
+    /// exist at once, so commands for the worker can be queued while it
+    /// starts.
+    fn spawn(&mut self, worker: WorkerId) {
+        let (tasks_tx, tasks_rx) = mpsc::unbounded_channel();
+        let (signals_tx, signals_rx) = mpsc::unbounded_channel();
+        self.workers.insert(
+            worker,
+            WorkerChannels {
+                tasks: Some(tasks_tx),
+                signals: signals_tx,
+            },
+        );
+        let spec = WorkerSpec {
+            program: self.config.worker_program.clone(),
+            kind: Some(self.config.dispatch.kind.clone()),
+            index: worker.index,
+            workers: self.config.dispatch.workers,
+            concurrency: self.config.concurrency,
+            task_timeout_ms: self.config.task_timeout.map_or(0, |t| t.as_millis() as u64),
+            heartbeat_ms: self.config.heartbeat.as_millis() as u64,
+            max_frame: self.config.max_frame,
+        };
+        let spawner = self.spawner.clone();
+        let events = self.events_tx.clone();
+        let max_frame = self.config.max_frame;
+        tokio::spawn(async move {
+            match spawner.spawn(spec).await {
+                Err(error) => {
+                    let _ = events.send(Event::SpawnFailed {
+                        worker,
+                        error: error.to_string(),
+                    });
+                }
+                Ok(process) => {
+                    debug!("worker {} started as pid {}", worker.index, process.pid);
+                    let _ = events.send(Event::Spawned {
+                        worker,
+                        pid: process.pid,
+                    });
+                    tokio::spawn(link::write_tasks(tasks_rx, process.tasks, max_frame));
+                    tokio::spawn(link::read_frames(
+                        worker,
+                        process.results,
+                        max_frame,
+                        events.clone(),
+                    ));
+                    tokio::spawn(link::forward_output(worker.index, process.stdout));
+                    tokio::spawn(link::forward_output(worker.index, process.stderr));
+                    link::watch_process(worker, process.child, signals_rx, events).await;
+                }
+            }
+        });
+    }
+}
+
+/// The signals an operator can send the supervisor.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    more: Signal,
+    fewer: Signal,
+    hangup: Signal,
+    status: Signal,
+    stops: u32,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            more: signal(SignalKind::from_raw(libc::SIGTTIN))?,
+            fewer: signal(SignalKind::from_raw(libc::SIGTTOU))?,
+            hangup: signal(SignalKind::hangup())?,
+            status: signal(SignalKind::user_defined1())?,
+            stops: 0,
+        })
+    }
+
+    async fn next(&mut self) -> Request {
+        let stop = |this: &mut Self, signal: i32| {
+            this.stops += 1;
+            if this.stops == 1 {
+                Request::Drain { signal }
+            } else {
+                Request::StopNow { signal }
+            }
+        };
+        tokio::select! {
+            _ = self.interrupt.recv() => stop(self, libc::SIGINT),
+            _ = self.terminate.recv() => stop(self, libc::SIGTERM),
+            _ = self.more.recv() => Request::AddWorker,
+            _ = self.fewer.recv() => Request::RemoveWorker,
+            _ = self.hangup.recv() => Request::RollingRestart,
+            _ = self.status.recv() => Request::ShowStatus,
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The input reader: turns the input (a file, stdin or the built-in demo)
+//! into numbered tasks, lazily, in batches the dispatcher asks for.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use tokio::io::AsyncRead;
+use tokio::sync::mpsc;
+
+use crate::demo::DemoBatch;
+use crate::lines::{Line, LineReader};
+use crate::record::{InputItem, TaskEntry};
+
+/// Lines per batch handed to the dispatcher.
+const BATCH: usize = 1024;
+
+/// Where tasks come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputSource {
+    File(PathBuf),
+    Stdin,
+    Demo(DemoBatch),
+}
+
+impl std::fmt::Display for InputSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InputSource::File(path) => write!(f, "{}", path.display()),
+            InputSource::Stdin => f.write_str("stdin"),
+            InputSource::Demo(_) => f.write_str("the demo batch"),
+        }
+    }
+}
+
+/// What the reader sends the dispatcher.
+#[derive(Debug)]
+pub enum InputMessage {
+    Batch(Vec<InputItem>),
+    /// The input ended after `lines` lines.
+    End {
+        lines: u64,
+    },
+    /// The input could not be read to its end.
+    Failed(String),
+}
+
+/// Decides which lines become tasks.
+#[derive(Debug, Clone)]
+pub struct InputFilter {
+    /// Longest line that fits in a frame.
+    pub max_line: usize,
+}
+
+/// Reads `source` to its end, sending batches of tasks on `tx`. The bounded
+/// channel is the backpressure: the reader waits while the dispatcher has
+/// enough.
+pub async fn read_input(source: InputSource, filter: InputFilter, tx: mpsc::Sender<InputMessage>) {
+    let result = match &source {
+        InputSource::File(path) => match tokio::fs::File::open(path).await {
+            Ok(file) => read_lines(file, &filter, &tx).await,
+            Err(error) => Err(format!("cannot open input {}: {error}", path.display())),
+        },
+        InputSource::Stdin => read_lines(tokio::io::stdin(), &filter, &tx).await,
+        InputSource::Demo(demo) => read_lines(demo.to_jsonl().as_slice(), &filter, &tx).await,
+    };
+    let message = match result {
+        Ok(lines) => InputMessage::End { lines },
+        Err(error) => InputMessage::Failed(format!("reading {source}: {error}")),
+    };
+    let _ = tx.send(message).await;
+}
+
+async fn read_lines<R: AsyncRead + Unpin>(
+    reader: R,
+    filter: &InputFilter,
+    tx: &mpsc::Sender<InputMessage>,
+) -> Result<u64, String> {
+    let mut lines = LineReader::new(reader, filter.max_line);
+    let mut numbering = Numbering::default();
+    loop {
+        let mut batch = Vec::with_capacity(BATCH);
+        match lines.next_line().await.map_err(|e| e.to_string())? {
+            None => return Ok(numbering.seq),
+            Some(line) => numbering.push(line, filter, &mut batch),
+        }
+        while batch.len() < BATCH {
+            match lines.next_buffered() {
+                Some(line) => numbering.push(line, filter, &mut batch),
+                None => break,
+            }
+        }
+        if !batch.is_empty() && tx.send(InputMessage::Batch(batch)).await.is_err() {
+            // The dispatcher stopped reading (drain or shutdown).
+            return Ok(numbering.seq);
+        }
+    }
+}
+
+/// Line numbers (every line) and task ids (lines that became items).
+#[derive(Debug, Default)]
+struct Numbering {
+    seq: u64,
+    next_id: u64,
+}
+
+impl Numbering {
+    fn push(&mut self, line: Line<'_>, filter: &InputFilter, batch: &mut Vec<InputItem>) {
+        self.seq += 1;
+        let seq = self.seq;
+        let item = match line {
+            Line::Complete(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => return,
+            Line::Complete(bytes) => InputItem::Task(TaskEntry {
+                id: self.next_id,
+                seq,
+                payload: Bytes::copy_from_slice(bytes),
+                key: None,
+                attempts: 0,
+                blame: Default::default(),
+            }),
+            Line::TooLong { len } => InputItem::Rejected {
+                id: self.next_id,
+                seq,
+                message: format!(
+                    "line {seq}: {len} bytes is over the frame limit of {} bytes (see --max-frame)",
+                    filter.max_line
+                ),
+            },
+        };
+        self.next_id += 1;
+        batch.push(item);
+    }
+}

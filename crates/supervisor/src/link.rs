@@ -1,0 +1,151 @@
+//! A worker's pipes and process as seen from the engine: tasks out, frames
+//! in, output lines forwarded, exit status reported. Each piece is a task
+//! that turns what it sees into dispatcher events.
+
+use futures::StreamExt;
+use multiloop_protocol::{check_hello, FrameCodec, FromWorker, Task, ToWorker};
+use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::process::Child;
+use tokio::sync::mpsc;
+use tokio_util::codec::{Encoder, FramedRead};
+
+use crate::dispatcher::{Event, ExitStatus, WorkerId};
+use crate::lines::{Line, LineReader};
+
+/// Longest worker output line forwarded whole.
+const MAX_OUTPUT_LINE: usize = 64 * 1024;
+
+/// Reads result frames and turns them into events. Stops at the first
+/// violation: the dispatcher kills the worker, and its exit explains.
+pub async fn read_frames(
+    worker: WorkerId,
+    results: pipe::Receiver,
+    max_frame: usize,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let mut frames = FramedRead::new(results, FrameCodec::new(max_frame));
+    let mut greeted = false;
+    while let Some(frame) = frames.next().await {
+        let event = match frame {
+            Err(error) => Event::LinkFailed {
+                worker,
+                error: format!("protocol violation: {error}"),
+            },
+            Ok(frame) if !greeted => match check_hello(&frame) {
+                Ok(hello) => {
+                    greeted = true;
+                    Event::Hello { worker, hello }
+                }
+                Err(error) => Event::LinkFailed {
+                    worker,
+                    error: format!("handshake failed: {error}"),
+                },
+            },
+            Ok(frame) => match FrameCodec::decode_message::<FromWorker>(&frame) {
+                Ok(FromWorker::Results(results)) => Event::Results { worker, results },
+                Ok(FromWorker::Heartbeat(heartbeat)) => Event::Heartbeat { worker, heartbeat },
+                Ok(FromWorker::Bye(usage)) => Event::Bye { worker, usage },
+                Ok(FromWorker::Hello(_)) => Event::LinkFailed {
+                    worker,
+                    error: "protocol violation: a second handshake".into(),
+                },
+                Err(error) => Event::LinkFailed {
+                    worker,
+                    error: format!("protocol violation: {error}"),
+                },
+            },
+        };
+        let failed = matches!(event, Event::LinkFailed { .. });
+        if events.send(event).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Writes task batches as frames; everything ready is one write. Ends when
+/// the dispatcher closes the worker's input (the pipe closes with it) or
+/// the worker is gone.
+pub async fn write_tasks(
+    mut tasks: mpsc::UnboundedReceiver<Vec<Task>>,
+    mut pipe: pipe::Sender,
+    max_frame: usize,
+) {
+    let mut codec = FrameCodec::new(max_frame);
+    let budget = max_frame / 2;
+    let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
+    let mut ready = Vec::new();
+    while tasks.recv_many(&mut ready, 64).await > 0 {
+        let mut frame: Vec<Task> = Vec::new();
+        let mut size = 0;
+        for task in ready.drain(..).flatten() {
+            let len = task.payload.len() + 16;
+            if size + len > budget && !frame.is_empty() {
+                encode(&mut codec, std::mem::take(&mut frame), &mut buf);
+                size = 0;
+            }
+            size += len;
+            frame.push(task);
+        }
+        if !frame.is_empty() {
+            encode(&mut codec, frame, &mut buf);
+        }
+        if pipe.write_all(&buf).await.is_err() {
+            return; // The worker is gone; its exit is reported elsewhere.
+        }
+        buf.clear();
+    }
+}
+
+fn encode(codec: &mut FrameCodec, tasks: Vec<Task>, buf: &mut bytes::BytesMut) {
+    // Lines were checked against the frame limit when read, and batches are
+    // cut at half of it, so a batch always encodes.
+    codec
+        .encode(&ToWorker::Tasks(tasks), buf)
+        .expect("a task batch within the frame limit encodes");
+}
+
+/// Waits for the worker to exit, delivering signals meanwhile. Signals go
+/// through here because only the owner of `Child` knows whether the pid is
+/// still ours (not yet reaped).
+pub async fn watch_process(
+    worker: WorkerId,
+    mut child: Child,
+    mut signals: mpsc::UnboundedReceiver<i32>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            Some(signal) = signals.recv() => {
+                if let Some(pid) = child.id() {
+                    if let Ok(signal) = nix::sys::signal::Signal::try_from(signal) {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+                    }
+                }
+            }
+        }
+    };
+    let status = match status {
+        Ok(status) => ExitStatus::from_std(status),
+        Err(_) => ExitStatus::Code(-1),
+    };
+    let _ = events.send(Event::Exited { worker, status });
+}
+
+/// Forwards a worker's stdout or stderr to our stderr, line by line,
+/// prefixed with the worker index.
+pub async fn forward_output(index: usize, stream: impl AsyncRead + Unpin) {
+    let mut lines = LineReader::new(stream, MAX_OUTPUT_LINE);
+    while let Ok(Some(line)) = lines.next_line().await {
+        let mut text = format!("[w{index}] ").into_bytes();
+        match line {
+            Line::Complete(bytes) => text.extend_from_slice(bytes),
+            Line::TooLong { len } => {
+                text.extend_from_slice(format!("(a {len}-byte line, not shown)").as_bytes())
+            }
+        }
+        text.push(b'\n');
+        crate::term::write_stderr(&text);
+    }
+}

@@ -1,0 +1,127 @@
+//! The output writer: formats records on its own thread, flushes once per
+//! batch, and syncs the file at the end so that `--resume` can trust it.
+
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+
+use tokio::sync::mpsc;
+
+use crate::record::Record;
+
+/// Batches of records queued for the writer before the dispatcher waits.
+const QUEUED_BATCHES: usize = 64;
+
+/// Where records go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputTarget {
+    Stdout,
+    /// A file, truncated, or appended to when `append` (resume).
+    File {
+        path: PathBuf,
+        append: bool,
+    },
+}
+
+/// How writing ended.
+#[derive(Debug)]
+pub enum OutputEnd {
+    /// Everything written, flushed and synced.
+    Complete,
+    /// The reader of stdout went away (`| head`): stop quietly.
+    BrokenPipe,
+}
+
+/// The sending side of the writer thread.
+#[derive(Debug)]
+pub struct OutputWriter {
+    pub tx: mpsc::Sender<Vec<Record>>,
+    thread: std::thread::JoinHandle<io::Result<OutputEnd>>,
+}
+
+impl OutputWriter {
+    /// Opens the target (so that a bad path fails before any work) and
+    /// starts the writer thread.
+    pub fn start(target: &OutputTarget) -> io::Result<Self> {
+        let sink: Box<dyn Write + Send> = match target {
+            OutputTarget::Stdout => Box::new(io::stdout()),
+            OutputTarget::File { path, append } => {
+                let file = OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .append(*append)
+                    .truncate(!*append)
+                    .open(path)
+                    .map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!("cannot open output {}: {e}", path.display()),
+                        )
+                    })?;
+                Box::new(SyncOnDrop(file))
+            }
+        };
+        let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
+        let thread = std::thread::Builder::new()
+            .name("multiloop-output".into())
+            .spawn(move || write_records(sink, rx))?;
+        Ok(Self { tx, thread })
+    }
+
+    /// Waits for everything queued to be written.
+    pub fn finish(self) -> io::Result<OutputEnd> {
+        drop(self.tx);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the output thread panicked")))
+    }
+}
+
+fn write_records(
+    sink: Box<dyn Write + Send>,
+    mut rx: mpsc::Receiver<Vec<Record>>,
+) -> io::Result<OutputEnd> {
+    let mut out = BufWriter::with_capacity(256 * 1024, sink);
+    let result = (|| {
+        while let Some(batch) = rx.blocking_recv() {
+            write_batch(&mut out, &batch)?;
+            while let Ok(batch) = rx.try_recv() {
+                write_batch(&mut out, &batch)?;
+            }
+            // Flushed once the queue is empty: a killed supervisor loses at
+            // most the batch in hand, and a reader sees records promptly.
+            out.flush()?;
+        }
+        out.flush()?;
+        out.get_mut().flush()
+    })();
+    match result {
+        Ok(()) => Ok(OutputEnd::Complete),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(OutputEnd::BrokenPipe),
+        Err(e) => Err(e),
+    }
+}
+
+fn write_batch(out: &mut impl Write, batch: &[Record]) -> io::Result<()> {
+    batch.iter().try_for_each(|record| record.write_line(out))
+}
+
+/// A file whose `flush` reaches the disk only at the end: `sync_all` runs
+/// when the writer is done, not per batch.
+struct SyncOnDrop(std::fs::File);
+
+impl Write for SyncOnDrop {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Drop for SyncOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.sync_all();
+    }
+}

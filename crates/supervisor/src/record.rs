@@ -1,0 +1,166 @@
+//! Tasks as the supervisor holds them, and the output records they become.
+
+use std::io::{self, Write};
+
+use bytes::Bytes;
+use multiloop_protocol::{ErrorKind, Outcome};
+
+/// One input line that became a task. `id` is dense and internal (the
+/// protocol id and the reorder position); `seq` is the 1-based input line
+/// number that users see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEntry {
+    pub id: u64,
+    pub seq: u64,
+    pub payload: Bytes,
+    /// The `--key` value of the line, as raw JSON, when a key is configured.
+    pub key: Option<Bytes>,
+    /// How often the task was started on a worker.
+    pub attempts: u32,
+    /// Blame bookkeeping; see `dispatcher::blame`.
+    pub blame: BlameMarks,
+}
+
+/// What the blame policy remembers about one task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlameMarks {
+    /// Weighted crashes while the task ran alone on its worker.
+    pub strikes: u32,
+    /// Times it was in flight on a worker killed from outside.
+    pub coincidences: u32,
+}
+
+/// What the input reader hands over for one non-blank line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputItem {
+    Task(TaskEntry),
+    /// A line that cannot become a task; it is answered as `bad_input`.
+    Rejected {
+        id: u64,
+        seq: u64,
+        message: String,
+    },
+}
+
+impl InputItem {
+    pub fn id(&self) -> u64 {
+        match self {
+            InputItem::Task(task) => task.id,
+            InputItem::Rejected { id, .. } => *id,
+        }
+    }
+}
+
+/// One output line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub id: u64,
+    pub seq: u64,
+    pub key: Option<Bytes>,
+    /// Index of the worker that produced the outcome; `None` when the
+    /// supervisor decided it alone (an input line it could not send).
+    pub worker: Option<usize>,
+    pub attempts: u32,
+    pub micros: u64,
+    pub outcome: Outcome,
+}
+
+impl Record {
+    pub fn is_ok(&self) -> bool {
+        matches!(self.outcome, Outcome::Ok(_))
+    }
+
+    pub fn error_kind(&self) -> Option<ErrorKind> {
+        match self.outcome {
+            Outcome::Ok(_) => None,
+            Outcome::Err { kind, .. } => Some(kind),
+        }
+    }
+
+    /// Writes the record as one JSON line. Handler output is spliced in as
+    /// it came from the worker, never parsed or re-encoded.
+    pub fn write_line(&self, out: &mut impl Write) -> io::Result<()> {
+        write!(out, "{{\"seq\":{}", self.seq)?;
+        if let Some(key) = &self.key {
+            out.write_all(b",\"key\":")?;
+            out.write_all(key)?;
+        }
+        match self.worker {
+            Some(worker) => write!(out, ",\"worker\":{worker}")?,
+            None => out.write_all(b",\"worker\":null")?,
+        }
+        write!(
+            out,
+            ",\"attempts\":{},\"ms\":{}.{:03}",
+            self.attempts,
+            self.micros / 1000,
+            self.micros % 1000
+        )?;
+        match &self.outcome {
+            Outcome::Ok(output) => {
+                out.write_all(b",\"ok\":")?;
+                out.write_all(output)?;
+            }
+            Outcome::Err { kind, message } => {
+                write!(
+                    out,
+                    ",\"error\":{{\"kind\":\"{}\",\"message\":",
+                    kind.as_str()
+                )?;
+                serde_json::to_writer(&mut *out, message)?;
+                out.write_all(b"}")?;
+            }
+        }
+        out.write_all(b"}\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(record: &Record) -> String {
+        let mut out = Vec::new();
+        record.write_line(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn ok_record_splices_output() {
+        let record = Record {
+            id: 0,
+            seq: 17,
+            key: None,
+            worker: Some(3),
+            attempts: 1,
+            micros: 4_205,
+            outcome: Outcome::Ok(Bytes::from_static(br#"{"sum":6}"#)),
+        };
+        assert_eq!(
+            line(&record),
+            "{\"seq\":17,\"worker\":3,\"attempts\":1,\"ms\":4.205,\"ok\":{\"sum\":6}}\n"
+        );
+    }
+
+    #[test]
+    fn error_record_escapes_message() {
+        let record = Record {
+            id: 0,
+            seq: 2,
+            key: Some(Bytes::from_static(b"\"a\"")),
+            worker: None,
+            attempts: 0,
+            micros: 0,
+            outcome: Outcome::Err {
+                kind: ErrorKind::BadInput,
+                message: "line 2: \"quoted\"\n".into(),
+            },
+        };
+        let text = line(&record);
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["error"]["kind"], "bad_input");
+        assert_eq!(value["error"]["message"], "line 2: \"quoted\"\n");
+        assert_eq!(value["key"], "a");
+        assert!(value["worker"].is_null());
+    }
+}
