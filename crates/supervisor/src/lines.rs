@@ -74,20 +74,18 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     /// end of a too-long line, or the unterminated last line) is there.
     fn split_buffered(&mut self) -> bool {
         self.buf.advance(std::mem::take(&mut self.consume));
-        loop {
-            if let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
-                self.scanned += pos;
-                return true;
-            }
-            self.scanned = self.buf.len();
-            if self.scanned > self.max_len || self.discarding.is_some() {
-                // Drop what we have of an over-long line and keep scanning.
-                *self.discarding.get_or_insert(0) += self.buf.len();
-                self.buf.clear();
-                self.scanned = 0;
-            }
-            return self.eof && (!self.buf.is_empty() || self.discarding.is_some());
+        if let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+            self.scanned += pos;
+            return true;
         }
+        self.scanned = self.buf.len();
+        if self.scanned > self.max_len || self.discarding.is_some() {
+            // Drop what we have of an over-long line and keep scanning.
+            *self.discarding.get_or_insert(0) += self.buf.len();
+            self.buf.clear();
+            self.scanned = 0;
+        }
+        self.eof && (!self.buf.is_empty() || self.discarding.is_some())
     }
 
     /// Returns the line found by [`Self::split_buffered`] and arranges for

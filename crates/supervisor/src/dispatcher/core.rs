@@ -285,7 +285,7 @@ impl Dispatcher {
             return;
         };
         inc.last_heard = now;
-        if !kinds.iter().any(|k| *k == kind) {
+        if !kinds.contains(&kind) {
             let message = format!(
                 "worker {} does not serve task kind {kind:?} (it serves: {})",
                 worker.index,

@@ -1,0 +1,244 @@
+//! Helpers shared by the integration tests: run the real binaries, read
+//! their records, watch their processes. Waits poll for an event with a
+//! deadline; nothing sleeps for a fixed time and hopes.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SUPERVISOR: &str = env!("CARGO_BIN_EXE_supervisor");
+pub const WORKER: &str = env!("CARGO_BIN_EXE_worker");
+
+/// A `supervisor` command with quiet defaults for tests.
+pub fn supervisor() -> Command {
+    let mut command = Command::new(SUPERVISOR);
+    command.env("RUST_LOG", "info").stdin(Stdio::null());
+    command
+}
+
+/// Runs the supervisor on `input` (fed through stdin); returns its output.
+pub fn run(args: &[&str], input: &[u8]) -> Output {
+    let mut child = supervisor()
+        .args(args)
+        .args(["--input", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("supervisor starts");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let output = child.wait_with_output().expect("supervisor runs");
+    feeder.join().unwrap();
+    output
+}
+
+/// Every output line, parsed; panics on a line that is not JSON.
+pub fn records(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}")))
+        .collect()
+}
+
+/// Records by `seq`, asserting that no seq appears twice.
+pub fn by_seq(records: &[Value]) -> HashMap<u64, Value> {
+    let mut map = HashMap::new();
+    for record in records {
+        let seq = record["seq"].as_u64().expect("seq");
+        assert!(map.insert(seq, record.clone()).is_none(), "seq {seq} reported twice");
+    }
+    map
+}
+
+/// `n` sim lines; line i gets `iters(i)` iterations and `sleep(i)` ms.
+pub fn sim_lines(n: u64, sleep: impl Fn(u64) -> u64, iters: impl Fn(u64) -> u64) -> String {
+    (0..n)
+        .map(|i| format!("{{\"sleep_ms\":{},\"iters\":{}}}\n", sleep(i), iters(i)))
+        .collect()
+}
+
+pub fn expected_sum(iters: u64) -> u64 {
+    (u128::from(iters) * u128::from(iters.saturating_sub(1)) / 2) as u64
+}
+
+/// Asserts that every line 1..=n has one ok record with the right sum.
+pub fn assert_all_sums(records: &[Value], n: u64, iters: impl Fn(u64) -> u64) {
+    let map = by_seq(records);
+    assert_eq!(map.len() as u64, n, "one record per line");
+    for seq in 1..=n {
+        let record = map.get(&seq).unwrap_or_else(|| panic!("line {seq} has no record"));
+        assert_eq!(
+            record["ok"]["sum"].as_u64(),
+            Some(expected_sum(iters(seq - 1))),
+            "line {seq}: {record}"
+        );
+    }
+}
+
+/// Polls `done` until it is true; panics naming `what` after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Child processes of `pid`, from /proc.
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Worker processes (not the `--list-kinds` probe) under `pid`.
+pub fn workers_of(pid: u32) -> Vec<u32> {
+    children(pid)
+        .into_iter()
+        .filter(|&child| cmdline(child).contains("--index"))
+        .collect()
+}
+
+pub fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// True when the process no longer exists or is a zombie (`kill(pid, 0)`
+/// would still succeed on a zombie).
+pub fn is_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(true),
+    }
+}
+
+pub fn kill(pid: u32, signal: i32) {
+    // SAFETY: sending a signal has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
+
+/// A started supervisor writing to a file, for tests that signal it.
+pub struct Running {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn output_path(&self) -> PathBuf {
+        self.dir.path().join("out.jsonl")
+    }
+
+    pub fn stderr_path(&self) -> PathBuf {
+        self.dir.path().join("stderr.txt")
+    }
+
+    pub fn output_records(&self) -> Vec<Value> {
+        records(&std::fs::read(self.output_path()).unwrap_or_default())
+    }
+
+    pub fn output_lines(&self) -> usize {
+        std::fs::read(self.output_path())
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+            .unwrap_or(0)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.stderr_path()).unwrap_or_default()
+    }
+
+    /// Waits for the supervisor to exit; returns its exit code.
+    pub fn wait(&mut self, limit: Duration) -> i32 {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("supervisor did not exit within {limit:?}; stderr:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the supervisor on `input` (written to a file) with output and
+/// stderr going to files in a fresh directory.
+pub fn start(args: &[&str], input: &str) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    start_in(dir, args, input, false)
+}
+
+/// Like [`start`] but in `dir`; with `resume`, appends to its output.
+pub fn start_in(dir: tempfile::TempDir, args: &[&str], input: &str, resume: bool) -> Running {
+    let input_path = dir.path().join("in.jsonl");
+    if !input_path.exists() {
+        std::fs::write(&input_path, input).unwrap();
+    }
+    let output_path = dir.path().join("out.jsonl");
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("stderr.txt"))
+        .unwrap();
+    let mut command = supervisor();
+    command
+        .args(args)
+        .arg("--input")
+        .arg(&input_path)
+        .arg("--output")
+        .arg(&output_path)
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    if resume {
+        command.arg("--resume");
+    }
+    let child = command.spawn().expect("supervisor starts");
+    Running { child, dir }
+}
+
+/// Writes an executable script into `dir`.
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
