@@ -243,6 +243,13 @@ class Bench:
         self.say(f"=== {name}  {m['date']}  git {m['git']}")
         self.say(f"machine: {m['host']}")
         self.say(f"loadavg before: {m['load']}")
+        try:
+            busy = float(m["load"].split()[0]) > 0.5
+        except (ValueError, IndexError):
+            busy = False
+        if busy:
+            self.say("WARNING: the machine is busy (1-min load > 0.5): timings will be noisy; "
+                     "compare best runs, or rerun when idle")
 
     def save(self, name):
         if self.args.no_save:

@@ -13,7 +13,12 @@ fn hundred_thousand_tasks_each_answered_once_with_the_right_sum() {
     let iters = |i: u64| (i * 7919) % 3000;
     let input = sim_lines(n, |_| 0, iters);
     let output = run(&["--workers", "2"], input.as_bytes());
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let records = records(&output.stdout);
     assert_all_sums(&records, n, iters);
     let mut per_worker = [0u64; 2];
@@ -21,9 +26,15 @@ fn hundred_thousand_tasks_each_answered_once_with_the_right_sum() {
         per_worker[record["worker"].as_u64().unwrap() as usize] += 1;
         assert_eq!(record["attempts"], 1);
     }
-    assert!(per_worker.iter().all(|&n| n > 0), "both workers got work: {per_worker:?}");
+    assert!(
+        per_worker.iter().all(|&n| n > 0),
+        "both workers got work: {per_worker:?}"
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("100000 tasks: 100000 ok, 0 failed"), "summary: {stderr}");
+    assert!(
+        stderr.contains("100000 tasks: 100000 ok, 0 failed"),
+        "summary: {stderr}"
+    );
 }
 
 #[test]
@@ -32,7 +43,10 @@ fn keep_order_emits_in_input_order() {
     // Later lines finish first within each group of ten.
     let sleep = |i: u64| 10 - i % 10;
     let input = sim_lines(n, sleep, |i| i);
-    let output = run(&["--workers", "2", "--keep-order", "--concurrency", "64"], input.as_bytes());
+    let output = run(
+        &["--workers", "2", "--keep-order", "--concurrency", "64"],
+        input.as_bytes(),
+    );
     assert_eq!(output.status.code(), Some(0));
     let records = records(&output.stdout);
     let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
@@ -69,7 +83,10 @@ fn a_line_over_the_frame_limit_is_bad_input() {
     let error = &map[&2]["error"];
     assert_eq!(error["kind"], "bad_input");
     let message = error["message"].as_str().unwrap();
-    assert!(message.contains("line 2") && message.contains("over the frame limit"), "{message}");
+    assert!(
+        message.contains("line 2") && message.contains("over the frame limit"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -77,7 +94,10 @@ fn a_missing_worker_binary_is_a_clear_usage_error() {
     let output = run(&["--worker", "/nonexistent/worker"], b"{}\n");
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("worker binary not found: /nonexistent/worker"), "{stderr}");
+    assert!(
+        stderr.contains("worker binary not found: /nonexistent/worker"),
+        "{stderr}"
+    );
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
 }
 
@@ -92,7 +112,10 @@ fn a_worker_of_another_protocol_version_is_named() {
         "#!/bin/sh\n[ \"$1\" = --list-kinds ] && { echo sim; exit 0; }\n\
          printf '\\000\\000\\000\\003\\000\\143\\001' >&4\ncat <&3 >/dev/null\n",
     );
-    let output = run(&["--workers", "1", "--worker", fake.to_str().unwrap()], b"{}\n");
+    let output = run(
+        &["--workers", "1", "--worker", fake.to_str().unwrap()],
+        b"{}\n",
+    );
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -106,7 +129,10 @@ fn a_binary_that_is_not_a_worker_is_refused_before_any_task() {
     let output = run(&["--worker", "/bin/cat"], b"{}\n");
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("/bin/cat is not a multiloop worker"), "{stderr}");
+    assert!(
+        stderr.contains("/bin/cat is not a multiloop worker"),
+        "{stderr}"
+    );
     assert!(output.stdout.is_empty());
 }
 
@@ -116,7 +142,10 @@ fn an_unknown_task_kind_fails_at_startup() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unknown task kind \"nope\""), "{stderr}");
-    assert!(stderr.contains("sim") && stderr.contains("chaos"), "lists the kinds: {stderr}");
+    assert!(
+        stderr.contains("sim") && stderr.contains("chaos"),
+        "lists the kinds: {stderr}"
+    );
 }
 
 #[test]
@@ -130,25 +159,46 @@ fn a_worker_printing_to_stdout_does_not_corrupt_results() {
         }
     }
     let output = run(&["--workers", "2", "--task", "chaos"], input.as_bytes());
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_all_sums(&records(&output.stdout), 2_000, |i| i);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let forwarded = stderr.lines().filter(|l| l.contains("this line goes to stdout")).count();
+    let forwarded = stderr
+        .lines()
+        .filter(|l| l.contains("this line goes to stdout"))
+        .count();
     assert_eq!(forwarded, 20, "forwarded to stderr:\n{stderr}");
-    assert!(stderr.lines().any(|l| l.starts_with("[w0] ") || l.starts_with("[w1] ")));
+    assert!(stderr
+        .lines()
+        .any(|l| l.starts_with("[w0] ") || l.starts_with("[w1] ")));
 }
 
 #[test]
 fn handler_panics_and_timeouts_are_records_and_the_worker_lives_on() {
-    let input = "{\"iters\":3,\"fault\":\"panic\"}\n{\"iters\":3,\"fault\":\"stall\"}\n{\"iters\":4}\n";
+    let input =
+        "{\"iters\":3,\"fault\":\"panic\"}\n{\"iters\":3,\"fault\":\"stall\"}\n{\"iters\":4}\n";
     let output = run(
-        &["--workers", "1", "--task", "chaos", "--task-timeout", "300ms"],
+        &[
+            "--workers",
+            "1",
+            "--task",
+            "chaos",
+            "--task-timeout",
+            "300ms",
+        ],
         input.as_bytes(),
     );
     assert_eq!(output.status.code(), Some(1));
     let map = by_seq(&records(&output.stdout));
     assert_eq!(map[&1]["error"]["kind"], "panicked");
-    assert!(map[&1]["error"]["message"].as_str().unwrap().contains("chaos: panic requested"));
+    assert!(map[&1]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("chaos: panic requested"));
     assert_eq!(map[&2]["error"]["kind"], "timeout");
     assert_eq!(map[&3]["ok"]["sum"], 6);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -167,14 +217,22 @@ fn killing_the_supervisor_leaves_no_worker_alive() {
     });
     for &pid in &workers {
         let args = cmdline(pid);
-        assert!(args.starts_with("multiloop worker "), "ps shows which worker: {args}");
-        assert!(args.contains(&format!("(supervisor {supervisor})")), "{args}");
+        assert!(
+            args.starts_with("multiloop worker "),
+            "ps shows which worker: {args}"
+        );
+        assert!(
+            args.contains(&format!("(supervisor {supervisor})")),
+            "{args}"
+        );
     }
     kill(supervisor, libc::SIGKILL);
     running.wait(Duration::from_secs(10));
-    wait_until(Duration::from_secs(10), "workers to die with the supervisor", || {
-        workers.iter().all(|&pid| is_gone(pid))
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "workers to die with the supervisor",
+        || workers.iter().all(|&pid| is_gone(pid)),
+    );
 }
 
 #[test]
@@ -188,7 +246,11 @@ fn workers_live_in_their_own_process_group() {
         workers.len() == 1
     });
     let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(workers[0] as i32))).unwrap();
-    assert_eq!(pgid.as_raw() as u32, workers[0], "the worker leads its own group");
+    assert_eq!(
+        pgid.as_raw() as u32,
+        workers[0],
+        "the worker leads its own group"
+    );
     let comm = std::fs::read_to_string(format!("/proc/{}/comm", workers[0])).unwrap();
     assert_eq!(comm.trim(), "multiloop-w0", "top shows the worker's name");
 }
@@ -202,5 +264,8 @@ fn worker_refuses_to_run_by_hand() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("is not a pipe") && stderr.contains("supervisor"), "{stderr}");
+    assert!(
+        stderr.contains("is not a pipe") && stderr.contains("supervisor"),
+        "{stderr}"
+    );
 }

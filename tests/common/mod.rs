@@ -46,7 +46,9 @@ pub fn run(args: &[&str], input: &[u8]) -> Output {
 pub fn records(stdout: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(stdout)
         .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}")))
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+        })
         .collect()
 }
 
@@ -55,7 +57,10 @@ pub fn by_seq(records: &[Value]) -> HashMap<u64, Value> {
     let mut map = HashMap::new();
     for record in records {
         let seq = record["seq"].as_u64().expect("seq");
-        assert!(map.insert(seq, record.clone()).is_none(), "seq {seq} reported twice");
+        assert!(
+            map.insert(seq, record.clone()).is_none(),
+            "seq {seq} reported twice"
+        );
     }
     map
 }
@@ -76,7 +81,9 @@ pub fn assert_all_sums(records: &[Value], n: u64, iters: impl Fn(u64) -> u64) {
     let map = by_seq(records);
     assert_eq!(map.len() as u64, n, "one record per line");
     for seq in 1..=n {
-        let record = map.get(&seq).unwrap_or_else(|| panic!("line {seq} has no record"));
+        let record = map
+            .get(&seq)
+            .unwrap_or_else(|| panic!("line {seq} has no record"));
         assert_eq!(
             record["ok"]["sum"].as_u64(),
             Some(expected_sum(iters(seq - 1))),
@@ -102,7 +109,10 @@ pub fn children(pid: u32) -> Vec<u32> {
     };
     for task in tasks.flatten() {
         if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-            out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
         }
     }
     out.sort_unstable();
@@ -185,7 +195,10 @@ impl Running {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("supervisor did not exit within {limit:?}; stderr:\n{}", self.stderr());
+                panic!(
+                    "supervisor did not exit within {limit:?}; stderr:\n{}",
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }

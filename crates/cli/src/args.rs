@@ -110,6 +110,21 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_worker_rss: Option<u64>,
 
+    /// Continue an interrupted run: skip the tasks already recorded in
+    /// --output (a torn last line is dropped) and append the rest.
+    #[arg(long, requires = "output")]
+    pub resume: bool,
+
+    /// Like --resume, and also run again the tasks recorded with an error.
+    /// The old record stays; read the file with "last record per task wins".
+    #[arg(long, requires = "output")]
+    pub resume_failed: bool,
+
+    /// Identify tasks by this field of the input line instead of by line
+    /// number (for --resume); records then carry "key".
+    #[arg(long, value_name = "FIELD")]
+    pub key: Option<String>,
+
     /// More log lines (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,

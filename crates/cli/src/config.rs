@@ -3,12 +3,14 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use multiloop_supervisor::{
-    Backoff, DemoBatch, DispatchConfig, InputSource, OutputTarget, RunConfig,
+    Backoff, DemoBatch, DispatchConfig, Identity, InputSource, Journal, OutputTarget, RunConfig,
 };
+use tracing::{info, warn};
 
 use crate::args::{Args, Workers};
 
@@ -28,13 +30,31 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
     let kinds = list_kinds(&worker_program).await?;
     let kind = choose_kind(args.task.as_deref(), &kinds, &worker_program)?;
     let input = input_source(args)?;
-    let output = match &args.output {
-        None => OutputTarget::Stdout,
-        Some(path) if path.as_os_str() == "-" => OutputTarget::Stdout,
-        Some(path) => OutputTarget::File {
-            path: path.clone(),
-            append: false,
-        },
+    let identity = match &args.key {
+        Some(field) => Identity::Key(field.clone()),
+        None => Identity::Line,
+    };
+    let resume = args.resume || args.resume_failed;
+    let (output, journal) = match &args.output {
+        None => (OutputTarget::Stdout, None),
+        Some(path) if path.as_os_str() == "-" => {
+            if resume {
+                bail!("--resume needs --output FILE: the output file is the journal");
+            }
+            (OutputTarget::Stdout, None)
+        }
+        Some(path) => {
+            let journal = if resume {
+                Some(Arc::new(load_journal(path, &identity, args.resume_failed)?))
+            } else {
+                None
+            };
+            let target = OutputTarget::File {
+                path: path.clone(),
+                append: resume,
+            };
+            (target, journal)
+        }
     };
     let max_frame = usize::try_from(args.max_frame).context("--max-frame is too large")?;
     if max_frame < 1024 {
@@ -81,7 +101,41 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
         task_timeout: args.task_timeout,
         heartbeat: HEARTBEAT,
         max_frame,
+        identity,
+        journal,
     })
+}
+
+/// Reads the output being resumed and says what it found.
+fn load_journal(path: &Path, identity: &Identity, rerun_failed: bool) -> Result<Journal> {
+    let journal = Journal::load(path, identity, rerun_failed)
+        .with_context(|| format!("cannot resume from {} (--output)", path.display()))?;
+    info!(
+        "resuming {}: {} tasks already done{}{}",
+        path.display(),
+        journal.done(),
+        if journal.rerun_failed > 0 {
+            format!(", {} failed ones run again", journal.rerun_failed)
+        } else {
+            String::new()
+        },
+        if journal.torn_bytes > 0 {
+            format!(
+                ", a torn last record ({} bytes) dropped",
+                journal.torn_bytes
+            )
+        } else {
+            String::new()
+        }
+    );
+    if journal.unreadable > 0 {
+        warn!(
+            "{}: {} lines are not records; ignored",
+            path.display(),
+            journal.unreadable
+        );
+    }
+    Ok(journal)
 }
 
 /// `--worker`, or the `worker` binary next to this one.

@@ -1,6 +1,6 @@
 //! Log lines on stderr through `tracing`: `-v`, `-q` and `RUST_LOG`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use tracing_subscriber::EnvFilter;
 
@@ -17,6 +17,7 @@ pub fn init(verbose: u8, quiet: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(|| StderrLine)
         .try_init();
 }

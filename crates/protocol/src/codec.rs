@@ -194,14 +194,9 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let mut codec = FrameCodec::new(256);
             let mut buf = BytesMut::from(&bytes[..]);
-            loop {
-                match codec.decode_eof(&mut buf) {
-                    Ok(Some(frame)) => {
-                        let _ = FrameCodec::decode_message::<FromWorker>(&frame);
-                        let _ = crate::check_hello(&frame);
-                    }
-                    Ok(None) | Err(_) => break,
-                }
+            while let Ok(Some(frame)) = codec.decode_eof(&mut buf) {
+                let _ = FrameCodec::decode_message::<FromWorker>(&frame);
+                let _ = crate::check_hello(&frame);
             }
         }
     }

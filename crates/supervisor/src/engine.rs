@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use multiloop_protocol::Task;
@@ -18,6 +19,7 @@ use crate::input::{read_input, InputFilter, InputMessage, InputSource};
 use crate::link;
 use crate::output::{OutputEnd, OutputTarget, OutputWriter};
 use crate::process::{Spawner, WorkerSpec};
+use crate::resume::{Identity, Journal};
 
 /// Everything a run needs.
 #[derive(Debug, Clone)]
@@ -30,6 +32,9 @@ pub struct RunConfig {
     pub task_timeout: Option<Duration>,
     pub heartbeat: Duration,
     pub max_frame: usize,
+    pub identity: Identity,
+    /// The output being resumed: its tasks are skipped.
+    pub journal: Option<Arc<Journal>>,
 }
 
 /// What stops a run before it starts, or breaks it while it runs.
@@ -72,6 +77,8 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
     let (input_tx, input_rx) = mpsc::channel(2);
     let filter = InputFilter {
         max_line: config.max_frame.saturating_sub(64),
+        identity: config.identity.clone(),
+        journal: config.journal.clone(),
     };
     tokio::spawn(read_input(config.input.clone(), filter, input_tx));
     let mut input = Some(input_rx);

@@ -2,6 +2,7 @@
 //! into numbered tasks, lazily, in batches the dispatcher asks for.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::AsyncRead;
@@ -10,6 +11,7 @@ use tokio::sync::mpsc;
 use crate::demo::DemoBatch;
 use crate::lines::{Line, LineReader};
 use crate::record::{InputItem, TaskEntry};
+use crate::resume::{Identity, Journal};
 
 /// Lines per batch handed to the dispatcher.
 const BATCH: usize = 1024;
@@ -49,6 +51,10 @@ pub enum InputMessage {
 pub struct InputFilter {
     /// Longest line that fits in a frame.
     pub max_line: usize,
+    /// How tasks are identified (and what `"key"` records carry).
+    pub identity: Identity,
+    /// Tasks already answered in the output being resumed.
+    pub journal: Option<Arc<Journal>>,
 }
 
 /// Reads `source` to its end, sending batches of tasks on `tx`. The bounded
@@ -107,26 +113,75 @@ impl Numbering {
     fn push(&mut self, line: Line<'_>, filter: &InputFilter, batch: &mut Vec<InputItem>) {
         self.seq += 1;
         let seq = self.seq;
-        let item = match line {
+        let (payload, key) = match line {
             Line::Complete(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => return,
-            Line::Complete(bytes) => InputItem::Task(TaskEntry {
-                id: self.next_id,
+            Line::Complete(bytes) => match &filter.identity {
+                Identity::Line => (Ok(bytes), None),
+                Identity::Key(field) => match key_of(bytes, field) {
+                    Ok(key) => (Ok(bytes), Some(key)),
+                    Err(message) => (Err(format!("line {seq}: {message}")), None),
+                },
+            },
+            Line::TooLong { len } => (
+                Err(format!(
+                    "line {seq}: {len} bytes is over the frame limit of {} bytes (see --max-frame)",
+                    filter.max_line
+                )),
+                None,
+            ),
+        };
+        if let Some(journal) = &filter.journal {
+            if journal.contains(seq, key.as_deref()) {
+                return;
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        batch.push(match payload {
+            Ok(bytes) => InputItem::Task(TaskEntry {
+                id,
                 seq,
                 payload: Bytes::copy_from_slice(bytes),
-                key: None,
+                key,
                 attempts: 0,
                 blame: Default::default(),
             }),
-            Line::TooLong { len } => InputItem::Rejected {
-                id: self.next_id,
-                seq,
-                message: format!(
-                    "line {seq}: {len} bytes is over the frame limit of {} bytes (see --max-frame)",
-                    filter.max_line
-                ),
-            },
-        };
-        self.next_id += 1;
-        batch.push(item);
+            Err(message) => InputItem::Rejected { id, seq, message },
+        });
+    }
+}
+
+/// The raw JSON of `field` in the object on this line.
+fn key_of(line: &[u8], field: &str) -> Result<Bytes, String> {
+    use serde_json::value::RawValue;
+    use std::collections::HashMap;
+    let object: HashMap<std::borrow::Cow<'_, str>, &RawValue> = serde_json::from_slice(line)
+        .map_err(|e| format!("not a JSON object, so it has no --key field: {e}"))?;
+    match object.get(field) {
+        Some(value) => Ok(Bytes::copy_from_slice(value.get().as_bytes())),
+        None => Err(format!("no field {field:?} (--key)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_the_raw_json_of_the_field() {
+        assert_eq!(
+            key_of(br#"{"id":"a-1","x":2}"#, "id").unwrap(),
+            Bytes::from_static(b"\"a-1\"")
+        );
+        assert_eq!(
+            key_of(br#"{"x":2,"id":17}"#, "id").unwrap(),
+            Bytes::from_static(b"17")
+        );
+        assert!(key_of(br#"{"x":2}"#, "id")
+            .unwrap_err()
+            .contains("no field \"id\""));
+        assert!(key_of(b"[1,2]", "id")
+            .unwrap_err()
+            .contains("not a JSON object"));
     }
 }

@@ -11,6 +11,7 @@ mod output;
 mod process;
 mod record;
 mod reorder;
+mod resume;
 mod term;
 
 pub use demo::DemoBatch;
@@ -19,4 +20,5 @@ pub use engine::{run, Observer, Quiet, RunConfig, RunError};
 pub use input::InputSource;
 pub use output::OutputTarget;
 pub use record::Record;
+pub use resume::{Identity, Journal};
 pub use term::write_stderr;

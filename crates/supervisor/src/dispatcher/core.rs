@@ -97,6 +97,8 @@ pub struct Dispatcher {
     restarts: u64,
     lines: Option<u64>,
     fatal: Option<String>,
+    /// Why the run stopped early, kept after the phase moves on.
+    stopped: Option<RunOutcome>,
     /// How each dead worker died, for the give-up message.
     deaths: Vec<String>,
     out: Vec<Command>,
@@ -126,6 +128,7 @@ impl Dispatcher {
             restarts: 0,
             lines: None,
             fatal: None,
+            stopped: None,
             deaths: Vec::new(),
             out: Vec::new(),
             records: Vec::new(),
@@ -573,6 +576,7 @@ impl Dispatcher {
                         "draining: no new tasks; waiting up to {:?} for tasks in flight",
                         self.config.grace
                     );
+                    self.stopped = Some(RunOutcome::Interrupted(signal));
                     self.stop_input();
                     self.phase = Phase::Draining {
                         signal,
@@ -584,6 +588,9 @@ impl Dispatcher {
             }
             Request::StopNow { signal } => {
                 info!("stopping now: killing workers; unfinished tasks are left for --resume");
+                if self.stopped.is_none() {
+                    self.stopped = Some(RunOutcome::Interrupted(signal));
+                }
                 if !matches!(self.phase, Phase::Draining { .. } | Phase::GivingUp { .. }) {
                     self.phase = Phase::Draining {
                         signal,
@@ -702,6 +709,7 @@ impl Dispatcher {
         }
         warn!("{message}");
         self.stop_input();
+        self.stopped = Some(RunOutcome::GaveUp(message.clone()));
         self.phase = Phase::GivingUp {
             message,
             deadline: now + self.config.grace,
@@ -826,25 +834,33 @@ impl Dispatcher {
             return;
         }
         self.assign_probe();
+        // A worker gets at most its fair share of what is queued, counting
+        // the ones still starting: otherwise the first worker up would take
+        // a whole window of a small batch and leave the others idle.
+        let (takers, holding) = self
+            .incarnations()
+            .filter(|inc| inc.life == Life::Starting || (inc.accepts_tasks() && !inc.probe))
+            .fold((0, 0), |(n, held), inc| (n + 1, held + inc.in_flight.len()));
+        let share = (self.queue.len() + holding).div_ceil(takers.max(1));
+        let limit = self.config.window;
         let count = self.slots.len();
-        let window = self.config.window;
         for step in 0..count {
             if self.queue.is_empty() {
                 break;
             }
             let index = (self.next_fill + step) % count;
-            self.fill_one(Place::Current(index), window);
+            self.fill_one(Place::Current(index), limit, share);
         }
         for position in 0..self.retiring.len() {
             if self.queue.is_empty() {
                 break;
             }
-            self.fill_one(Place::Retiring(position), window);
+            self.fill_one(Place::Retiring(position), limit, share);
         }
         self.next_fill = (self.next_fill + 1) % count.max(1);
     }
 
-    fn fill_one(&mut self, place: Place, window: usize) {
+    fn fill_one(&mut self, place: Place, window: usize, share: usize) {
         let reserved = self.blame.suspects() > 0 && !self.incarnations().any(|inc| inc.probe);
         let Some(inc) = self.get(place) else { return };
         if !inc.accepts_tasks() || inc.probe {
@@ -859,6 +875,7 @@ impl Dispatcher {
             return;
         }
         let credit = window
+            .min(share)
             .saturating_sub(inc.in_flight.len())
             .min(self.queue.len());
         if credit == 0 {
@@ -1070,15 +1087,11 @@ impl Dispatcher {
 
     /// How the run went.
     pub fn report(&self, now: Instant) -> RunReport {
-        let outcome = if let Some(message) = &self.fatal {
-            RunOutcome::Fatal(message.clone())
-        } else {
-            match &self.phase {
-                Phase::GivingUp { message, .. } => RunOutcome::GaveUp(message.clone()),
-                Phase::Draining { signal, .. } => RunOutcome::Interrupted(*signal),
-                _ if self.failed > 0 => RunOutcome::SomeFailed,
-                _ => RunOutcome::AllOk,
-            }
+        let outcome = match (&self.fatal, &self.stopped) {
+            (Some(message), _) => RunOutcome::Fatal(message.clone()),
+            (None, Some(stopped)) => stopped.clone(),
+            (None, None) if self.failed > 0 => RunOutcome::SomeFailed,
+            (None, None) => RunOutcome::AllOk,
         };
         RunReport {
             outcome,
