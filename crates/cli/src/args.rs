@@ -110,6 +110,26 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_worker_rss: Option<u64>,
 
+    /// Each input line is a bare string (a URL, a name), not JSON: it is
+    /// sent to the task as a JSON string.
+    #[arg(long)]
+    pub lines: bool,
+
+    /// A setting for the task kind, passed to every worker (repeatable),
+    /// e.g. `--set user_agent=mybot/1.0`.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    pub settings: Vec<(String, String)>,
+
+    /// fetch: most concurrent requests to one host, per worker
+    /// (the same as `--set per_host=N`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub per_host: Option<u32>,
+
+    /// fetch: HTTP statuses worth another attempt under --retries, e.g.
+    /// `429,500-599` (the same as `--set retry_status=...`).
+    #[arg(long, value_name = "LIST")]
+    pub retry_status: Option<String>,
+
     /// Continue an interrupted run: skip the tasks already recorded in
     /// --output (a torn last line is dropped) and append the rest.
     #[arg(long, requires = "output")]
@@ -149,6 +169,13 @@ fn parse_workers(text: &str) -> Result<Workers, String> {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(Workers::Count(n)),
         Err(_) => Err(format!("{text:?} is neither `auto` nor a number")),
+    }
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
     }
 }
 

@@ -30,6 +30,9 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
     let kinds = list_kinds(&worker_program).await?;
     let kind = choose_kind(args.task.as_deref(), &kinds, &worker_program)?;
     let input = input_source(args)?;
+    if args.lines && args.key.is_some() {
+        bail!("--key needs JSON object lines; with --lines, tasks are known by line number");
+    }
     let identity = match &args.key {
         Some(field) => Identity::Key(field.clone()),
         None => Identity::Line,
@@ -103,7 +106,21 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
         max_frame,
         identity,
         journal,
+        lines_as_strings: args.lines,
+        settings: settings(args),
     })
+}
+
+/// `--set` plus the flags that are shorthands for settings.
+fn settings(args: &Args) -> Vec<(String, String)> {
+    let mut settings = args.settings.clone();
+    if let Some(n) = args.per_host {
+        settings.push(("per_host".into(), n.to_string()));
+    }
+    if let Some(list) = &args.retry_status {
+        settings.push(("retry_status".into(), list.clone()));
+    }
+    settings
 }
 
 /// Reads the output being resumed and says what it found.

@@ -123,11 +123,14 @@ mod tests {
                 message
             }),
         ];
-        (any::<u64>(), any::<u64>(), outcome).prop_map(|(id, micros, outcome)| TaskResult {
-            id,
-            micros,
-            outcome,
-        })
+        (any::<u64>(), any::<u64>(), outcome, any::<bool>()).prop_map(
+            |(id, micros, outcome, retry)| TaskResult {
+                id,
+                micros,
+                outcome,
+                retry,
+            },
+        )
     }
 
     fn arb_from_worker() -> impl Strategy<Value = FromWorker> {

@@ -62,6 +62,10 @@ pub struct TaskResult {
     /// Time the handler ran, in microseconds.
     pub micros: u64,
     pub outcome: Outcome,
+    /// The handler asked for another attempt (an HTTP 503, say): the
+    /// supervisor runs the task again while `--retries` allow, and keeps
+    /// this outcome if it was the last attempt.
+    pub retry: bool,
 }
 
 /// What a task produced: handler output as JSON bytes, or an error.

@@ -35,6 +35,10 @@ pub struct RunConfig {
     pub identity: Identity,
     /// The output being resumed: its tasks are skipped.
     pub journal: Option<Arc<Journal>>,
+    /// Input lines are bare strings, sent as JSON strings (`--lines`).
+    pub lines_as_strings: bool,
+    /// `KEY=VALUE` settings passed to every worker.
+    pub settings: Vec<(String, String)>,
 }
 
 /// What stops a run before it starts, or breaks it while it runs.
@@ -79,6 +83,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
         max_line: config.max_frame.saturating_sub(64),
         identity: config.identity.clone(),
         journal: config.journal.clone(),
+        lines_as_strings: config.lines_as_strings,
     };
     tokio::spawn(read_input(config.input.clone(), filter, input_tx));
     let mut input = Some(input_rx);
@@ -231,6 +236,7 @@ impl Engine<'_> {
             task_timeout_ms: self.config.task_timeout.map_or(0, |t| t.as_millis() as u64),
             heartbeat_ms: self.config.heartbeat.as_millis() as u64,
             max_frame: self.config.max_frame,
+            settings: self.config.settings.clone(),
         };
         let spawner = self.spawner.clone();
         let events = self.events_tx.clone();

@@ -55,6 +55,8 @@ pub struct InputFilter {
     pub identity: Identity,
     /// Tasks already answered in the output being resumed.
     pub journal: Option<Arc<Journal>>,
+    /// Each line is a bare string, to be sent as a JSON string.
+    pub lines_as_strings: bool,
 }
 
 /// Reads `source` to its end, sending batches of tasks on `tx`. The bounded
@@ -137,11 +139,18 @@ impl Numbering {
         }
         let id = self.next_id;
         self.next_id += 1;
+        let payload = payload.and_then(|bytes| {
+            if filter.lines_as_strings {
+                as_json_string(bytes).map_err(|message| format!("line {seq}: {message}"))
+            } else {
+                Ok(Bytes::copy_from_slice(bytes))
+            }
+        });
         batch.push(match payload {
-            Ok(bytes) => InputItem::Task(TaskEntry {
+            Ok(payload) => InputItem::Task(TaskEntry {
                 id,
                 seq,
-                payload: Bytes::copy_from_slice(bytes),
+                payload,
                 key,
                 attempts: 0,
                 blame: Default::default(),
@@ -149,6 +158,13 @@ impl Numbering {
             Err(message) => InputItem::Rejected { id, seq, message },
         });
     }
+}
+
+/// A bare line as a JSON string (`--lines`), trimmed.
+fn as_json_string(line: &[u8]) -> Result<Bytes, String> {
+    let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
+    let json = serde_json::to_vec(text.trim()).map_err(|e| e.to_string())?;
+    Ok(Bytes::from(json))
 }
 
 /// The raw JSON of `field` in the object on this line.

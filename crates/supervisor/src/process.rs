@@ -25,6 +25,7 @@ pub struct WorkerSpec {
     pub task_timeout_ms: u64,
     pub heartbeat_ms: u64,
     pub max_frame: usize,
+    pub settings: Vec<(String, String)>,
 }
 
 /// A started worker and the parent's ends of its pipes.
@@ -139,6 +140,9 @@ fn command(spec: &WorkerSpec, task_fd: &OwnedFd, result_fd: &OwnedFd) -> Command
         .process_group(0);
     if let Some(kind) = &spec.kind {
         command.args(["--kind", kind]);
+    }
+    for (key, value) in &spec.settings {
+        command.arg("--set").arg(format!("{key}={value}"));
     }
     let (task_fd, result_fd) = (task_fd.as_raw_fd(), result_fd.as_raw_fd());
     // SAFETY: the closure runs between fork and exec and calls only

@@ -47,6 +47,18 @@ pub struct WorkerArgs {
     /// Largest frame accepted or sent, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_FRAME)]
     pub max_frame: usize,
+
+    /// A setting for the task kind, `KEY=VALUE` (repeatable); handlers read
+    /// it through [`crate::WorkerInfo::setting`].
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    pub settings: Vec<(String, String)>,
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
 }
 
 impl WorkerArgs {

@@ -21,4 +21,5 @@ mod worker;
 pub use args::WorkerArgs;
 pub use handler::TaskError;
 pub use multiloop_protocol::ErrorKind;
+pub use runtime::request_retry;
 pub use worker::{run, Worker, WorkerInfo};

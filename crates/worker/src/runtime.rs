@@ -161,20 +161,24 @@ async fn run_task(
     max_output: usize,
 ) -> TaskResult {
     let started = Instant::now();
-    let run = async {
-        let future = std::panic::catch_unwind(AssertUnwindSafe(|| handler(task.payload)))?;
-        AssertUnwindSafe(future).catch_unwind().await
-    };
-    let outcome = match timeout {
-        None => run.await,
-        Some(limit) => match tokio::time::timeout(limit, run).await {
-            Ok(outcome) => outcome,
-            Err(_) => Ok(Err(TaskError::timeout(format!(
-                "task took longer than {} ms",
-                limit.as_millis()
-            )))),
-        },
-    };
+    let retry = RETRY.scope(Cell::new(false), async {
+        let run = async {
+            let future = std::panic::catch_unwind(AssertUnwindSafe(|| handler(task.payload)))?;
+            AssertUnwindSafe(future).catch_unwind().await
+        };
+        let outcome = match timeout {
+            None => run.await,
+            Some(limit) => match tokio::time::timeout(limit, run).await {
+                Ok(outcome) => outcome,
+                Err(_) => Ok(Err(TaskError::timeout(format!(
+                    "task took longer than {} ms",
+                    limit.as_millis()
+                )))),
+            },
+        };
+        (outcome, RETRY.with(Cell::get))
+    });
+    let (outcome, retry) = retry.await;
     let outcome = match outcome {
         Ok(Ok(output)) if output.len() > max_output => Outcome::Err {
             kind: multiloop_protocol::ErrorKind::Failed,
@@ -194,7 +198,21 @@ async fn run_task(
         id: task.id,
         micros: started.elapsed().as_micros() as u64,
         outcome,
+        retry,
     }
+}
+
+tokio::task_local! {
+    /// Set by [`request_retry`] while a handler runs.
+    static RETRY: Cell<bool>;
+}
+
+/// Asks the supervisor to run the current task again, as long as
+/// `--retries` allow; the output of the last attempt is what is recorded.
+/// For results that are not errors but are worth another try, like an HTTP
+/// 503. Outside a handler it does nothing.
+pub fn request_retry() {
+    let _ = RETRY.try_with(|retry| retry.set(true));
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -4,6 +4,8 @@ use std::fmt;
 use std::future::Future;
 
 use clap::Parser;
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
 use multiloop_protocol::{RESULT_FD, TASK_FD};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -17,17 +19,54 @@ use crate::runtime::{serve, ServeConfig};
 /// broken protocol); the supervisor reports it as a crash.
 const EXIT_CANNOT_SERVE: i32 = 2;
 
-/// Where this worker sits in the fleet; given to state initialisers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where this worker sits in the fleet and what it was told; given to the
+/// setup of kinds registered with [`Worker::kind_with`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkerInfo {
     pub index: usize,
     pub workers: usize,
+    settings: Vec<(String, String)>,
+}
+
+impl WorkerInfo {
+    /// A `--set KEY=VALUE` given to the supervisor, if any.
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.settings
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A setting parsed as `T`; a value that does not parse is an error
+    /// naming the key.
+    pub fn parse_setting<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, String>
+    where
+        T::Err: fmt::Display,
+    {
+        self.setting(key)
+            .map(|value| {
+                value
+                    .parse()
+                    .map_err(|e| format!("setting {key}={value:?}: {e}"))
+            })
+            .transpose()
+    }
+}
+
+/// Builds a kind's handler once per worker process, inside its event loop.
+type Setup = Box<dyn FnOnce(WorkerInfo) -> LocalBoxFuture<'static, Result<ErasedHandler, String>>>;
+
+/// A registered kind: a handler, or the setup that makes one.
+enum KindEntry {
+    Ready(ErasedHandler),
+    Setup(Setup),
 }
 
 /// A worker binary's task kinds.
 #[derive(Default)]
 pub struct Worker {
-    kinds: Vec<(String, ErasedHandler)>,
+    kinds: Vec<(String, KindEntry)>,
 }
 
 impl fmt::Debug for Worker {
@@ -45,7 +84,7 @@ impl Worker {
     /// Registers `handler` for tasks of kind `name`. Its input is decoded
     /// from the task's JSON line with serde_json; a line that does not
     /// decode becomes a `bad_input` result without calling the handler.
-    pub fn kind<I, O, E, F, Fut>(mut self, name: &str, handler: F) -> Self
+    pub fn kind<I, O, E, F, Fut>(self, name: &str, handler: F) -> Self
     where
         I: DeserializeOwned + 'static,
         O: Serialize + 'static,
@@ -53,8 +92,48 @@ impl Worker {
         F: Fn(I) -> Fut + 'static,
         Fut: Future<Output = Result<O, E>> + 'static,
     {
+        self.add(name, KindEntry::Ready(erase(handler)))
+    }
+
+    /// Registers a kind whose handler is built once per worker process by
+    /// `setup`, for state that tasks share: an HTTP client, a database pool.
+    /// `setup` runs inside the worker's event loop before the first task;
+    /// if it fails, the worker exits with its error.
+    ///
+    /// ```no_run
+    /// use std::rc::Rc;
+    /// multiloop_worker::Worker::new()
+    ///     .kind_with("lookup", |info| async move {
+    ///         let table: Rc<Vec<String>> = Rc::new(vec![format!("worker {}", info.index)]);
+    ///         Ok::<_, String>(move |i: usize| {
+    ///             let table = table.clone();
+    ///             async move { Ok::<_, String>(table.get(i).cloned()) }
+    ///         })
+    ///     })
+    ///     .run()
+    /// ```
+    pub fn kind_with<S, SFut, SE, H, I, O, E, Fut>(self, name: &str, setup: S) -> Self
+    where
+        S: FnOnce(WorkerInfo) -> SFut + 'static,
+        SFut: Future<Output = Result<H, SE>> + 'static,
+        SE: fmt::Display + 'static,
+        H: Fn(I) -> Fut + 'static,
+        I: DeserializeOwned + 'static,
+        O: Serialize + 'static,
+        E: fmt::Display + 'static,
+        Fut: Future<Output = Result<O, E>> + 'static,
+    {
+        let setup: Setup = Box::new(move |info| {
+            setup(info)
+                .map(|built| built.map(erase).map_err(|e| format!("{e:#}")))
+                .boxed_local()
+        });
+        self.add(name, KindEntry::Setup(setup))
+    }
+
+    fn add(mut self, name: &str, entry: KindEntry) -> Self {
         self.kinds.retain(|(existing, _)| existing != name);
-        self.kinds.push((name.to_string(), erase(handler)));
+        self.kinds.push((name.to_string(), entry));
         self
     }
 
@@ -84,12 +163,12 @@ impl Worker {
             }
             return Ok(());
         }
-        let handler = match &args.kind {
+        let entry = match &args.kind {
             Some(kind) => self
                 .kinds
                 .into_iter()
                 .find(|(name, _)| name == kind)
-                .map(|(_, handler)| handler)
+                .map(|(_, entry)| entry)
                 .ok_or_else(|| {
                     format!(
                         "unknown task kind {kind:?}; this worker serves: {}",
@@ -97,7 +176,7 @@ impl Worker {
                     )
                 })?,
             None => match <[_; 1]>::try_from(self.kinds) {
-                Ok([(_, handler)]) => handler,
+                Ok([(_, entry)]) => entry,
                 Err(_) => {
                     return Err(format!(
                         "--kind is required; this worker serves: {}",
@@ -120,10 +199,23 @@ impl Worker {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the event loop: {e}"))?;
+        let info = WorkerInfo {
+            index: args.index,
+            workers: args.workers,
+            settings: args.settings,
+        };
         let local = tokio::task::LocalSet::new();
-        local
-            .block_on(&runtime, serve(config, handler, tasks, results))
-            .map_err(|e| format!("{e:#}"))
+        local.block_on(&runtime, async move {
+            let handler = match entry {
+                KindEntry::Ready(handler) => handler,
+                KindEntry::Setup(setup) => setup(info).await.map_err(|e| {
+                    format!("setting up kind {:?}: {e}", args.kind.unwrap_or_default())
+                })?,
+            };
+            serve(config, handler, tasks, results)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        })
     }
 }
 

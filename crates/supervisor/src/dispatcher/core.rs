@@ -370,13 +370,14 @@ impl Dispatcher {
                     continue; // Answered already (a stale duplicate): ignore.
                 };
                 inc.completed += 1;
-                let retryable = matches!(
-                    result.outcome,
-                    Outcome::Err {
-                        kind: ErrorKind::Failed | ErrorKind::Timeout,
-                        ..
-                    }
-                );
+                let retryable = result.retry
+                    || matches!(
+                        result.outcome,
+                        Outcome::Err {
+                            kind: ErrorKind::Failed | ErrorKind::Timeout,
+                            ..
+                        }
+                    );
                 if retryable && task.attempts <= retries {
                     let delay = retry_backoff.saturating_mul(1 << (task.attempts - 1).min(16));
                     retry.push((now + delay, task));
@@ -480,7 +481,9 @@ impl Dispatcher {
             Some(reason) => reason.to_string(),
             None => status.to_string(),
         };
-        let tasks: Vec<TaskEntry> = inc.in_flight.into_values().collect();
+        // In input order, so that re-runs keep the reorder buffer small.
+        let mut tasks: Vec<TaskEntry> = inc.in_flight.into_values().collect();
+        tasks.sort_unstable_by_key(|task| task.id);
         let shutting_down = matches!(inc.killed, Some(KillReason::Shutdown)) || !self.accepting();
         if shutting_down {
             debug!("worker {} (pid {pid}) ended: {cause}", worker.index);

@@ -6,6 +6,8 @@ mod events;
 mod fleet;
 mod policy;
 mod status;
+#[cfg(test)]
+mod tests;
 
 pub use self::core::{DispatchConfig, Dispatcher};
 pub use blame::{Blame, Evidence, Verdict};
