@@ -251,8 +251,15 @@ fn workers_live_in_their_own_process_group() {
         workers[0],
         "the worker leads its own group"
     );
-    let comm = std::fs::read_to_string(format!("/proc/{}/comm", workers[0])).unwrap();
-    assert_eq!(comm.trim(), "multiloop-w0", "top shows the worker's name");
+    // The worker names itself once it starts serving.
+    wait_until(
+        Duration::from_secs(20),
+        "top to show the worker's name",
+        || {
+            std::fs::read_to_string(format!("/proc/{}/comm", workers[0]))
+                .is_ok_and(|c| c.trim() == "multiloop-w0")
+        },
+    );
 }
 
 #[test]

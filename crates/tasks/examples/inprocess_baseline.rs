@@ -23,6 +23,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use multiloop_tasks::{sim, SimInput, SimOutput};
+
+// The same allocator as the `supervisor` and `worker` binaries, so that the
+// comparison measures the pipes and processes, not malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio::sync::{mpsc, Semaphore};
 
 /// Lines handed from the reader to the runtime in one message, at most.

@@ -141,13 +141,18 @@ async fn read_tasks(
             counters.received.set(counters.received.get() + 1);
             let handler = handler.clone();
             let results = results.clone();
-            tokio::task::spawn_local(async move {
+            let mut run = Box::pin(async move {
                 let result = run_task(&handler, task, timeout, max_output).await;
                 // The writer outlives every task, so a send cannot fail
                 // unless the worker is already going down.
                 let _ = results.send(result);
                 drop(slot);
             });
+            // A task that finishes without waiting (pure CPU, a cache hit)
+            // is done here, without the cost of scheduling a task for it.
+            if futures::poll!(run.as_mut()).is_pending() {
+                tokio::task::spawn_local(run);
+            }
         }
     }
     Ok(())
