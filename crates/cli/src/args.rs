@@ -24,7 +24,30 @@ use crate::size::parse_size;
 /// Exit status: 0 all ok, 1 some failed, 2 usage or setup error, 3 gave up
 /// (restart limit), 128+N stopped by signal N (130 SIGINT, 143 SIGTERM).
 #[derive(Debug, Clone, Parser)]
-#[command(name = "supervisor", version, max_term_width = 100)]
+#[command(
+    name = "supervisor",
+    version,
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
+
+    #[command(flatten)]
+    pub run: Args,
+}
+
+/// What `supervisor` does besides running a batch.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Subcommand {
+    /// Combine shard outputs into one, in input order, reporting missing
+    /// and duplicated tasks.
+    Merge(crate::merge::MergeArgs),
+}
+
+/// Running a batch: the flags of `supervisor` itself.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Worker processes: `auto` (one per available core) or a number.
     #[arg(short, long, default_value = "auto", value_parser = parse_workers)]
@@ -145,6 +168,17 @@ pub struct Args {
     #[arg(long, value_name = "FIELD")]
     pub key: Option<String>,
 
+    /// Run only shard K of N (0-based): lines whose number, or whose --key
+    /// hash, falls in it. `auto` reads a Kubernetes Indexed Job
+    /// (JOB_COMPLETION_INDEX with --shard-count or MULTILOOP_SHARD_COUNT) or
+    /// a Slurm array (SLURM_ARRAY_TASK_ID/_COUNT/_MIN).
+    #[arg(long, value_name = "K/N|auto")]
+    pub shard: Option<String>,
+
+    /// Number of shards for `--shard auto` under Kubernetes.
+    #[arg(long, value_name = "N", env = "MULTILOOP_SHARD_COUNT", value_parser = clap::value_parser!(u64).range(1..))]
+    pub shard_count: Option<u64>,
+
     /// More log lines (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -190,7 +224,7 @@ mod tests {
 
     #[test]
     fn command_is_well_formed() {
-        Args::command().debug_assert();
+        Cli::command().debug_assert();
     }
 
     #[test]

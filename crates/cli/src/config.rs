@@ -33,6 +33,14 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
     if args.lines && args.key.is_some() {
         bail!("--key needs JSON object lines; with --lines, tasks are known by line number");
     }
+    let shard = args
+        .shard
+        .as_deref()
+        .map(|spec| crate::shard::resolve(spec, args.shard_count, |name| std::env::var(name).ok()))
+        .transpose()?;
+    if let Some(shard) = shard {
+        info!("running shard {shard} of the input");
+    }
     let identity = match &args.key {
         Some(field) => Identity::Key(field.clone()),
         None => Identity::Line,
@@ -108,6 +116,7 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
         journal,
         lines_as_strings: args.lines,
         settings: settings(args),
+        shard,
     })
 }
 

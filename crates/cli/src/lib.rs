@@ -5,18 +5,25 @@ mod args;
 mod config;
 mod exit;
 mod logging;
+mod merge;
 mod report;
+mod shard;
 mod size;
 
-pub use args::Args;
+pub use args::{Args, Cli};
 pub use exit::ExitCode;
 
 use clap::Parser;
 
 /// Runs the `supervisor` binary; returns its exit status.
 pub fn main() -> i32 {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    let args = cli.run;
     logging::init(args.verbose, args.quiet);
+    match cli.command {
+        None => {}
+        Some(args::Subcommand::Merge(merge)) => return merge::main(&merge),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -20,6 +20,7 @@ use crate::link;
 use crate::output::{OutputEnd, OutputTarget, OutputWriter};
 use crate::process::{Spawner, WorkerSpec};
 use crate::resume::{Identity, Journal};
+use crate::shard::Shard;
 
 /// Everything a run needs.
 #[derive(Debug, Clone)]
@@ -39,6 +40,8 @@ pub struct RunConfig {
     pub lines_as_strings: bool,
     /// `KEY=VALUE` settings passed to every worker.
     pub settings: Vec<(String, String)>,
+    /// Only this slice of the input (`--shard`).
+    pub shard: Option<Shard>,
 }
 
 /// What stops a run before it starts, or breaks it while it runs.
@@ -84,6 +87,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
         identity: config.identity.clone(),
         journal: config.journal.clone(),
         lines_as_strings: config.lines_as_strings,
+        shard: config.shard,
     };
     tokio::spawn(read_input(config.input.clone(), filter, input_tx));
     let mut input = Some(input_rx);

@@ -12,6 +12,7 @@ use crate::demo::DemoBatch;
 use crate::lines::{Line, LineReader};
 use crate::record::{InputItem, TaskEntry};
 use crate::resume::{Identity, Journal};
+use crate::shard::Shard;
 
 /// Lines per batch handed to the dispatcher.
 const BATCH: usize = 1024;
@@ -57,6 +58,8 @@ pub struct InputFilter {
     pub journal: Option<Arc<Journal>>,
     /// Each line is a bare string, to be sent as a JSON string.
     pub lines_as_strings: bool,
+    /// Only this slice of the input (`--shard`).
+    pub shard: Option<Shard>,
 }
 
 /// Reads `source` to its end, sending batches of tasks on `tx`. The bounded
@@ -132,6 +135,11 @@ impl Numbering {
                 None,
             ),
         };
+        if let Some(shard) = &filter.shard {
+            if !shard.takes(seq, key.as_deref()) {
+                return;
+            }
+        }
         if let Some(journal) = &filter.journal {
             if journal.contains(seq, key.as_deref()) {
                 return;

@@ -12,6 +12,7 @@ mod process;
 mod record;
 mod reorder;
 mod resume;
+mod shard;
 mod term;
 
 pub use demo::DemoBatch;
@@ -21,4 +22,5 @@ pub use input::InputSource;
 pub use output::OutputTarget;
 pub use record::Record;
 pub use resume::{Identity, Journal};
+pub use shard::Shard;
 pub use term::write_stderr;

@@ -1,0 +1,192 @@
+//! `supervisor merge`: shard outputs into one file in input order, saying
+//! which tasks are missing and which were recorded more than once.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::exit::ExitCode;
+
+/// How many missing or duplicated tasks are named one by one.
+const NAMED: usize = 20;
+
+/// `supervisor merge OUT1 OUT2 ... [--input FILE] [--output FILE]`
+#[derive(Debug, Clone, clap::Args)]
+pub struct MergeArgs {
+    /// Output files of the shards (or of any runs over the same input).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    /// The input they ran: with it, every non-blank line must have a
+    /// record; without it, gaps in line numbers are reported.
+    #[arg(short, long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+
+    /// Where to write the merged records [default: stdout].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+struct Head {
+    seq: u64,
+    error: Option<serde::de::IgnoredAny>,
+}
+
+/// One record and where it came from.
+struct Entry {
+    file: usize,
+    line: u64,
+    failed: bool,
+    text: Vec<u8>,
+}
+
+pub fn main(args: &MergeArgs) -> i32 {
+    match merge(args) {
+        Ok(true) => ExitCode::AllOk.into(),
+        Ok(false) => ExitCode::SomeFailed.into(),
+        Err(error) => {
+            eprintln!("supervisor merge: {error:#}");
+            ExitCode::Usage.into()
+        }
+    }
+}
+
+/// Merges; returns whether the result is complete and without conflicts.
+fn merge(args: &MergeArgs) -> Result<bool> {
+    let mut records: BTreeMap<u64, Vec<Entry>> = BTreeMap::new();
+    for (file, path) in args.files.iter().enumerate() {
+        read_records(path, file, &mut records)?;
+    }
+    let expected = args.input.as_deref().map(task_lines).transpose()?;
+
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut duplicated = Vec::new();
+    let mut superseded = 0u64;
+    for (seq, entries) in &records {
+        // Last record wins: a later attempt (--resume-failed) supersedes
+        // an earlier failure. Anything else recorded twice is a conflict.
+        let (last, earlier) = entries.split_last().expect("at least one record");
+        if earlier.iter().all(|e| e.failed && e.file == last.file) {
+            superseded += earlier.len() as u64;
+        } else {
+            duplicated.push((*seq, entries));
+        }
+        out.write_all(&last.text)?;
+    }
+    out.flush()?;
+
+    let missing: Vec<u64> = match &expected {
+        Some(lines) => lines
+            .iter()
+            .copied()
+            .filter(|seq| !records.contains_key(seq))
+            .collect(),
+        None => {
+            let last = records.keys().next_back().copied().unwrap_or(0);
+            (1..=last)
+                .filter(|seq| !records.contains_key(seq))
+                .collect()
+        }
+    };
+    let mut report = format!(
+        "merged {} tasks from {} files",
+        records.len(),
+        args.files.len()
+    );
+    if superseded > 0 {
+        report.push_str(&format!(
+            "; {superseded} failed records superseded by a later attempt"
+        ));
+    }
+    eprintln!("{report}");
+    if !missing.is_empty() {
+        let named: Vec<String> = missing.iter().take(NAMED).map(u64::to_string).collect();
+        eprintln!(
+            "missing: {} tasks{}: lines {}{}",
+            missing.len(),
+            if expected.is_none() {
+                " (or blank input lines; pass --input to check exactly)"
+            } else {
+                ""
+            },
+            named.join(", "),
+            if missing.len() > NAMED { ", ..." } else { "" }
+        );
+    }
+    for (seq, entries) in duplicated.iter().take(NAMED) {
+        let places: Vec<String> = entries
+            .iter()
+            .map(|e| format!("{}:{}", args.files[e.file].display(), e.line))
+            .collect();
+        eprintln!(
+            "duplicated: line {seq} recorded in {}",
+            places.join(" and ")
+        );
+    }
+    if duplicated.len() > NAMED {
+        eprintln!("duplicated: {} tasks in all", duplicated.len());
+    }
+    Ok(missing.is_empty() && duplicated.is_empty())
+}
+
+fn read_records(path: &Path, file: usize, records: &mut BTreeMap<u64, Vec<Entry>>) -> Result<()> {
+    let handle =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut reader = BufReader::new(handle);
+    let mut line = 0u64;
+    loop {
+        let mut text = Vec::new();
+        if reader.read_until(b'\n', &mut text)? == 0 {
+            return Ok(());
+        }
+        line += 1;
+        if text.last() != Some(&b'\n') {
+            eprintln!(
+                "{}:{line}: torn last record ignored (the run was killed; --resume repairs it)",
+                path.display()
+            );
+            return Ok(());
+        }
+        match serde_json::from_slice::<Head>(&text) {
+            Ok(head) => records.entry(head.seq).or_default().push(Entry {
+                file,
+                line,
+                failed: head.error.is_some(),
+                text,
+            }),
+            Err(error) => {
+                anyhow::bail!("{}:{line}: not a multiloop record: {error}", path.display())
+            }
+        }
+    }
+}
+
+/// Line numbers of the non-blank lines of the input.
+fn task_lines(path: &Path) -> Result<Vec<u64>> {
+    let handle = std::fs::File::open(path)
+        .with_context(|| format!("cannot open input {}", path.display()))?;
+    let mut reader = BufReader::new(handle);
+    let mut lines = Vec::new();
+    let mut text = Vec::new();
+    let mut seq = 0;
+    loop {
+        text.clear();
+        if reader.read_until(b'\n', &mut text)? == 0 {
+            return Ok(lines);
+        }
+        seq += 1;
+        if !text.iter().all(u8::is_ascii_whitespace) {
+            lines.push(seq);
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The settings the `fetch` kind reads from `--set KEY=VALUE`, with their
+//! defaults and their parsing.
+
+use std::fmt;
+use std::time::Duration;
+
+use multiloop_worker::WorkerInfo;
+
+/// The `User-Agent` sent unless `--set user_agent=...` says otherwise.
+pub const DEFAULT_USER_AGENT: &str = concat!("multiloop/", env!("CARGO_PKG_VERSION"));
+
+/// How one worker's `fetch` client behaves. Every field has a setting of
+/// the same name (`--set timeout_ms=5000`), except the two durations, which
+/// are set in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchSettings {
+    /// `timeout_ms`: whole request, connect to last body byte; `0` = none.
+    pub timeout: Option<Duration>,
+    /// `connect_timeout_ms`: DNS + TCP + TLS of a new connection; `0` = none.
+    pub connect_timeout: Option<Duration>,
+    /// `max_body`: largest decoded body, in bytes (`KiB`/`MiB`/`GiB` suffixes
+    /// allowed); a longer one is a `failed` record.
+    pub max_body: u64,
+    /// `max_redirects`: redirects followed per request; `0` = none followed
+    /// (the 3xx response is the result).
+    pub max_redirects: usize,
+    /// `user_agent`.
+    pub user_agent: String,
+    /// `per_host`: most requests in flight to one host (`host:port`) in this
+    /// worker; unset = no limit but `--concurrency`.
+    pub per_host: Option<usize>,
+    /// `retry_status`: statuses for which the task asks to be run again.
+    pub retry_status: StatusList,
+}
+
+impl Default for FetchSettings {
+    fn default() -> Self {
+        Self {
+            timeout: Some(Duration::from_secs(30)),
+            connect_timeout: Some(Duration::from_secs(10)),
+            max_body: 10 * 1024 * 1024,
+            max_redirects: 10,
+            user_agent: DEFAULT_USER_AGENT.to_string(),
+            per_host: None,
+            retry_status: StatusList::default(),
+        }
+    }
+}
+
+impl FetchSettings {
+    /// Reads the settings given to this worker; an unparsable one is an
+    /// error naming its key, so a typo stops the run at start.
+    pub fn from_info(info: &WorkerInfo) -> Result<Self, String> {
+        let mut settings = Self::default();
+        if let Some(ms) = info.parse_setting::<u64>("timeout_ms")? {
+            settings.timeout = (ms > 0).then(|| Duration::from_millis(ms));
+        }
+        if let Some(ms) = info.parse_setting::<u64>("connect_timeout_ms")? {
+            settings.connect_timeout = (ms > 0).then(|| Duration::from_millis(ms));
+        }
+        if let Some(text) = info.setting("max_body") {
+            settings.max_body =
+                parse_bytes(text).map_err(|e| format!("setting max_body={text:?}: {e}"))?;
+        }
+        if let Some(n) = info.parse_setting("max_redirects")? {
+            settings.max_redirects = n;
+        }
+        if let Some(agent) = info.setting("user_agent") {
+            settings.user_agent = agent.to_string();
+        }
+        if let Some(n) = info.parse_setting::<usize>("per_host")? {
+            if n == 0 {
+                return Err("setting per_host=0: must be at least 1".into());
+            }
+            settings.per_host = Some(n);
+        }
+        if let Some(text) = info.setting("retry_status") {
+            settings.retry_status = text
+                .parse()
+                .map_err(|e| format!("setting retry_status={text:?}: {e}"))?;
+        }
+        Ok(settings)
+    }
+}
+
+/// `123`, `64KiB`, `10MiB`, `1GiB`.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| "expected a number of bytes, like 1048576 or 1MiB".to_string())?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?} (use B, KiB, MiB or GiB)")),
+    };
+    n.checked_mul(scale).ok_or_else(|| "too large".to_string())
+}
+
+/// A set of HTTP statuses, written `429,500-599`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusList {
+    ranges: Vec<(u16, u16)>,
+}
+
+impl StatusList {
+    pub fn contains(&self, status: u16) -> bool {
+        self.ranges
+            .iter()
+            .any(|&(low, high)| (low..=high).contains(&status))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+}
+
+impl std::str::FromStr for StatusList {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let status = |part: &str| -> Result<u16, String> {
+            match part.trim().parse::<u16>() {
+                Ok(n) if (100..=999).contains(&n) => Ok(n),
+                _ => Err(format!("{part:?} is not an HTTP status (100-999)")),
+            }
+        };
+        let mut ranges = Vec::new();
+        for part in text.split(',').filter(|p| !p.trim().is_empty()) {
+            let range = match part.split_once('-') {
+                Some((low, high)) => (status(low)?, status(high)?),
+                None => (status(part)?, status(part)?),
+            };
+            if range.0 > range.1 {
+                return Err(format!("{part:?} is an empty range"));
+            }
+            ranges.push(range);
+        }
+        Ok(Self { ranges })
+    }
+}
+
+impl fmt::Display for StatusList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, &(low, high)) in self.ranges.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            if low == high {
+                write!(f, "{sep}{low}")?;
+            } else {
+                write!(f, "{sep}{low}-{high}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lists_parse_single_codes_and_ranges() {
+        let list: StatusList = "429, 500-599".parse().unwrap();
+        assert!(list.contains(429) && list.contains(500) && list.contains(599));
+        assert!(!list.contains(404) && !list.contains(600));
+        assert_eq!(list.to_string(), "429,500-599");
+        assert!("".parse::<StatusList>().unwrap().is_empty());
+        assert!("5xx".parse::<StatusList>().is_err());
+        assert!("600-500".parse::<StatusList>().is_err());
+        assert!("42".parse::<StatusList>().is_err());
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert_eq!(parse_bytes("64KiB"), Ok(64 * 1024));
+        assert_eq!(parse_bytes("10MiB"), Ok(10 << 20));
+        assert!(parse_bytes("10MB").is_err());
+        assert!(parse_bytes("big").is_err());
+    }
+}
