@@ -44,6 +44,9 @@ pub enum Subcommand {
     /// Combine shard outputs into one, in input order, reporting missing
     /// and duplicated tasks.
     Merge(crate::merge::MergeArgs),
+    /// Talk to a running supervisor: status, restart or kill a worker,
+    /// scale, drain.
+    Ctl(crate::ctl::CtlArgs),
 }
 
 /// Running a batch: the flags of `supervisor` itself.
@@ -178,6 +181,15 @@ pub struct Args {
     /// Number of shards for `--shard auto` under Kubernetes.
     #[arg(long, value_name = "N", env = "MULTILOOP_SHARD_COUNT", value_parser = clap::value_parser!(u64).range(1..))]
     pub shard_count: Option<u64>,
+
+    /// Progress bar on stderr: `auto` shows it when stderr is a terminal.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: crate::report::ProgressMode,
+
+    /// Write per-worker statistics as JSON to FILE, every second and at
+    /// the end.
+    #[arg(long, value_name = "FILE")]
+    pub stats: Option<PathBuf>,
 
     /// More log lines (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]

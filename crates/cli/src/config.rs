@@ -132,6 +132,47 @@ fn settings(args: &Args) -> Vec<(String, String)> {
     settings
 }
 
+/// Counts the tasks to expect, in the background, for the progress bar:
+/// lines of a regular input file (a fast newline count), or the demo's
+/// size; shards and resumed tasks are subtracted. Stdin has no total.
+pub fn count_total(config: &RunConfig, set_total: Arc<dyn Fn(u64) + Send + Sync>) {
+    let shard = config.shard;
+    let done = config.journal.as_ref().map_or(0, |j| j.done());
+    let adjust = move |lines: u64| {
+        let lines = shard.map_or(lines, |s| {
+            lines / s.count + u64::from(lines % s.count > s.index)
+        });
+        lines.saturating_sub(done)
+    };
+    match &config.input {
+        InputSource::Demo(demo) => set_total(adjust(demo.tasks)),
+        InputSource::Stdin => {}
+        InputSource::File(path) => {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                if let Ok(lines) = count_lines(&path) {
+                    set_total(adjust(lines));
+                }
+            });
+        }
+    }
+}
+
+fn count_lines(path: &Path) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut lines, mut last) = (0u64, b'\n');
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(lines + u64::from(last != b'\n'));
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        last = buf[n - 1];
+    }
+}
+
 /// Reads the output being resumed and says what it found.
 fn load_journal(path: &Path, identity: &Identity, rerun_failed: bool) -> Result<Journal> {
     let journal = Journal::load(path, identity, rerun_failed)

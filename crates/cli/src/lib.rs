@@ -3,6 +3,7 @@
 
 mod args;
 mod config;
+mod ctl;
 mod exit;
 mod logging;
 mod merge;
@@ -23,6 +24,7 @@ pub fn main() -> i32 {
     match cli.command {
         None => {}
         Some(args::Subcommand::Merge(merge)) => return merge::main(&merge),
+        Some(args::Subcommand::Ctl(_)) => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -36,6 +38,9 @@ pub fn main() -> i32 {
         }
     };
     runtime.block_on(async {
+        if let Some(args::Subcommand::Ctl(ctl)) = &cli.command {
+            return ctl::main(ctl).await;
+        }
         let config = match config::build(&args).await {
             Ok(config) => config,
             Err(error) => {
@@ -43,9 +48,18 @@ pub fn main() -> i32 {
                 return ExitCode::Usage.into();
             }
         };
-        let mut observer = report::Reporter::new(args.quiet);
+        let mut observer = report::Reporter::new(
+            args.quiet,
+            args.verbose > 0,
+            args.progress,
+            args.stats.clone(),
+        );
+        if let Some(set_total) = observer.total_setter() {
+            config::count_total(&config, set_total);
+        }
         match multiloop_supervisor::run(config, &mut observer).await {
             Ok(report) => {
+                observer.finish(&report);
                 if !args.quiet {
                     report::print_summary(&report);
                 }

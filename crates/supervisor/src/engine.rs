@@ -10,16 +10,18 @@ use std::time::{Duration, Instant};
 use multiloop_protocol::Task;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, warn};
 
+use crate::control::{self, ControlCall, ControlRequest, ControlSocket};
 use crate::dispatcher::{
-    Command, DispatchConfig, Dispatcher, Event, Request, RunReport, WorkerId, WorkerRow,
+    Command, DispatchConfig, Dispatcher, Event, Progress, Request, RunReport, WorkerId, WorkerRow,
 };
 use crate::input::{read_input, InputFilter, InputMessage, InputSource};
 use crate::link;
 use crate::output::{OutputEnd, OutputTarget, OutputWriter};
 use crate::process::{Spawner, WorkerSpec};
 use crate::resume::{Identity, Journal};
+use crate::sample::Sampler;
 use crate::shard::Shard;
 
 /// Everything a run needs.
@@ -53,13 +55,15 @@ pub enum RunError {
     Setup(#[source] std::io::Error),
 }
 
-/// Hooks for the human-facing side (progress, status tables), so that the
-/// engine stays free of presentation.
+/// Hooks for the human-facing side (progress, status tables, stats files),
+/// so that the engine stays free of presentation.
 pub trait Observer: Send {
-    /// Called a few times a second with (done, failed, restarts, alive).
-    fn progress(&mut self, _done: u64, _failed: u64, _restarts: u64, _alive: u64) {}
+    /// Called a few times a second.
+    fn progress(&mut self, _progress: &Progress) {}
     /// SIGUSR1: show the per-worker table.
     fn status(&mut self, _rows: &[WorkerRow]) {}
+    /// About once a second, after workers were sampled from `/proc`.
+    fn sampled(&mut self, _progress: &Progress, _rows: &[WorkerRow]) {}
 }
 
 /// An observer that shows nothing.
@@ -92,6 +96,22 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
     tokio::spawn(read_input(config.input.clone(), filter, input_tx));
     let mut input = Some(input_rx);
 
+    let (calls_tx, mut calls) = mpsc::channel::<ControlCall>(16);
+    let _socket = match ControlSocket::bind() {
+        Ok((socket, listener)) => {
+            debug!("control socket: {}", socket.path().display());
+            tokio::spawn(control::serve(listener, calls_tx));
+            Some(socket)
+        }
+        Err(error) => {
+            warn!("no control socket ({error}); `supervisor ctl` and `top` will not see this run");
+            None
+        }
+    };
+    let mut sampler = Sampler::default();
+    let mut sampling = tokio::time::interval(Duration::from_secs(1));
+    sampling.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+
     let now = Instant::now();
     let mut dispatcher = Dispatcher::new(config.dispatch.clone(), now);
     let mut engine = Engine {
@@ -120,9 +140,23 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
             request = signals.next() => Event::Request(request),
             _ = sleep_until(deadline) => Event::Wake,
             _ = progress.tick() => {
-                let (done, failed, restarts, alive) = dispatcher.progress();
-                observer.progress(done, failed, restarts, alive);
+                observer.progress(&dispatcher.progress());
                 continue;
+            }
+            _ = sampling.tick() => {
+                let samples = sampler.sample(&dispatcher.live_workers());
+                let commands = dispatcher.handle(Event::Sampled(samples), Instant::now());
+                engine.apply(commands, &mut dispatcher, observer).await;
+                observer.sampled(&dispatcher.progress(), &dispatcher.rows(Instant::now()));
+                continue;
+            }
+            Some(call) = calls.recv() => {
+                let (answer, event) = answer_call(&call.request, &dispatcher);
+                let _ = call.reply.send(answer);
+                match event {
+                    Some(event) => event,
+                    None => continue,
+                }
             }
         };
         if let Event::Exited { worker, .. } = &event {
@@ -144,8 +178,8 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
             engine.apply(commands, &mut dispatcher, observer).await;
         }
     }
-    let (done, failed, restarts, alive) = dispatcher.progress();
-    observer.progress(done, failed, restarts, alive);
+    observer.progress(&dispatcher.progress());
+    observer.sampled(&dispatcher.progress(), &dispatcher.rows(Instant::now()));
     drop(engine);
     let end = tokio::task::spawn_blocking(move || output.finish())
         .await
@@ -156,6 +190,52 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
         report.outcome = crate::dispatcher::RunOutcome::Interrupted(libc::SIGPIPE);
     }
     Ok(report)
+}
+
+/// Answers a control request; mutations become dispatcher events.
+fn answer_call(
+    request: &ControlRequest,
+    dispatcher: &Dispatcher,
+) -> (serde_json::Value, Option<Event>) {
+    let worker_exists = |index: usize| index < dispatcher.slot_count();
+    let ok = serde_json::json!({ "ok": true });
+    match *request {
+        ControlRequest::Status => {
+            let answer = serde_json::json!({
+                "ok": true,
+                "pid": std::process::id(),
+                "progress": dispatcher.progress(),
+                "workers": dispatcher.rows(Instant::now()),
+            });
+            (answer, None)
+        }
+        ControlRequest::Restart { worker } | ControlRequest::Kill { worker }
+            if !worker_exists(worker) =>
+        {
+            (
+                control::error_answer(format!(
+                    "no worker {worker} (workers are 0..{})",
+                    dispatcher.slot_count()
+                )),
+                None,
+            )
+        }
+        ControlRequest::Restart { worker } => {
+            (ok, Some(Event::Request(Request::RestartWorker(worker))))
+        }
+        ControlRequest::Kill { worker } => (ok, Some(Event::Request(Request::KillWorker(worker)))),
+        ControlRequest::Scale { workers: 0 } => (
+            control::error_answer("scale needs at least 1 worker".into()),
+            None,
+        ),
+        ControlRequest::Scale { workers } => (ok, Some(Event::Request(Request::Scale(workers)))),
+        ControlRequest::Drain => (
+            ok,
+            Some(Event::Request(Request::Drain {
+                signal: libc::SIGTERM,
+            })),
+        ),
+    }
 }
 
 async fn recv_input(input: &mut Option<mpsc::Receiver<InputMessage>>) -> Option<InputMessage> {

@@ -1,6 +1,7 @@
 //! The multiloop engine: worker processes, the dispatcher, merging and
 //! supervision.
 
+pub mod control;
 mod demo;
 pub mod dispatcher;
 mod engine;
@@ -12,15 +13,18 @@ mod process;
 mod record;
 mod reorder;
 mod resume;
+mod sample;
 mod shard;
 mod term;
 
 pub use demo::DemoBatch;
-pub use dispatcher::{Backoff, DispatchConfig, Request, RunOutcome, RunReport, WorkerRow};
+pub use dispatcher::{
+    Backoff, DispatchConfig, Progress, Request, RunOutcome, RunReport, WorkerRow,
+};
 pub use engine::{run, Observer, Quiet, RunConfig, RunError};
 pub use input::InputSource;
 pub use output::OutputTarget;
 pub use record::Record;
 pub use resume::{Identity, Journal};
 pub use shard::Shard;
-pub use term::write_stderr;
+pub use term::{set_stderr_hook, write_stderr, write_stderr_raw};

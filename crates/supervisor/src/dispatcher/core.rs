@@ -11,7 +11,7 @@ use super::blame::{Blame, Evidence};
 use super::events::{Command, Event, ExitStatus, Request, WorkerId};
 use super::fleet::{CloseReason, Incarnation, KillReason, Life, Slot};
 use super::policy::{Backoff, RestartIntensity};
-use super::status::{RunOutcome, RunReport, WorkerRow};
+use super::status::{Progress, RunOutcome, RunReport, WorkerRow};
 use crate::record::{InputItem, Record, TaskEntry};
 use crate::reorder::ReorderBuffer;
 
@@ -173,6 +173,15 @@ impl Dispatcher {
             Event::LinkFailed { worker, error } => self.link_failed(worker, error, now),
             Event::Exited { worker, status } => self.exited(worker, status, now),
             Event::Wake => {}
+            Event::Sampled(samples) => {
+                for (worker, sample) in samples {
+                    if let Some(inc) = self.incarnation(worker) {
+                        inc.sample = Some(sample);
+                    }
+                    let slot = &mut self.slots[worker.index];
+                    slot.totals.peak_rss = slot.totals.peak_rss.max(sample.rss_bytes);
+                }
+            }
             Event::Request(request) => self.request(request, now),
         }
         self.tick(now);
@@ -604,6 +613,24 @@ impl Dispatcher {
                 self.stop_now(now);
             }
             Request::AddWorker => self.scale(self.active_slots() + 1, now),
+            Request::Scale(workers) => self.scale(workers, now),
+            Request::RestartWorker(index) => {
+                if self.accepting() && self.slots.get(index).is_some_and(|s| s.active) {
+                    info!("restarting worker {index} on request");
+                    self.replace(index, CloseReason::Restart, now);
+                }
+            }
+            Request::KillWorker(index) => {
+                let id = self
+                    .slots
+                    .get(index)
+                    .and_then(|s| s.current.as_ref())
+                    .map(|c| c.id);
+                if let Some(id) = id {
+                    info!("killing worker {index} on request");
+                    self.kill(id, KillReason::Operator);
+                }
+            }
             Request::RemoveWorker => self.scale(self.active_slots().saturating_sub(1), now),
             Request::RollingRestart => {
                 if self.phase == Phase::Running && self.rolling.is_empty() {
@@ -1065,10 +1092,15 @@ impl Dispatcher {
                     done: slot.totals.done,
                     failed: slot.totals.failed,
                     restarts: slot.totals.restarts,
+                    cpu_percent: current
+                        .and_then(|c| c.sample)
+                        .map_or(0.0, |s| s.cpu_percent),
                     cpu_us: slot.totals.past_cpu_us
                         + retiring_cpu
                         + current.map_or(0, Incarnation::cpu_us),
-                    rss_bytes: current.map_or(0, |c| c.heartbeat.rss_bytes),
+                    rss_bytes: current.map_or(0, |c| {
+                        c.sample.map_or(c.heartbeat.rss_bytes, |s| s.rss_bytes)
+                    }),
                     peak_rss_bytes: slot
                         .totals
                         .peak_rss
@@ -1108,14 +1140,27 @@ impl Dispatcher {
         }
     }
 
-    /// Progress numbers for the live display.
-    pub fn progress(&self) -> (u64, u64, u64, u64) {
-        (
-            self.ok + self.failed,
-            self.failed,
-            self.restarts,
-            self.incarnations().count() as u64,
-        )
+    /// Run-wide counters for progress displays.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            done: self.ok + self.failed,
+            failed: self.failed,
+            read: self.read,
+            restarts: self.restarts,
+            alive: self.incarnations().filter(|inc| inc.pid.is_some()).count() as u64,
+        }
+    }
+
+    /// Worker ids and pids of the live processes, for sampling.
+    pub fn live_workers(&self) -> Vec<(WorkerId, u32)> {
+        self.incarnations()
+            .filter_map(|inc| inc.pid.map(|pid| (inc.id, pid)))
+            .collect()
+    }
+
+    /// Number of worker slots (including retired ones), for request checks.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
     }
 }
 

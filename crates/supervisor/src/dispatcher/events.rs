@@ -59,8 +59,22 @@ pub enum Request {
     },
     AddWorker,
     RemoveWorker,
+    /// Exactly this many workers (`ctl scale`).
+    Scale(usize),
     RollingRestart,
+    /// Replace one worker gracefully (`ctl restart`).
+    RestartWorker(usize),
+    /// SIGKILL one worker; its tasks take the crash path (`ctl kill`).
+    KillWorker(usize),
     ShowStatus,
+}
+
+/// CPU and memory of a worker process, as sampled from `/proc`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// CPU use over the last sampling interval, 100 = one core.
+    pub cpu_percent: f64,
+    pub rss_bytes: u64,
 }
 
 /// Everything that can change the dispatcher's state.
@@ -106,6 +120,8 @@ pub enum Event {
     },
     /// A deadline from `Dispatcher::next_deadline` passed.
     Wake,
+    /// Fresh `/proc` readings of live workers.
+    Sampled(Vec<(WorkerId, Sample)>),
     Request(Request),
 }
 

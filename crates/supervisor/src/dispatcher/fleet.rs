@@ -121,6 +121,8 @@ pub struct Incarnation {
     /// Recycle after this many tasks (`--max-tasks-per-worker`, jittered).
     pub recycle_after: Option<u64>,
     pub killed: Option<KillReason>,
+    /// The last `/proc` sample.
+    pub sample: Option<super::events::Sample>,
 }
 
 impl Incarnation {
@@ -138,6 +140,7 @@ impl Incarnation {
             completed: 0,
             recycle_after,
             killed: None,
+            sample: None,
         }
     }
 

@@ -11,7 +11,7 @@ mod tests;
 
 pub use self::core::{DispatchConfig, Dispatcher};
 pub use blame::{Blame, Evidence, Verdict};
-pub use events::{Command, Event, ExitStatus, Request, WorkerId};
+pub use events::{Command, Event, ExitStatus, Request, Sample, WorkerId};
 pub use fleet::KillReason;
 pub use policy::{Backoff, RestartIntensity};
-pub use status::{RunOutcome, RunReport, WorkerRow};
+pub use status::{Progress, RunOutcome, RunReport, WorkerRow};

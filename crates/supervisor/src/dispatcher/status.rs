@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 /// One worker slot, as shown in status tables and the summary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WorkerRow {
     pub index: usize,
     pub pid: Option<u32>,
@@ -14,6 +14,8 @@ pub struct WorkerRow {
     pub done: u64,
     pub failed: u64,
     pub restarts: u64,
+    /// CPU use over the last second, 100 = one core.
+    pub cpu_percent: f64,
     pub cpu_us: u64,
     pub rss_bytes: u64,
     pub peak_rss_bytes: u64,
@@ -21,6 +23,19 @@ pub struct WorkerRow {
     pub max_lag_us: u64,
     #[serde(skip)]
     pub uptime: Option<Duration>,
+}
+
+/// Run-wide counters, for progress displays and status requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Progress {
+    /// Records written (ok + failed).
+    pub done: u64,
+    pub failed: u64,
+    /// Tasks read from the input so far.
+    pub read: u64,
+    pub restarts: u64,
+    /// Worker processes alive.
+    pub alive: u64,
 }
 
 /// How a run ended; decides the exit status.

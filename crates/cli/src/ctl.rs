@@ -1,0 +1,189 @@
+//! `supervisor ctl`: talk to a running supervisor through its control
+//! socket.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use multiloop_supervisor::control::{self, ControlRequest};
+use multiloop_supervisor::WorkerRow;
+use serde_json::Value;
+
+use crate::exit::ExitCode;
+
+/// `supervisor ctl [--pid PID] COMMAND`
+#[derive(Debug, Clone, clap::Args)]
+pub struct CtlArgs {
+    /// The supervisor to talk to; optional when only one is running.
+    #[arg(long, global = true)]
+    pub pid: Option<u32>,
+
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CtlCommand {
+    /// Running supervisors (pid and socket).
+    List,
+    /// Per-worker table: pid, state, tasks, CPU, RSS, event-loop lag.
+    Status {
+        /// The raw JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace worker W gracefully (its replacement starts first).
+    Restart { worker: usize },
+    /// SIGKILL worker W; its tasks are re-run.
+    Kill { worker: usize },
+    /// Grow or shrink the fleet to N workers.
+    Scale { workers: usize },
+    /// Stop reading input; finish in-flight tasks; exit.
+    Drain,
+}
+
+pub async fn main(args: &CtlArgs) -> i32 {
+    match run(args).await {
+        Ok(()) => ExitCode::AllOk.into(),
+        Err(error) => {
+            eprintln!("supervisor ctl: {error:#}");
+            ExitCode::SomeFailed.into()
+        }
+    }
+}
+
+async fn run(args: &CtlArgs) -> Result<()> {
+    if let CtlCommand::List = args.command {
+        for (pid, path) in control::running_supervisors(&control::socket_dir()) {
+            println!("{pid}\t{}", path.display());
+        }
+        return Ok(());
+    }
+    let path = find_socket(args.pid)?;
+    let request = match args.command {
+        CtlCommand::List => unreachable!("handled above"),
+        CtlCommand::Status { .. } => ControlRequest::Status,
+        CtlCommand::Restart { worker } => ControlRequest::Restart { worker },
+        CtlCommand::Kill { worker } => ControlRequest::Kill { worker },
+        CtlCommand::Scale { workers } => ControlRequest::Scale { workers },
+        CtlCommand::Drain => ControlRequest::Drain,
+    };
+    let answer = control::call(&path, &request)
+        .await
+        .with_context(|| format!("cannot reach the supervisor at {}", path.display()))?;
+    if answer["ok"] != Value::Bool(true) {
+        bail!("{}", answer["error"].as_str().unwrap_or("request refused"));
+    }
+    match args.command {
+        CtlCommand::Status { json: true } => println!("{answer}"),
+        CtlCommand::Status { json: false } => print!("{}", status_text(&answer)?),
+        _ => println!("ok"),
+    }
+    Ok(())
+}
+
+/// The socket of `pid`, or of the only running supervisor.
+pub fn find_socket(pid: Option<u32>) -> Result<PathBuf> {
+    let dir = control::socket_dir();
+    let running = control::running_supervisors(&dir);
+    match pid {
+        Some(pid) => running
+            .into_iter()
+            .find(|(p, _)| *p == pid)
+            .map(|(_, path)| path)
+            .with_context(|| {
+                format!(
+                    "no supervisor with pid {pid} has a socket in {}",
+                    dir.display()
+                )
+            }),
+        None => match running.as_slice() {
+            [] => bail!(
+                "no running supervisor found (sockets live in {})",
+                dir.display()
+            ),
+            [(_, path)] => Ok(path.clone()),
+            several => {
+                let pids: Vec<String> = several.iter().map(|(p, _)| p.to_string()).collect();
+                bail!(
+                    "several supervisors are running ({}); pick one with --pid",
+                    pids.join(", ")
+                )
+            }
+        },
+    }
+}
+
+/// A status answer as the human table.
+pub fn status_text(answer: &Value) -> Result<String> {
+    let rows: Vec<WorkerRowView> =
+        serde_json::from_value(answer["workers"].clone()).context("malformed status answer")?;
+    let progress = &answer["progress"];
+    let mut out = format!(
+        "supervisor {}: {} done ({} failed), {} read, {} restarts, {} workers alive\n",
+        answer["pid"],
+        progress["done"],
+        progress["failed"],
+        progress["read"],
+        progress["restarts"],
+        progress["alive"]
+    );
+    let rows: Vec<WorkerRow> = rows.into_iter().map(WorkerRowView::into_row).collect();
+    out.push_str(&crate::report::status_table(&rows));
+    Ok(out)
+}
+
+/// A worker row as it comes over the socket.
+#[derive(Debug, serde::Deserialize)]
+pub struct WorkerRowView {
+    pub index: usize,
+    pub pid: Option<u32>,
+    pub state: String,
+    pub in_flight: usize,
+    pub done: u64,
+    pub failed: u64,
+    pub restarts: u64,
+    pub cpu_percent: f64,
+    pub cpu_us: u64,
+    pub rss_bytes: u64,
+    pub peak_rss_bytes: u64,
+    pub lag_us: u64,
+    pub max_lag_us: u64,
+}
+
+impl WorkerRowView {
+    pub fn into_row(self) -> WorkerRow {
+        WorkerRow {
+            index: self.index,
+            pid: self.pid,
+            state: state_name(&self.state),
+            in_flight: self.in_flight,
+            done: self.done,
+            failed: self.failed,
+            restarts: self.restarts,
+            cpu_percent: self.cpu_percent,
+            cpu_us: self.cpu_us,
+            rss_bytes: self.rss_bytes,
+            peak_rss_bytes: self.peak_rss_bytes,
+            lag_us: self.lag_us,
+            max_lag_us: self.max_lag_us,
+            uptime: None,
+        }
+    }
+}
+
+/// Back to the static names the engine uses.
+fn state_name(state: &str) -> &'static str {
+    [
+        "starting",
+        "running",
+        "probing",
+        "draining",
+        "killing",
+        "restarting",
+        "retired",
+        "exited",
+    ]
+    .into_iter()
+    .find(|known| *known == state)
+    .unwrap_or("unknown")
+}

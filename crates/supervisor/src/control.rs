@@ -1,0 +1,242 @@
+//! The control socket: every running supervisor listens on a Unix socket
+//! (mode 0600, in a 0700 directory, peers of another uid refused) for
+//! `supervisor ctl` and `supervisor top`. One JSON request per line, one
+//! JSON answer per line.
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+/// Longest request line accepted.
+const MAX_REQUEST: u64 = 64 * 1024;
+
+/// What a client may ask.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum ControlRequest {
+    Status,
+    Restart { worker: usize },
+    Kill { worker: usize },
+    Scale { workers: usize },
+    Drain,
+}
+
+/// A request on its way to the engine, with where the answer goes.
+#[derive(Debug)]
+pub struct ControlCall {
+    pub request: ControlRequest,
+    pub reply: oneshot::Sender<Value>,
+}
+
+/// The directory of control sockets: `$XDG_RUNTIME_DIR/multiloop`, or a
+/// 0700 directory in the temp dir named after the user.
+pub fn socket_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("multiloop"),
+        None => std::env::temp_dir().join(format!("multiloop-{}", user_name())),
+    }
+}
+
+fn user_name() -> String {
+    let uid = nix::unistd::getuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |user| user.name)
+}
+
+/// The socket of the supervisor with this pid.
+pub fn socket_path(dir: &Path, pid: u32) -> PathBuf {
+    dir.join(format!("{pid}.sock"))
+}
+
+/// A bound control socket; the file is removed when this is dropped.
+#[derive(Debug)]
+pub struct ControlSocket {
+    path: PathBuf,
+}
+
+impl ControlSocket {
+    /// Binds this process's socket, cleaning up sockets of dead supervisors.
+    pub fn bind() -> io::Result<(Self, UnixListener)> {
+        let dir = socket_dir();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        let metadata = std::fs::metadata(&dir)?;
+        use std::os::unix::fs::MetadataExt;
+        if metadata.uid() != nix::unistd::getuid().as_raw() {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} belongs to another user", dir.display()),
+            ));
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        remove_stale(&dir);
+        let path = socket_path(&dir, std::process::id());
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        Ok((Self { path }, listener))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Supervisors with a socket in `dir`, by pid; stale sockets (their
+/// process is gone) are removed on the way.
+pub fn running_supervisors(dir: &Path) -> Vec<(u32, PathBuf)> {
+    remove_stale(dir);
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let path = entry.path();
+            let pid = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".sock")?
+                .parse()
+                .ok()?;
+            Some((pid, path))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn remove_stale(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let pid = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".sock"))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+/// Accepts clients until the listener fails; each request goes to `calls`.
+pub async fn serve(listener: UnixListener, calls: mpsc::Sender<ControlCall>) {
+    let uid = nix::unistd::getuid().as_raw();
+    while let Ok((stream, _)) = listener.accept().await {
+        let calls = calls.clone();
+        tokio::spawn(async move {
+            let _ = serve_client(stream, uid, calls).await;
+        });
+    }
+}
+
+async fn serve_client(
+    stream: UnixStream,
+    uid: u32,
+    calls: mpsc::Sender<ControlCall>,
+) -> io::Result<()> {
+    let peer = stream.peer_cred()?;
+    let (read, mut write) = stream.into_split();
+    if !peer_allowed(peer.uid(), uid) {
+        let answer = error_answer(format!(
+            "refused: peer uid {} is not this supervisor's uid {uid}",
+            peer.uid()
+        ));
+        return write_answer(&mut write, &answer).await;
+    }
+    let mut lines = BufReader::new(read.take(MAX_REQUEST)).lines();
+    while let Some(line) = lines.next_line().await? {
+        let answer = match serde_json::from_str::<ControlRequest>(&line) {
+            Err(error) => error_answer(format!("bad request {line:?}: {error}")),
+            Ok(request) => {
+                let (reply, answer) = oneshot::channel();
+                if calls.send(ControlCall { request, reply }).await.is_err() {
+                    return Ok(()); // The run is over.
+                }
+                answer
+                    .await
+                    .unwrap_or_else(|_| error_answer("the run ended".into()))
+            }
+        };
+        write_answer(&mut write, &answer).await?;
+    }
+    Ok(())
+}
+
+/// Only the supervisor's own user may steer it (root may steer anyone's).
+pub fn peer_allowed(peer_uid: u32, own_uid: u32) -> bool {
+    peer_uid == own_uid || peer_uid == 0
+}
+
+pub fn error_answer(message: String) -> Value {
+    serde_json::json!({ "ok": false, "error": message })
+}
+
+async fn write_answer(write: &mut (impl AsyncWriteExt + Unpin), answer: &Value) -> io::Result<()> {
+    let mut line = serde_json::to_vec(answer)?;
+    line.push(b'\n');
+    write.write_all(&line).await
+}
+
+/// Sends one request to the supervisor listening at `path`.
+pub async fn call(path: &Path, request: &ControlRequest) -> io::Result<Value> {
+    let stream = UnixStream::connect(path).await?;
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    let mut answer = String::new();
+    BufReader::new(read).read_line(&mut answer).await?;
+    if answer.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the supervisor closed the connection",
+        ));
+    }
+    serde_json::from_str(&answer).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_tagged_json() {
+        let request: ControlRequest =
+            serde_json::from_str(r#"{"cmd":"restart","worker":1}"#).unwrap();
+        assert_eq!(request, ControlRequest::Restart { worker: 1 });
+        assert_eq!(
+            serde_json::to_string(&ControlRequest::Status).unwrap(),
+            r#"{"cmd":"status"}"#
+        );
+        assert!(serde_json::from_str::<ControlRequest>(r#"{"cmd":"explode"}"#).is_err());
+    }
+
+    #[test]
+    fn only_the_same_uid_or_root_may_connect() {
+        assert!(peer_allowed(1000, 1000));
+        assert!(peer_allowed(0, 1000));
+        assert!(!peer_allowed(1001, 1000));
+    }
+}
