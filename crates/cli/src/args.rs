@@ -47,6 +47,9 @@ pub enum Subcommand {
     /// Talk to a running supervisor: status, restart or kill a worker,
     /// scale, drain.
     Ctl(crate::ctl::CtlArgs),
+    /// A live table of a running supervisor's workers, sorted by CPU, with
+    /// keys to restart or kill a worker and to scale.
+    Top(crate::top::TopArgs),
 }
 
 /// Running a batch: the flags of `supervisor` itself.

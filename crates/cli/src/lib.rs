@@ -10,6 +10,7 @@ mod merge;
 mod report;
 mod shard;
 mod size;
+mod top;
 
 pub use args::{Args, Cli};
 pub use exit::ExitCode;
@@ -24,7 +25,7 @@ pub fn main() -> i32 {
     match cli.command {
         None => {}
         Some(args::Subcommand::Merge(merge)) => return merge::main(&merge),
-        Some(args::Subcommand::Ctl(_)) => {}
+        Some(args::Subcommand::Ctl(_) | args::Subcommand::Top(_)) => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -38,8 +39,10 @@ pub fn main() -> i32 {
         }
     };
     runtime.block_on(async {
-        if let Some(args::Subcommand::Ctl(ctl)) = &cli.command {
-            return ctl::main(ctl).await;
+        match &cli.command {
+            Some(args::Subcommand::Ctl(ctl)) => return ctl::main(ctl).await,
+            Some(args::Subcommand::Top(top)) => return top::main(top).await,
+            _ => {}
         }
         let config = match config::build(&args).await {
             Ok(config) => config,
