@@ -400,3 +400,24 @@ fn soak_random_worker_kills_lose_and_duplicate_nothing() {
     assert!(kills >= 5, "only {kills} kills");
     assert_all_sums(&running.output_records(), n, |i| i % 5_000);
 }
+
+#[test]
+fn a_second_supervisor_on_the_same_output_is_refused() {
+    let input = sim_lines(5_000, |_| 50, |_| 1);
+    let mut first = start(&["--workers", "1", "--concurrency", "10"], &input);
+    wait_for_output(&first, 10);
+    let second = supervisor()
+        .args(["--workers", "1", "--resume", "--input"])
+        .arg(first.dir.path().join("in.jsonl"))
+        .arg("--output")
+        .arg(first.output_path())
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("in use by another supervisor"), "{stderr}");
+    kill(first.pid(), libc::SIGTERM);
+    assert_eq!(first.wait(LONG), 143);
+    let map = by_seq(&first.output_records());
+    assert!(!map.is_empty(), "the first run's output is intact");
+}

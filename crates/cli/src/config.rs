@@ -33,6 +33,9 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
     if args.lines && args.key.is_some() {
         bail!("--key needs JSON object lines; with --lines, tasks are known by line number");
     }
+    if args.shard.as_deref().is_some_and(|s| s != "auto") && args.shard_count.is_some() {
+        bail!("--shard-count goes with --shard auto; --shard K/N already gives the count");
+    }
     let shard = args
         .shard
         .as_deref()
@@ -55,6 +58,10 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
             (OutputTarget::Stdout, None)
         }
         Some(path) => {
+            // Locked before the journal is read: two supervisors on one
+            // output (a rescheduled pod while the old one drains) would
+            // otherwise cut each other's records and run tasks twice.
+            let lock = lock_output(path)?;
             let journal = if resume {
                 Some(Arc::new(load_journal(path, &identity, args.resume_failed)?))
             } else {
@@ -63,6 +70,7 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
             let target = OutputTarget::File {
                 path: path.clone(),
                 append: resume,
+                lock: Arc::new(lock),
             };
             (target, journal)
         }
@@ -170,6 +178,25 @@ fn count_lines(path: &Path) -> std::io::Result<u64> {
         }
         lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
         last = buf[n - 1];
+    }
+}
+
+/// Opens `path` and takes an exclusive lock on it, held for the whole run.
+fn lock_output(path: &Path) -> Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open output {} (--output)", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "output {} is in use by another supervisor; wait for it to end (or stop it) before resuming",
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("cannot lock output {}", path.display()))
+        }
     }
 }
 

@@ -157,6 +157,9 @@ fn read_records(path: &Path, file: usize, records: &mut BTreeMap<u64, Vec<Entry>
             );
             return Ok(());
         }
+        if text.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
         match serde_json::from_slice::<Head>(&text) {
             Ok(head) => records.entry(head.seq).or_default().push(Entry {
                 file,

@@ -4,6 +4,7 @@
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
@@ -13,13 +14,15 @@ use crate::record::Record;
 const QUEUED_BATCHES: usize = 64;
 
 /// Where records go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum OutputTarget {
     Stdout,
-    /// A file, truncated, or appended to when `append` (resume).
+    /// A file, truncated, or appended to when `append` (resume). `lock`
+    /// holds an exclusive lock on it for as long as the run needs it.
     File {
         path: PathBuf,
         append: bool,
+        lock: Arc<std::fs::File>,
     },
 }
 
@@ -45,7 +48,10 @@ impl OutputWriter {
     pub fn start(target: &OutputTarget) -> io::Result<Self> {
         let sink: Box<dyn Write + Send> = match target {
             OutputTarget::Stdout => Box::new(io::stdout()),
-            OutputTarget::File { path, append } => {
+            OutputTarget::File { path, append, lock } => {
+                // The lock lives with the writer thread, until the last
+                // record is synced.
+                let lock = lock.clone();
                 let file = OpenOptions::new()
                     .create(true)
                     .write(true)
@@ -58,7 +64,7 @@ impl OutputWriter {
                             format!("cannot open output {}: {e}", path.display()),
                         )
                     })?;
-                Box::new(SyncOnDrop(file))
+                Box::new(SyncOnDrop(file, lock))
             }
         };
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
@@ -108,7 +114,7 @@ fn write_batch(out: &mut impl Write, batch: &[Record]) -> io::Result<()> {
 
 /// A file whose `flush` reaches the disk only at the end: `sync_all` runs
 /// when the writer is done, not per batch.
-struct SyncOnDrop(std::fs::File);
+struct SyncOnDrop(std::fs::File, #[allow(dead_code)] Arc<std::fs::File>);
 
 impl Write for SyncOnDrop {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
