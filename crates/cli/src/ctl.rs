@@ -115,7 +115,7 @@ pub fn find_socket(pid: Option<u32>) -> Result<PathBuf> {
 
 /// A status answer as the human table.
 pub fn status_text(answer: &Value) -> Result<String> {
-    let rows: Vec<WorkerRowView> =
+    let rows: Vec<WorkerRow> =
         serde_json::from_value(answer["workers"].clone()).context("malformed status answer")?;
     let progress = &answer["progress"];
     let mut out = format!(
@@ -127,63 +127,6 @@ pub fn status_text(answer: &Value) -> Result<String> {
         progress["restarts"],
         progress["alive"]
     );
-    let rows: Vec<WorkerRow> = rows.into_iter().map(WorkerRowView::into_row).collect();
     out.push_str(&crate::report::status_table(&rows));
     Ok(out)
-}
-
-/// A worker row as it comes over the socket.
-#[derive(Debug, serde::Deserialize)]
-pub struct WorkerRowView {
-    pub index: usize,
-    pub pid: Option<u32>,
-    pub state: String,
-    pub in_flight: usize,
-    pub done: u64,
-    pub failed: u64,
-    pub restarts: u64,
-    pub cpu_percent: f64,
-    pub cpu_us: u64,
-    pub rss_bytes: u64,
-    pub peak_rss_bytes: u64,
-    pub lag_us: u64,
-    pub max_lag_us: u64,
-}
-
-impl WorkerRowView {
-    pub fn into_row(self) -> WorkerRow {
-        WorkerRow {
-            index: self.index,
-            pid: self.pid,
-            state: state_name(&self.state),
-            in_flight: self.in_flight,
-            done: self.done,
-            failed: self.failed,
-            restarts: self.restarts,
-            cpu_percent: self.cpu_percent,
-            cpu_us: self.cpu_us,
-            rss_bytes: self.rss_bytes,
-            peak_rss_bytes: self.peak_rss_bytes,
-            lag_us: self.lag_us,
-            max_lag_us: self.max_lag_us,
-            uptime: None,
-        }
-    }
-}
-
-/// Back to the static names the engine uses.
-fn state_name(state: &str) -> &'static str {
-    [
-        "starting",
-        "running",
-        "probing",
-        "draining",
-        "killing",
-        "restarting",
-        "retired",
-        "exited",
-    ]
-    .into_iter()
-    .find(|known| *known == state)
-    .unwrap_or("unknown")
 }

@@ -14,7 +14,7 @@ use ratatui::widgets::{Block, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
 use serde_json::Value;
 
-use crate::ctl::{find_socket, WorkerRowView};
+use crate::ctl::find_socket;
 use crate::exit::ExitCode;
 
 const REFRESH: Duration = Duration::from_secs(1);
@@ -42,9 +42,8 @@ pub struct View {
 impl View {
     /// Fills the view from a `status` answer.
     pub fn update(&mut self, answer: &Value) -> Result<()> {
-        let rows: Vec<WorkerRowView> =
+        let mut rows: Vec<WorkerRow> =
             serde_json::from_value(answer["workers"].clone()).context("malformed status answer")?;
-        let mut rows: Vec<WorkerRow> = rows.into_iter().map(WorkerRowView::into_row).collect();
         rows.sort_by(|a, b| {
             b.cpu_percent
                 .total_cmp(&a.cpu_percent)
@@ -108,7 +107,7 @@ pub fn render(frame: &mut Frame, view: &View) {
         Row::new([
             format!("w{}", r.index),
             r.pid.map_or("-".into(), |p| p.to_string()),
-            r.state.to_string(),
+            r.state.clone(),
             r.in_flight.to_string(),
             r.done.to_string(),
             r.failed.to_string(),

@@ -66,6 +66,19 @@ pub struct Record {
 }
 
 impl Record {
+    /// The record of `task`, answered by worker `worker`.
+    pub fn of(task: TaskEntry, worker: usize, micros: u64, outcome: Outcome) -> Self {
+        Self {
+            id: task.id,
+            seq: task.seq,
+            key: task.key,
+            worker: Some(worker),
+            attempts: task.attempts,
+            micros,
+            outcome,
+        }
+    }
+
     pub fn is_ok(&self) -> bool {
         matches!(self.outcome, Outcome::Ok(_))
     }

@@ -89,9 +89,8 @@ pub struct Dispatcher {
     rolling: VecDeque<usize>,
     next_fill: usize,
     started: Instant,
-    /// Tasks read (including rejected lines) and records emitted.
+    /// Tasks read (including rejected lines).
     read: u64,
-    emitted: u64,
     ok: u64,
     failed: u64,
     restarts: u64,
@@ -122,7 +121,6 @@ impl Dispatcher {
             next_fill: 0,
             started: now,
             read: 0,
-            emitted: 0,
             ok: 0,
             failed: 0,
             restarts: 0,
@@ -191,7 +189,7 @@ impl Dispatcher {
     /// Whether the engine should hand over more input now. False keeps the
     /// input unread, which is what bounds memory however large it is.
     pub fn wants_input(&self) -> bool {
-        let credit: usize = self.config.window * self.live_slots().max(1);
+        let credit: usize = self.config.window * self.active_slots().max(1);
         self.input_open
             && self.phase == Phase::Running
             && self.queue.len() < credit
@@ -421,15 +419,7 @@ impl Dispatcher {
             if !matches!(outcome, Outcome::Ok(_)) {
                 totals.failed += 1;
             }
-            self.emit(Record {
-                id: task.id,
-                seq: task.seq,
-                key: task.key,
-                worker: Some(worker.index),
-                attempts: task.attempts,
-                micros: result.micros,
-                outcome,
-            });
+            self.emit(Record::of(task, worker.index, result.micros, outcome));
         }
         // Recycling by task count.
         if let Place::Current(index) = place {
@@ -523,18 +513,11 @@ impl Dispatcher {
             for task in verdict.culprits {
                 let times = task.blame.strikes.div_ceil(2);
                 self.slots[worker.index].totals.failed += 1;
-                self.emit(Record {
-                    id: task.id,
-                    seq: task.seq,
-                    key: task.key,
-                    worker: Some(worker.index),
-                    attempts: task.attempts,
-                    micros: 0,
-                    outcome: Outcome::Err {
-                        kind: ErrorKind::Crashed,
-                        message: format!("crashed its worker {times} times (last: {cause})"),
-                    },
-                });
+                let outcome = Outcome::Err {
+                    kind: ErrorKind::Crashed,
+                    message: format!("crashed its worker {times} times (last: {cause})"),
+                };
+                self.emit(Record::of(task, worker.index, 0, outcome));
             }
         }
         let was_current = matches!(place, Place::Current(_));
@@ -987,18 +970,9 @@ impl Dispatcher {
             self.phase = Phase::Finished;
             self.out.push(Command::Finish);
         }
-        if nothing_alive
-            && self.phase == Phase::Running
-            && self.slots.iter().all(|s| s.restart_at.is_none())
-            && !self.slots.iter().any(|s| s.active)
-        {
-            self.phase = Phase::Finished;
-            self.out.push(Command::Finish);
-        }
     }
 
     fn emit(&mut self, record: Record) {
-        self.emitted += 1;
         if record.is_ok() {
             self.ok += 1;
         } else {
@@ -1061,10 +1035,6 @@ impl Dispatcher {
         self.slots.iter().filter(|s| s.active).count()
     }
 
-    fn live_slots(&self) -> usize {
-        self.slots.iter().filter(|s| s.active).count()
-    }
-
     // ----- reports ------------------------------------------------------
 
     /// One row per worker slot, for status tables and the summary.
@@ -1087,7 +1057,8 @@ impl Dispatcher {
                         None if slot.restart_at.is_some() => "restarting",
                         None if !slot.active => "retired",
                         None => "exited",
-                    },
+                    }
+                    .to_string(),
                     in_flight: current.map_or(0, |c| c.in_flight.len()),
                     done: slot.totals.done,
                     failed: slot.totals.failed,

@@ -2,14 +2,16 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One worker slot, as shown in status tables and the summary.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerRow {
     pub index: usize,
     pub pid: Option<u32>,
-    pub state: &'static str,
+    /// starting, running, probing, draining, killing, restarting,
+    /// retired or exited.
+    pub state: String,
     pub in_flight: usize,
     pub done: u64,
     pub failed: u64,
