@@ -38,12 +38,20 @@ fn worker_pids(pid: u32) -> Vec<Option<u64>> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|w| if w["state"] == "running" { w["pid"].as_u64() } else { None })
+        .map(|w| {
+            if w["state"] == "running" {
+                w["pid"].as_u64()
+            } else {
+                None
+            }
+        })
         .collect()
 }
 
 fn wait_for_socket(running: &Running) {
-    wait_until(LONG, "the control socket", || ctl(running.pid(), &["status"]).0 == 0);
+    wait_until(LONG, "the control socket", || {
+        ctl(running.pid(), &["status"]).0 == 0
+    });
 }
 
 #[test]
@@ -54,7 +62,11 @@ fn status_lists_every_worker_with_pid_cpu_and_rss() {
     let mut answer = Value::Null;
     wait_until(LONG, "sampled workers", || {
         answer = status(running.pid());
-        answer["workers"].as_array().unwrap().iter().all(|w| w["rss_bytes"].as_u64() > Some(0))
+        answer["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["rss_bytes"].as_u64() > Some(0))
     });
     let workers = answer["workers"].as_array().unwrap();
     assert_eq!(workers.len(), 2);
@@ -66,7 +78,10 @@ fn status_lists_every_worker_with_pid_cpu_and_rss() {
         assert!(worker["cpu_us"].as_u64().is_some());
     }
     let (_, text, _) = ctl(running.pid(), &["status"]);
-    assert!(text.contains("worker") && text.contains("cpu %") && text.contains("running"), "{text}");
+    assert!(
+        text.contains("worker") && text.contains("cpu %") && text.contains("running"),
+        "{text}"
+    );
     kill(running.pid(), libc::SIGTERM);
     running.wait(LONG);
 }
@@ -121,7 +136,10 @@ fn bad_requests_get_clear_errors() {
     assert!(stderr.contains("no worker 9"), "{stderr}");
     let (code, _, stderr) = ctl(999_999_999, &["status"]);
     assert_ne!(code, 0);
-    assert!(stderr.contains("no supervisor with pid 999999999"), "{stderr}");
+    assert!(
+        stderr.contains("no supervisor with pid 999999999"),
+        "{stderr}"
+    );
     // A raw client sending garbage gets an error line, and the run goes on.
     let socket = std::fs::read_dir(control_dir())
         .unwrap()
@@ -133,7 +151,9 @@ fn bad_requests_get_clear_errors() {
     use std::io::{BufRead, Write};
     stream.write_all(b"{\"cmd\":\"explode\"}\n").unwrap();
     let mut answer = String::new();
-    std::io::BufReader::new(&stream).read_line(&mut answer).unwrap();
+    std::io::BufReader::new(&stream)
+        .read_line(&mut answer)
+        .unwrap();
     let answer: Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(answer["ok"], false);
     assert!(answer["error"].as_str().unwrap().contains("bad request"));
@@ -185,10 +205,19 @@ fn sigusr1_prints_the_status_table() {
     let mut running = start(&["--workers", "2", "--concurrency", "10"], &input);
     wait_for_socket(&running);
     kill(running.pid(), libc::SIGUSR1);
-    wait_until(LONG, "the status table", || running.stderr().contains("inflight"));
+    wait_until(LONG, "the status table", || {
+        running.stderr().contains("inflight")
+    });
     let stderr = running.stderr();
-    let table: Vec<&str> = stderr.lines().skip_while(|l| !l.contains("inflight")).take(3).collect();
-    assert!(table[1].trim_start().starts_with('0') && table[2].trim_start().starts_with('1'), "{stderr}");
+    let table: Vec<&str> = stderr
+        .lines()
+        .skip_while(|l| !l.contains("inflight"))
+        .take(3)
+        .collect();
+    assert!(
+        table[1].trim_start().starts_with('0') && table[2].trim_start().starts_with('1'),
+        "{stderr}"
+    );
     kill(running.pid(), libc::SIGTERM);
     running.wait(LONG);
 }
@@ -199,7 +228,10 @@ fn stats_file_parses_and_adds_up() {
     let input = sim_lines(n, |_| 1, |i| i);
     let dir = tempfile::tempdir().unwrap();
     let stats = dir.path().join("stats.json");
-    let mut running = start(&["--workers", "2", "--stats", stats.to_str().unwrap()], &input);
+    let mut running = start(
+        &["--workers", "2", "--stats", stats.to_str().unwrap()],
+        &input,
+    );
     assert_eq!(running.wait(LONG), 0);
     let value: Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
     assert_eq!(value["finished"], true);
@@ -207,5 +239,7 @@ fn stats_file_parses_and_adds_up() {
     let workers = value["workers"].as_array().unwrap();
     let sum: u64 = workers.iter().map(|w| w["done"].as_u64().unwrap()).sum();
     assert_eq!(sum, n, "per-worker done adds up to the total");
-    assert!(workers.iter().all(|w| w["cpu_us"].as_u64().is_some() && w["peak_rss_bytes"].as_u64() > Some(0)));
+    assert!(workers
+        .iter()
+        .all(|w| w["cpu_us"].as_u64().is_some() && w["peak_rss_bytes"].as_u64() > Some(0)));
 }
