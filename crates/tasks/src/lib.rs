@@ -1,14 +1,22 @@
 //! The task kinds built into the `worker` binary.
 
 mod chaos;
+mod fetch;
 mod sim;
 
 pub use chaos::{chaos, ChaosInput, Fault};
+pub use fetch::{
+    fetch_setup, scan_html, FetchFuture, FetchInput, FetchOutput, FetchRequest, FetchSettings,
+    Fetcher, PageInfo, StatusList, Timings,
+};
 pub use sim::{expected_sum, sim, SimInput, SimOutput};
 
 use multiloop_worker::Worker;
 
 /// A worker serving every built-in kind.
 pub fn builtin_worker() -> Worker {
-    Worker::new().kind("sim", sim).kind("chaos", chaos)
+    Worker::new()
+        .kind("sim", sim)
+        .kind_with("fetch", fetch_setup)
+        .kind("chaos", chaos)
 }

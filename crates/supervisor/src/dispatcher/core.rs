@@ -96,6 +96,8 @@ pub struct Dispatcher {
     restarts: u64,
     lines: Option<u64>,
     fatal: Option<String>,
+    /// Some worker has completed its handshake in this run.
+    any_hello: bool,
     /// Why the run stopped early, kept after the phase moves on.
     stopped: Option<RunOutcome>,
     /// How each dead worker died, for the give-up message.
@@ -127,6 +129,7 @@ impl Dispatcher {
             lines: None,
             fatal: None,
             stopped: None,
+            any_hello: false,
             deaths: Vec::new(),
             out: Vec::new(),
             records: Vec::new(),
@@ -309,6 +312,7 @@ impl Dispatcher {
             inc.life = Life::Running;
         }
         debug!("worker {} (pid {:?}) is up", worker.index, inc.pid);
+        self.any_hello = true;
         // The replacement is up: the incarnation it replaces may go now.
         for old in self
             .retiring
@@ -468,9 +472,13 @@ impl Dispatcher {
             return;
         }
         let pid = inc.pid.map_or_else(|| "?".to_string(), |p| p.to_string());
-        if inc.life == Life::Starting && status.is_success() && inc.killed.is_none() {
+        // Before any worker of this run got as far as its handshake, an exit
+        // is a setup problem (a bad --set value, a binary that is not a
+        // worker), not a crash to retry until the restart limit.
+        let never_up = !self.any_hello || status.is_success();
+        if inc.life == Life::Starting && inc.killed.is_none() && never_up {
             self.fatal = Some(format!(
-                "worker {} (pid {pid}) exited before its handshake ({status}): is it a multiloop worker?",
+                "worker {} (pid {pid}) exited before its handshake ({status}); its stderr above says why",
                 worker.index
             ));
             self.stop_now(now);

@@ -92,7 +92,10 @@ mod tests {
     #[test]
     fn bad_lines_say_what_is_wrong() {
         let number = serde_json::from_str::<FetchInput>("5").unwrap_err();
-        assert!(number.to_string().contains("a URL string or an object"), "{number}");
+        assert!(
+            number.to_string().contains("a URL string or an object"),
+            "{number}"
+        );
         let typo = serde_json::from_str::<FetchInput>(r#"{"ur":"x"}"#).unwrap_err();
         assert!(typo.to_string().contains("unknown field `ur`"), "{typo}");
     }

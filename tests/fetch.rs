@@ -1,0 +1,698 @@
+//! The `fetch` kind end to end: real `supervisor` and `worker` binaries
+//! against an HTTP server this test starts on 127.0.0.1 (hyper, on its own
+//! tokio runtime), with compressed bodies, redirects, slow and broken
+//! endpoints; and the `resolve` example worker under `--worker`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, LOCATION};
+use hyper::{Request, Response, StatusCode};
+use serde_json::Value;
+
+use common::*;
+
+// ---------------------------------------------------------------- server
+
+/// What the server saw, for assertions about the client's behaviour.
+#[derive(Debug, Default)]
+struct Seen {
+    connections: AtomicUsize,
+    requests: AtomicUsize,
+    /// Requests whose `Accept-Encoding` lacked gzip, br or deflate.
+    no_compression: AtomicUsize,
+    /// `/hold/*` requests in flight now, and at most.
+    holding: AtomicUsize,
+    held_max: AtomicUsize,
+    /// `/flaky/ID` requests so far, by ID.
+    flaky: Mutex<HashMap<String, u32>>,
+}
+
+/// The test server; dropping it stops its runtime.
+struct Server {
+    base: String,
+    seen: Arc<Seen>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Server {
+    fn start() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let seen = Arc::new(Seen::default());
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let state = seen.clone();
+        runtime.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                state.connections.fetch_add(1, SeqCst);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(respond(&state, request).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Server {
+            base,
+            seen,
+            _runtime: runtime,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn reply(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
+    response
+}
+
+fn redirect(to: &str) -> Reply {
+    let mut response = reply(302, "text/plain", "moved");
+    response
+        .headers_mut()
+        .insert(LOCATION, HeaderValue::from_str(to).unwrap());
+    response
+}
+
+fn encoded(mut response: Reply, encoding: &str, body: &[u8]) -> Reply {
+    let compressed = compress(encoding, body);
+    *response.body_mut() = Full::new(Bytes::from(compressed));
+    if encoding != "identity" {
+        response
+            .headers_mut()
+            .insert(CONTENT_ENCODING, HeaderValue::from_str(encoding).unwrap());
+    }
+    response
+}
+
+fn compress(encoding: &str, body: &[u8]) -> Vec<u8> {
+    match encoding {
+        "identity" => body.to_vec(),
+        "gzip" => {
+            let mut out = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            out.write_all(body).unwrap();
+            out.finish().unwrap()
+        }
+        // HTTP's "deflate" is the zlib format.
+        "deflate" => {
+            let mut out = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            out.write_all(body).unwrap();
+            out.finish().unwrap()
+        }
+        "br" => {
+            let mut out = Vec::new();
+            let mut writer = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+            writer.write_all(body).unwrap();
+            drop(writer);
+            out
+        }
+        other => panic!("unknown encoding {other}"),
+    }
+}
+
+fn param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// Page `i`: a title full of entities inside whitespace, `i % 7` links
+/// plus one in capitals, and markup that must not count (script, comment,
+/// an anchor without href).
+fn page_html(i: u64) -> String {
+    let mut html = format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>\n  Page {i} &amp; \
+         &lt;friends&gt; &quot;q&quot; &#39;s\n</title></head><body>\n\
+         <script>var s = '<a href=\"/fake\">';</script><!-- <a href=\"/comment\"> -->\n"
+    );
+    for j in 0..i % 7 {
+        html += &format!("<p><a href=\"/page/{}\">next {j}</a></p>\n", i + j + 1);
+    }
+    html += "<A HREF=/>home</A> <a name=top>top</a>\n";
+    html += &"<p>some text for the compressors to chew on</p>\n".repeat((i % 5) as usize);
+    html + "</body></html>\n"
+}
+
+fn page_title(i: u64) -> String {
+    format!("Page {i} & <friends> \"q\" 's")
+}
+
+fn page_links(i: u64) -> u64 {
+    i % 7 + 1
+}
+
+async fn respond(seen: &Seen, request: Request<Incoming>) -> Reply {
+    seen.requests.fetch_add(1, SeqCst);
+    let offered = request
+        .headers()
+        .get(ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !["gzip", "br", "deflate"]
+        .iter()
+        .all(|e| offered.contains(e))
+    {
+        seen.no_compression.fetch_add(1, SeqCst);
+    }
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or("").to_string();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["page", i] => {
+            let i: u64 = i.parse().unwrap();
+            let html = page_html(i);
+            let encoding = param(&query, "enc").unwrap_or("identity");
+            encoded(
+                reply(200, "text/html; charset=utf-8", ""),
+                encoding,
+                html.as_bytes(),
+            )
+        }
+        ["redirect", i] => redirect(&format!("/page/{i}?enc=gzip")),
+        ["loop", "a"] => redirect("/loop/b"),
+        ["loop", "b"] => redirect("/loop/a"),
+        ["chain", "0"] => reply(200, "text/html", "<title>end of chain</title>"),
+        ["chain", n] => redirect(&format!("/chain/{}", n.parse::<u32>().unwrap() - 1)),
+        ["status", code] => {
+            let code: u16 = code.parse().unwrap();
+            reply(code, "text/html", format!("<title>status {code}</title>"))
+        }
+        ["json"] => reply(200, "application/json", r#"{"title":"<title>no</title>"}"#),
+        ["slow"] => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            reply(200, "text/html", "<title>too late</title>")
+        }
+        ["big"] => reply(200, "text/plain", vec![b'x'; 2_000_000]),
+        ["bomb"] => encoded(reply(200, "text/plain", ""), "gzip", &vec![0u8; 8 << 20]),
+        ["hold", _] => {
+            let now = seen.holding.fetch_add(1, SeqCst) + 1;
+            seen.held_max.fetch_max(now, SeqCst);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            seen.holding.fetch_sub(1, SeqCst);
+            reply(200, "text/html", "<title>held</title>")
+        }
+        ["flaky", id] => {
+            let hits = {
+                let mut flaky = seen.flaky.lock().unwrap();
+                let hits = flaky.entry(id.to_string()).or_insert(0);
+                *hits += 1;
+                *hits
+            };
+            let fail: u32 = param(&query, "fail").unwrap().parse().unwrap();
+            let code: u16 = param(&query, "code").unwrap_or("503").parse().unwrap();
+            if hits <= fail {
+                reply(
+                    code,
+                    "text/html",
+                    format!("<title>try again {hits}</title>"),
+                )
+            } else {
+                reply(200, "text/html", format!("<title>ok after {hits}</title>"))
+            }
+        }
+        ["echo"] => {
+            let header = |name: &str| {
+                request
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_string()
+            };
+            let title = format!(
+                "{} {} {}",
+                request.method(),
+                header("x-test"),
+                header("user-agent")
+            );
+            reply(200, "text/html", format!("<title>{title}</title>"))
+        }
+        _ => reply(404, "text/html", "<title>not found</title>"),
+    }
+}
+
+/// A port that accepts, reads the request, and resets the connection
+/// (SO_LINGER 0 makes `close` send RST instead of FIN).
+fn resetting_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: a valid socket fd and a pointer to a live `linger`
+            // of the size passed.
+            unsafe {
+                use std::os::fd::AsRawFd;
+                libc::setsockopt(
+                    stream.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                );
+            }
+            drop(stream);
+        }
+    });
+    port
+}
+
+/// A port nobody listens on (bound, then closed).
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+// ---------------------------------------------------------------- running
+
+/// Runs the supervisor on `input` through stdin, with no proxy settings
+/// from the environment (requests must go straight to 127.0.0.1).
+fn run_fetch(args: &[&str], input: &str) -> Output {
+    let mut command = supervisor();
+    for var in ["http_proxy", "https_proxy", "all_proxy", "no_proxy"] {
+        command.env_remove(var).env_remove(var.to_uppercase());
+    }
+    let mut child = command
+        .args(["--task", "fetch", "--input", "-"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("supervisor starts");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_string();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let output = child.wait_with_output().expect("supervisor runs");
+    feeder.join().unwrap();
+    output
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json_line(value: &str) -> String {
+    Value::String(value.to_string()).to_string() + "\n"
+}
+
+/// What one input line must give.
+#[derive(Debug)]
+enum Expect {
+    Page {
+        i: u64,
+        path: String,
+    },
+    Status(u16),
+    Echo,
+    Error {
+        kind: &'static str,
+        text: &'static str,
+    },
+}
+
+// ---------------------------------------------------------------- tests
+
+#[test]
+fn two_thousand_urls_each_answered_once_with_the_right_fields() {
+    let server = Server::start();
+    let reset = resetting_port();
+    let refused = closed_port();
+    let mut lines: Vec<(String, Expect)> = Vec::new();
+    let encodings = ["identity", "gzip", "br", "deflate"];
+    let error = |kind, text| Expect::Error { kind, text };
+    let mut specials: Vec<(String, Expect)> = Vec::new();
+    for i in 0..50 {
+        specials.push((
+            json_line(&server.url(&format!("/redirect/{i}"))),
+            Expect::Page {
+                i,
+                path: format!("/page/{i}?enc=gzip"),
+            },
+        ));
+    }
+    for code in [404, 500] {
+        for _ in 0..10 {
+            specials.push((
+                json_line(&server.url(&format!("/status/{code}"))),
+                Expect::Status(code),
+            ));
+        }
+    }
+    for _ in 0..5 {
+        let url = |path: &str| json_line(&server.url(path));
+        specials.push((url("/loop/a"), error("failed", "redirect loop")));
+        specials.push((
+            url("/chain/12"),
+            error("failed", "too many redirects (more than 10)"),
+        ));
+        specials.push((url("/big"), error("failed", "body over 1000000 bytes")));
+        specials.push((url("/bomb"), error("failed", "body over 1000000 bytes")));
+    }
+    specials.push((json_line(&server.url("/chain/10")), Expect::Status(200)));
+    for _ in 0..3 {
+        specials.push((
+            json_line(&server.url("/slow")),
+            error("timeout", "timed out after 1500 ms"),
+        ));
+        specials.push((
+            json_line(&format!("http://127.0.0.1:{reset}/")),
+            error("failed", "connection reset"),
+        ));
+        specials.push((
+            json_line(&format!("http://127.0.0.1:{refused}/")),
+            error("failed", "connect: connection refused"),
+        ));
+    }
+    for _ in 0..2 {
+        // A label over 63 bytes: the resolver rejects it without a query,
+        // so the test stays off the network.
+        let name = format!("http://{}.invalid/", "a".repeat(64));
+        specials.push((json_line(&name), error("failed", "dns: ")));
+        // TLS spoken to a plain-HTTP port.
+        let tls = server.base.replace("http://", "https://") + "/";
+        specials.push((json_line(&tls), error("failed", "tls: ")));
+    }
+    specials.push(("\"not a url\"\n".into(), error("bad_input", "invalid URL")));
+    specials.push((
+        json_line("ftp://127.0.0.1/"),
+        error("bad_input", "unsupported scheme"),
+    ));
+    specials.push((
+        "42\n".into(),
+        error("bad_input", "a URL string or an object"),
+    ));
+    specials.push((
+        format!(
+            "{{\"url\":{:?},\"method\":\"post\",\"headers\":{{\"X-Test\":\"yes\"}}}}\n",
+            server.url("/echo")
+        ),
+        Expect::Echo,
+    ));
+    let pages = 2000 - specials.len();
+    for i in 0..pages as u64 {
+        let path = format!("/page/{i}?enc={}", encodings[(i % 4) as usize]);
+        lines.push((json_line(&server.url(&path)), Expect::Page { i, path }));
+    }
+    // Spread the special lines through the pages.
+    for (n, special) in specials.into_iter().enumerate() {
+        let at = (n * 13) % lines.len();
+        lines.insert(at, special);
+    }
+    assert_eq!(lines.len(), 2000);
+    let input: String = lines.iter().map(|(line, _)| line.as_str()).collect();
+
+    let output = run_fetch(
+        &[
+            "--workers",
+            "2",
+            "--concurrency",
+            "64",
+            "--set",
+            "timeout_ms=1500",
+            "--set",
+            "max_body=1000000",
+        ],
+        &input,
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "some failed: {}",
+        stderr(&output)
+    );
+    let map = by_seq(&records(&output.stdout));
+    assert_eq!(map.len(), 2000, "one record per line");
+    let mut hashes: HashMap<u64, String> = HashMap::new();
+    for (n, (line, expect)) in lines.iter().enumerate() {
+        let seq = n as u64 + 1;
+        let record = &map[&seq];
+        let what = format!("line {seq} {line:?}: {record}");
+        assert_eq!(record["attempts"], 1, "{what}");
+        let ok = &record["ok"];
+        match expect {
+            Expect::Page { i, path } => {
+                let html = page_html(*i);
+                assert_eq!(ok["status"], 200, "{what}");
+                assert_eq!(ok["url"], server.url(path), "{what}");
+                assert_eq!(ok["bytes"], html.len(), "{what}");
+                assert_eq!(ok["title"], page_title(*i), "{what}");
+                assert_eq!(ok["links"], page_links(*i), "{what}");
+                assert_eq!(ok["content_type"], "text/html; charset=utf-8", "{what}");
+                let hash = ok["hash"].as_str().unwrap().to_string();
+                assert_eq!(hash.len(), 64, "{what}");
+                // The same page under another encoding has the same hash.
+                assert_eq!(hashes.entry(*i).or_insert(hash.clone()), &hash, "{what}");
+                let timings = &ok["timings"];
+                let first = timings["first_byte_ms"].as_f64().unwrap();
+                let total = timings["total_ms"].as_f64().unwrap();
+                assert!(0.0 < first && first <= total, "{what}");
+            }
+            Expect::Status(code) => {
+                assert_eq!(ok["status"], *code, "{what}");
+                assert_eq!(ok["links"], 0, "{what}");
+            }
+            Expect::Echo => {
+                let version = env!("CARGO_PKG_VERSION");
+                assert_eq!(
+                    ok["title"],
+                    format!("POST yes multiloop/{version}"),
+                    "{what}"
+                );
+            }
+            Expect::Error { kind, text } => {
+                assert_eq!(record["error"]["kind"], *kind, "{what}");
+                let message = record["error"]["message"].as_str().unwrap();
+                assert!(message.contains(text), "{what}");
+            }
+        }
+    }
+    let seen = &server.seen;
+    assert_eq!(
+        seen.no_compression.load(SeqCst),
+        0,
+        "gzip, br and deflate offered"
+    );
+    // Connections are reused: about one per request slot, not per request.
+    let connections = seen.connections.load(SeqCst);
+    let requests = seen.requests.load(SeqCst);
+    assert!(requests > 2000, "{requests} requests");
+    assert!(
+        connections <= 2 * 64 + 40,
+        "{connections} connections for {requests} requests"
+    );
+}
+
+#[test]
+fn per_host_limits_requests_in_flight_per_worker() {
+    let urls = |server: &Server| -> String {
+        (0..60)
+            .map(|i| json_line(&server.url(&format!("/hold/{i}"))))
+            .collect()
+    };
+    let limited = Server::start();
+    let output = run_fetch(&["--workers", "2", "--per-host", "3"], &urls(&limited));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(records(&output.stdout).len(), 60);
+    let max = limited.seen.held_max.load(SeqCst);
+    // The limit is per worker: two workers, at most 2 x 3 at once.
+    assert!(
+        (4..=6).contains(&max),
+        "at most 6 and more than one worker's 3: {max}"
+    );
+
+    let unlimited = Server::start();
+    let output = run_fetch(&["--workers", "2"], &urls(&unlimited));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let max = unlimited.seen.held_max.load(SeqCst);
+    assert!(max > 6, "without --per-host many more run at once: {max}");
+}
+
+#[test]
+fn retry_status_runs_the_task_again_and_keeps_the_last_answer() {
+    let server = Server::start();
+    let lines = [
+        ("/flaky/a?fail=2", 200, 3),          // recovers on the last try
+        ("/flaky/b?fail=9", 503, 3),          // never does: the last 503 is kept
+        ("/flaky/c?fail=1&code=502", 200, 2), // in the 500-599 range
+        ("/flaky/d?fail=1&code=429", 200, 2), // listed alone
+        ("/flaky/e?fail=1&code=404", 404, 1), // not listed
+        ("/page/1", 200, 1),
+    ];
+    let input: String = lines
+        .iter()
+        .map(|(p, ..)| json_line(&server.url(p)))
+        .collect();
+    let output = run_fetch(
+        &[
+            "--workers",
+            "2",
+            "--retry-status",
+            "429,500-599",
+            "--retries",
+            "2",
+            "--retry-backoff",
+            "10ms",
+        ],
+        &input,
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let map = by_seq(&records(&output.stdout));
+    for (n, (path, status, attempts)) in lines.iter().enumerate() {
+        let record = &map[&(n as u64 + 1)];
+        assert_eq!(record["ok"]["status"], *status, "{path}: {record}");
+        assert_eq!(record["attempts"], *attempts, "{path}: {record}");
+    }
+
+    // Without --retry-status a 503 is an answer like any other.
+    let output = run_fetch(
+        &["--retries", "2"],
+        &json_line(&server.url("/flaky/f?fail=1")),
+    );
+    let record = &records(&output.stdout)[0];
+    assert_eq!(record["ok"]["status"], 503, "{record}");
+    assert_eq!(record["attempts"], 1, "{record}");
+}
+
+#[test]
+fn lines_takes_bare_urls() {
+    let server = Server::start();
+    let input = format!(
+        "{}\n\n{}\n{}\n",
+        server.url("/page/3?enc=br"),
+        server.url("/redirect/4"),
+        server.url("/json")
+    );
+    let output = run_fetch(&["--workers", "1", "--lines"], &input);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let map = by_seq(&records(&output.stdout));
+    assert_eq!(map.len(), 3, "the blank line is no task");
+    assert_eq!(map[&1]["ok"]["title"], page_title(3));
+    assert_eq!(map[&3]["ok"]["url"], server.url("/page/4?enc=gzip"));
+    assert_eq!(map[&3]["ok"]["links"], page_links(4));
+    // Not HTML: no title or links are looked for.
+    assert_eq!(map[&4]["ok"]["title"], Value::Null);
+    assert_eq!(map[&4]["ok"]["content_type"], "application/json");
+}
+
+#[test]
+fn a_bad_setting_stops_the_run_with_its_name() {
+    let output = run_fetch(
+        &[
+            "--workers",
+            "1",
+            "--set",
+            "timeout_ms=soon",
+            "--max-restarts",
+            "2",
+        ],
+        "\"http://127.0.0.1:9/\"\n",
+    );
+    assert_ne!(output.status.code(), Some(0));
+    let stderr = stderr(&output);
+    assert!(stderr.contains("timeout_ms"), "{stderr}");
+}
+
+// ---------------------------------------------------------------- example
+
+/// The `resolve` example of `multiloop-worker`. `cargo test --workspace`
+/// builds every member's examples before running tests; when only this
+/// test is run, it is built here.
+fn resolve_example() -> PathBuf {
+    let release = std::path::Path::new(SUPERVISOR).parent().unwrap();
+    let path = release.join("examples").join("resolve");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "multiloop-worker", "--example", "resolve"]);
+        if release.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building the resolve example");
+    }
+    path
+}
+
+#[test]
+fn the_resolve_example_runs_under_the_supervisor() {
+    let worker = resolve_example();
+    let name = "a".repeat(64) + ".invalid";
+    let input = format!(
+        "\"localhost\"\n{{\"name\":\"127.0.0.1\"}}\n\"localhost\"\n{}",
+        json_line(&name)
+    );
+    let output = supervisor()
+        .arg("--worker")
+        .arg(&worker)
+        .args(["--workers", "1", "--concurrency", "1", "--set", "family=4"])
+        .args(["--input", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(input.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("supervisor runs");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let map = by_seq(&records(&output.stdout));
+    assert_eq!(map[&1]["ok"]["addrs"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(map[&1]["ok"]["cached"], false);
+    assert_eq!(map[&2]["ok"]["addrs"], serde_json::json!(["127.0.0.1"]));
+    // One worker, one task at a time: the second lookup is the cache's.
+    assert_eq!(map[&3]["ok"]["cached"], true);
+    assert_eq!(map[&4]["error"]["kind"], "failed");
+    let message = map[&4]["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("cannot resolve"), "{message}");
+}
