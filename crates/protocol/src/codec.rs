@@ -163,7 +163,10 @@ mod tests {
             let mut codec = FrameCodec::new(DEFAULT_MAX_FRAME);
             let mut decoded = Vec::new();
             while let Some(frame) = codec.decode_eof(&mut buf).unwrap() {
-                decoded.push(FrameCodec::decode_message::<ToWorker>(&frame).unwrap());
+                let frame = frame.freeze();
+                let copied = FrameCodec::decode_message::<ToWorker>(&frame).unwrap();
+                prop_assert_eq!(&crate::decode_to_worker(&frame).unwrap(), &copied);
+                decoded.push(copied);
             }
             prop_assert_eq!(decoded, messages);
         }
@@ -185,7 +188,7 @@ mod tests {
                 buf.extend_from_slice(&whole[pos..end]);
                 pos = end;
                 while let Some(frame) = codec.decode(&mut buf).unwrap() {
-                    decoded.push(FrameCodec::decode_message::<FromWorker>(&frame).unwrap());
+                    decoded.push(crate::decode_from_worker(&frame.freeze()).unwrap());
                 }
             }
             prop_assert!(codec.decode_eof(&mut buf).unwrap().is_none());
@@ -198,7 +201,9 @@ mod tests {
             let mut codec = FrameCodec::new(256);
             let mut buf = BytesMut::from(&bytes[..]);
             while let Ok(Some(frame)) = codec.decode_eof(&mut buf) {
-                let _ = FrameCodec::decode_message::<FromWorker>(&frame);
+                let frame = frame.freeze();
+                let _ = crate::decode_from_worker(&frame);
+                let _ = crate::decode_to_worker(&frame);
                 let _ = crate::check_hello(&frame);
             }
         }

@@ -4,10 +4,12 @@
 //! payload. Task and result payloads are opaque JSON bytes: the supervisor
 //! never parses them.
 
+mod borrowed;
 mod codec;
 mod error;
 mod messages;
 
+pub use borrowed::{decode_from_worker, decode_to_worker};
 pub use codec::{FrameCodec, DEFAULT_MAX_FRAME, LENGTH_PREFIX};
 pub use error::ProtocolError;
 pub use messages::{

@@ -3,7 +3,7 @@
 //! that turns what it sees into dispatcher events.
 
 use futures::StreamExt;
-use multiloop_protocol::{check_hello, FrameCodec, FromWorker, Task, ToWorker};
+use multiloop_protocol::{check_hello, decode_from_worker, FrameCodec, FromWorker, Task, ToWorker};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::process::Child;
@@ -42,7 +42,7 @@ pub async fn read_frames(
                     error: format!("handshake failed: {error}"),
                 },
             },
-            Ok(frame) => match FrameCodec::decode_message::<FromWorker>(&frame) {
+            Ok(frame) => match decode_from_worker(&frame.freeze()) {
                 Ok(FromWorker::Results(results)) => Event::Results { worker, results },
                 Ok(FromWorker::Heartbeat(heartbeat)) => Event::Heartbeat { worker, heartbeat },
                 Ok(FromWorker::Bye(usage)) => Event::Bye { worker, usage },

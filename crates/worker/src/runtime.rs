@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use futures::{FutureExt, StreamExt};
 use multiloop_protocol::{
-    FrameCodec, FromWorker, Heartbeat, Hello, Outcome, ProtocolError, Task, TaskResult, ToWorker,
+    decode_to_worker, FrameCodec, FromWorker, Heartbeat, Hello, Outcome, ProtocolError, Task,
+    TaskResult, ToWorker,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
@@ -131,7 +132,7 @@ async fn read_tasks(
     while let Some(frame) = frames.next().await {
         let frame = frame.map_err(ServeError::Tasks)?;
         let ToWorker::Tasks(tasks) =
-            FrameCodec::decode_message(&frame).map_err(ServeError::Tasks)?;
+            decode_to_worker(&frame.freeze()).map_err(ServeError::Tasks)?;
         for task in tasks {
             let slot = slots
                 .clone()
