@@ -121,6 +121,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
         workers: HashMap::new(),
         output: output.tx.clone(),
         output_closed: false,
+        paused: None,
     };
     let commands = dispatcher.start(now);
     engine.apply(commands, &mut dispatcher, observer).await;
@@ -159,7 +160,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
                 }
             }
         };
-        if let Event::Exited { worker, .. } = &event {
+        if let Event::Exited { worker, .. } | Event::SpawnFailed { worker, .. } = &event {
             engine.workers.remove(worker);
         }
         let commands = dispatcher.handle(event, Instant::now());
@@ -167,6 +168,10 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
             input = None;
         }
         engine.apply(commands, &mut dispatcher, observer).await;
+        if let Some(pause) = engine.paused.take() {
+            let commands = dispatcher.handle(Event::Paused(pause), Instant::now());
+            engine.apply(commands, &mut dispatcher, observer).await;
+        }
         if engine.output_closed {
             engine.output_closed = false;
             let commands = dispatcher.handle(
@@ -259,7 +264,12 @@ struct Engine<'a> {
     workers: HashMap<WorkerId, WorkerChannels>,
     output: mpsc::Sender<Vec<crate::record::Record>>,
     output_closed: bool,
+    /// How long writing output blocked the loop since the last report.
+    paused: Option<Duration>,
 }
+
+/// Shorter waits for the output writer are normal back-pressure.
+const PAUSE_WORTH_TELLING: Duration = Duration::from_millis(100);
 
 impl Engine<'_> {
     async fn apply(
@@ -287,8 +297,16 @@ impl Engine<'_> {
                     }
                 }
                 Command::Emit(records) => {
+                    let started = Instant::now();
                     if !self.output_closed && self.output.send(records).await.is_err() {
                         self.output_closed = true;
+                    }
+                    // A full output queue blocks this loop, heartbeats
+                    // included: tell the dispatcher, so that the wait is not
+                    // taken for hung workers.
+                    let waited = started.elapsed();
+                    if waited >= PAUSE_WORTH_TELLING {
+                        *self.paused.get_or_insert(Duration::ZERO) += waited;
                     }
                 }
                 Command::StopInput => {}
@@ -340,7 +358,7 @@ impl Engine<'_> {
                         pid: process.pid,
                     });
                     tokio::spawn(link::write_tasks(tasks_rx, process.tasks, max_frame));
-                    tokio::spawn(link::read_frames(
+                    let frames = tokio::spawn(link::read_frames(
                         worker,
                         process.results,
                         max_frame,
@@ -348,7 +366,7 @@ impl Engine<'_> {
                     ));
                     tokio::spawn(link::forward_output(worker.index, process.stdout));
                     tokio::spawn(link::forward_output(worker.index, process.stderr));
-                    link::watch_process(worker, process.child, signals_rx, events).await;
+                    link::watch_process(worker, process.child, signals_rx, events, frames).await;
                 }
             }
         });

@@ -149,7 +149,16 @@ impl Numbering {
         self.next_id += 1;
         let payload = payload.and_then(|bytes| {
             if filter.lines_as_strings {
-                as_json_string(bytes).map_err(|message| format!("line {seq}: {message}"))
+                // Escaping can make a line several times longer.
+                as_json_string(bytes)
+                    .and_then(|json| match json.len() {
+                        len if len > filter.max_line => Err(format!(
+                            "{len} bytes as a JSON string is over the frame limit of {} bytes (see --max-frame)",
+                            filter.max_line
+                        )),
+                        _ => Ok(json),
+                    })
+                    .map_err(|message| format!("line {seq}: {message}"))
             } else {
                 Ok(Bytes::copy_from_slice(bytes))
             }

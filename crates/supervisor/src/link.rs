@@ -3,7 +3,9 @@
 //! that turns what it sees into dispatcher events.
 
 use futures::StreamExt;
-use multiloop_protocol::{check_hello, decode_from_worker, FrameCodec, FromWorker, Task, ToWorker};
+use multiloop_protocol::{
+    check_hello, decode_from_worker, FrameCodec, FromWorker, ProtocolError, Task, ToWorker,
+};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::process::Child;
@@ -12,6 +14,9 @@ use tokio_util::codec::{Encoder, FramedRead};
 
 use crate::dispatcher::{Event, ExitStatus, WorkerId};
 use crate::lines::{Line, LineReader};
+
+/// How long the last frames of an exited worker are waited for.
+const FRAMES_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Longest worker output line forwarded whole.
 const MAX_OUTPUT_LINE: usize = 64 * 1024;
@@ -28,6 +33,8 @@ pub async fn read_frames(
     let mut greeted = false;
     while let Some(frame) = frames.next().await {
         let event = match frame {
+            // Cut off by the worker's death: its exit status says why.
+            Err(ProtocolError::TruncatedFrame { .. }) => return,
             Err(error) => Event::LinkFailed {
                 worker,
                 error: format!("protocol violation: {error}"),
@@ -113,6 +120,7 @@ pub async fn watch_process(
     mut child: Child,
     mut signals: mpsc::UnboundedReceiver<i32>,
     events: mpsc::UnboundedSender<Event>,
+    frames: tokio::task::JoinHandle<()>,
 ) {
     let status = loop {
         tokio::select! {
@@ -130,6 +138,11 @@ pub async fn watch_process(
         Ok(status) => ExitStatus::from_std(status),
         Err(_) => ExitStatus::Code(-1),
     };
+    // The worker's last results must reach the dispatcher before its exit,
+    // or they would be taken for tasks it died with. The frame reader ends
+    // at end-of-file, which follows the exit unless a grandchild still
+    // holds the pipe: then give up waiting after a moment.
+    let _ = tokio::time::timeout(FRAMES_AFTER_EXIT, frames).await;
     let _ = events.send(Event::Exited { worker, status });
 }
 

@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use bytes::Bytes;
-use multiloop_protocol::{ErrorKind, Outcome};
+use multiloop_protocol::Outcome;
 
 /// One input line that became a task. `id` is dense and internal (the
 /// protocol id and the reorder position); `seq` is the 1-based input line
@@ -42,15 +42,6 @@ pub enum InputItem {
     },
 }
 
-impl InputItem {
-    pub fn id(&self) -> u64 {
-        match self {
-            InputItem::Task(task) => task.id,
-            InputItem::Rejected { id, .. } => *id,
-        }
-    }
-}
-
 /// One output line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -81,13 +72,6 @@ impl Record {
 
     pub fn is_ok(&self) -> bool {
         matches!(self.outcome, Outcome::Ok(_))
-    }
-
-    pub fn error_kind(&self) -> Option<ErrorKind> {
-        match self.outcome {
-            Outcome::Ok(_) => None,
-            Outcome::Err { kind, .. } => Some(kind),
-        }
     }
 
     /// Writes the record as one JSON line. Handler output is spliced in as
@@ -140,6 +124,7 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use multiloop_protocol::ErrorKind;
 
     fn line(record: &Record) -> String {
         let mut out = Vec::new();

@@ -31,6 +31,15 @@ impl ReorderBuffer {
         self.held
     }
 
+    /// Appends every held record to `out` in id order, skipping the gaps
+    /// (tasks that will never finish in this run).
+    pub fn drain_all(&mut self, out: &mut Vec<Record>) {
+        let skipped = self.waiting.len() as u64;
+        out.extend(self.waiting.drain(..).flatten());
+        self.next += skipped;
+        self.held = 0;
+    }
+
     /// Inserts `record` and appends every record now in order to `out`.
     pub fn push(&mut self, record: Record, out: &mut Vec<Record>) {
         let Some(offset) = record.id.checked_sub(self.next) else {
@@ -94,6 +103,17 @@ mod tests {
             prop_assert_eq!(out.len(), 300);
             prop_assert_eq!(buffer.held(), 0);
         }
+    }
+
+    #[test]
+    fn drain_all_releases_what_is_held_in_order() {
+        let mut buffer = ReorderBuffer::new();
+        let mut out = Vec::new();
+        buffer.push(record(3), &mut out);
+        buffer.push(record(1), &mut out);
+        buffer.drain_all(&mut out);
+        assert_eq!(out.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(buffer.held(), 0);
     }
 
     #[test]

@@ -25,7 +25,15 @@ pub(crate) fn inherited_pipe(fd: i32, role: &str) -> Result<OwnedFd, String> {
     }
     // SAFETY: the supervisor passed this descriptor to us for our exclusive
     // use, and nothing else in this process has taken ownership of it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Not for a handler's subprocesses: one that outlived us would hold the
+    // pipe open and hide our death from the supervisor.
+    nix::fcntl::fcntl(
+        &owned,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| format!("fd {fd} ({role}): cannot set close-on-exec: {e}"))?;
+    Ok(owned)
 }
 
 /// Names the process for `top` (`multiloop-w3`).

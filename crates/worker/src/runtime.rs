@@ -194,10 +194,13 @@ async fn run_task(
             ),
         },
         Ok(Ok(output)) => Outcome::Ok(output.into()),
-        Ok(Err(TaskError { kind, message })) => Outcome::Err { kind, message },
+        Ok(Err(TaskError { kind, message })) => Outcome::Err {
+            kind,
+            message: truncate(message, max_output),
+        },
         Err(panic) => Outcome::Err {
             kind: multiloop_protocol::ErrorKind::Panicked,
-            message: panic_message(panic.as_ref()),
+            message: truncate(panic_message(panic.as_ref()), max_output),
         },
     };
     TaskResult {
@@ -219,6 +222,19 @@ tokio::task_local! {
 /// 503. Outside a handler it does nothing.
 pub fn request_retry() {
     let _ = RETRY.try_with(|retry| retry.set(true));
+}
+
+/// Cuts an error message to fit in a frame, at a character boundary.
+fn truncate(mut message: String, max: usize) -> String {
+    if message.len() > max {
+        let mut end = max.saturating_sub(3);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str("...");
+    }
+    message
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

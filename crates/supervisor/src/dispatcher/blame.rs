@@ -91,7 +91,9 @@ impl Blame {
         }
         match evidence {
             Evidence::Strong => self.split_to_front(tasks),
-            Evidence::Weak if probe => self.groups.push_front(tasks),
+            // A suspect group killed from outside (the OOM killer, say) is
+            // split like a crash, so a leaking task is still narrowed down.
+            Evidence::Weak if probe => self.split_to_front(tasks),
             Evidence::Weak => {
                 let mut suspects = Vec::new();
                 for mut task in tasks {

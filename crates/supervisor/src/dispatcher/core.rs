@@ -41,14 +41,9 @@ pub struct DispatchConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
     Running,
-    /// SIGINT/SIGTERM once: no new tasks; in-flight ones may finish.
-    Draining {
-        signal: i32,
-        deadline: Instant,
-    },
-    /// Restart limit hit: no new tasks; in-flight ones may finish.
-    GivingUp {
-        message: String,
+    /// No new tasks (SIGINT/SIGTERM once, or the restart limit hit):
+    /// in-flight ones may finish until the deadline. Why is in `stopped`.
+    Winding {
         deadline: Instant,
     },
     /// Every task is answered; workers were told to exit.
@@ -174,6 +169,13 @@ impl Dispatcher {
             Event::LinkFailed { worker, error } => self.link_failed(worker, error, now),
             Event::Exited { worker, status } => self.exited(worker, status, now),
             Event::Wake => {}
+            Event::Paused(pause) => {
+                // The engine itself was blocked (a stalled output): nobody
+                // could have read a heartbeat, so nobody is late for that.
+                for inc in self.incarnations_mut() {
+                    inc.last_heard += pause;
+                }
+            }
             Event::Sampled(samples) => {
                 for (worker, sample) in samples {
                     if let Some(inc) = self.incarnation(worker) {
@@ -220,8 +222,7 @@ impl Dispatcher {
             consider(at);
         }
         match &self.phase {
-            Phase::Draining { deadline: at, .. }
-            | Phase::GivingUp { deadline: at, .. }
+            Phase::Winding { deadline: at }
             | Phase::Finishing { deadline: at }
             | Phase::Stopping { deadline: at } => consider(*at),
             Phase::Running | Phase::Finished => {}
@@ -327,7 +328,7 @@ impl Dispatcher {
                 self.out.push(Command::CloseInput { worker: old.id });
             }
         }
-        if self.rolling.front() == Some(&worker.index) {
+        if self.accepting() && self.rolling.front() == Some(&worker.index) {
             self.rolling.pop_front();
             if let Some(&next) = self.rolling.front() {
                 self.replace(next, CloseReason::Restart, now);
@@ -504,7 +505,7 @@ impl Dispatcher {
         self.deaths
             .push(format!("worker {} (pid {pid}): {cause}", worker.index));
         let evidence = match (&inc.killed, status) {
-            (Some(KillReason::Operator), _) => Evidence::Weak,
+            (Some(KillReason::Operator | KillReason::Overdue), _) => Evidence::Weak,
             (Some(_), _) => Evidence::Strong,
             (None, ExitStatus::Signal(signal))
                 if signal == libc::SIGKILL || signal == libc::SIGTERM =>
@@ -581,8 +582,7 @@ impl Dispatcher {
                     );
                     self.stopped = Some(RunOutcome::Interrupted(signal));
                     self.stop_input();
-                    self.phase = Phase::Draining {
-                        signal,
+                    self.phase = Phase::Winding {
                         deadline: now + self.config.grace,
                     };
                 } else {
@@ -593,12 +593,6 @@ impl Dispatcher {
                 info!("stopping now: killing workers; unfinished tasks are left for --resume");
                 if self.stopped.is_none() {
                     self.stopped = Some(RunOutcome::Interrupted(signal));
-                }
-                if !matches!(self.phase, Phase::Draining { .. } | Phase::GivingUp { .. }) {
-                    self.phase = Phase::Draining {
-                        signal,
-                        deadline: now,
-                    };
                 }
                 self.stop_input();
                 self.stop_now(now);
@@ -680,6 +674,9 @@ impl Dispatcher {
     /// Replaces a slot's worker gracefully: the replacement starts first;
     /// the old one keeps working until the new one is up, then drains.
     fn replace(&mut self, index: usize, reason: CloseReason, now: Instant) {
+        if !self.accepting() || !self.slots[index].active {
+            return;
+        }
         let slot = &mut self.slots[index];
         match slot.current.take() {
             Some(mut old) => {
@@ -730,9 +727,8 @@ impl Dispatcher {
         }
         warn!("{message}");
         self.stop_input();
-        self.stopped = Some(RunOutcome::GaveUp(message.clone()));
-        self.phase = Phase::GivingUp {
-            message,
+        self.stopped = Some(RunOutcome::GaveUp(message));
+        self.phase = Phase::Winding {
             deadline: now + self.config.grace,
         };
     }
@@ -757,26 +753,17 @@ impl Dispatcher {
         for slot in &mut self.slots {
             slot.restart_at = None;
         }
-        self.phase = match std::mem::replace(&mut self.phase, Phase::Finished) {
-            // Keep why we stopped; only the deadline changes.
-            Phase::Draining { signal, .. } => Phase::Draining {
-                signal,
-                deadline: now + Duration::from_secs(5),
-            },
-            Phase::GivingUp { message, .. } => Phase::GivingUp {
-                message,
-                deadline: now + Duration::from_secs(5),
-            },
-            _ => Phase::Stopping {
-                deadline: now + Duration::from_secs(5),
-            },
+        // Killed processes exit at once; the deadline only guards against
+        // one stuck in the kernel (D state), which must not hang the run.
+        self.phase = Phase::Stopping {
+            deadline: now + Duration::from_secs(5),
         };
     }
 
     /// Runs after every event: timers, dispatch, completion.
     fn tick(&mut self, now: Instant) {
         self.check_timers(now);
-        self.fill(now);
+        self.fill();
         self.check_done(now);
         if !self.records.is_empty() {
             self.out
@@ -806,7 +793,7 @@ impl Dispatcher {
             let silent = now.saturating_duration_since(inc.last_heard);
             if let Life::Closing { since, .. } = inc.life {
                 if now.saturating_duration_since(since) >= grace {
-                    kills.push((inc.id, KillReason::Shutdown));
+                    kills.push((inc.id, KillReason::Overdue));
                     continue;
                 }
             }
@@ -832,13 +819,10 @@ impl Dispatcher {
             self.queue.push_front(entry.remove());
         }
         let deadline = match &self.phase {
-            Phase::Draining { deadline, .. }
-            | Phase::GivingUp { deadline, .. }
-            | Phase::Finishing { deadline } => Some(*deadline),
+            Phase::Winding { deadline } | Phase::Finishing { deadline } => Some(*deadline),
             Phase::Stopping { deadline } => {
                 if now >= *deadline {
-                    self.phase = Phase::Finished;
-                    self.out.push(Command::Finish);
+                    self.finish();
                 }
                 None
             }
@@ -850,7 +834,7 @@ impl Dispatcher {
     }
 
     /// Hands queued tasks to workers with credit, and suspects to a probe.
-    fn fill(&mut self, _now: Instant) {
+    fn fill(&mut self) {
         if !self.accepting() {
             return;
         }
@@ -947,7 +931,7 @@ impl Dispatcher {
             && self.retry_wait.is_empty()
             && self.blame.suspects() == 0
             && self.incarnations().all(|inc| inc.in_flight.is_empty());
-        let draining = matches!(self.phase, Phase::Draining { .. } | Phase::GivingUp { .. });
+        let draining = matches!(self.phase, Phase::Winding { .. });
         if all_answered && (self.phase == Phase::Running || draining) {
             if self.phase == Phase::Running {
                 self.phase = Phase::Finishing {
@@ -957,6 +941,7 @@ impl Dispatcher {
             for slot in &mut self.slots {
                 slot.restart_at = None;
             }
+            self.rolling.clear();
             let mut close = Vec::new();
             for inc in self.incarnations_mut() {
                 if !matches!(inc.life, Life::Closing { .. }) && inc.killed.is_none() {
@@ -975,9 +960,17 @@ impl Dispatcher {
         }
         let nothing_alive = self.incarnations().next().is_none();
         if nothing_alive && self.phase != Phase::Running && self.phase != Phase::Finished {
-            self.phase = Phase::Finished;
-            self.out.push(Command::Finish);
+            self.finish();
         }
+    }
+
+    /// Ends the run. Records that `--keep-order` still holds (behind tasks
+    /// that a drain dropped) are written, in order, so finished work is
+    /// never thrown away; the dropped tasks are left for `--resume`.
+    fn finish(&mut self) {
+        self.reorder.drain_all(&mut self.records);
+        self.phase = Phase::Finished;
+        self.out.push(Command::Finish);
     }
 
     fn emit(&mut self, record: Record) {
@@ -1089,13 +1082,6 @@ impl Dispatcher {
                     uptime: current.map(|c| now.saturating_duration_since(c.started)),
                 }
             })
-            .collect()
-    }
-
-    /// Pids of the live worker processes.
-    pub fn pids(&self) -> Vec<(usize, u32)> {
-        self.incarnations()
-            .filter_map(|inc| inc.pid.map(|pid| (inc.id.index, pid)))
             .collect()
     }
 

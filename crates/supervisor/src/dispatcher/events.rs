@@ -120,6 +120,9 @@ pub enum Event {
     },
     /// A deadline from `Dispatcher::next_deadline` passed.
     Wake,
+    /// The engine was blocked this long (writing output) and read no
+    /// events meanwhile.
+    Paused(std::time::Duration),
     /// Fresh `/proc` readings of live workers.
     Sampled(Vec<(WorkerId, Sample)>),
     Request(Request),

@@ -61,7 +61,11 @@ pub enum KillReason {
     Violation(String),
     /// An operator asked (`ctl kill`): handled like a kill from outside.
     Operator,
-    /// Shutdown: the tasks are abandoned, not re-run.
+    /// Told to finish and exit, it was still busy after `--grace`: its
+    /// tasks run again elsewhere.
+    Overdue,
+    /// The run is stopping (a second signal, a fatal error, the end of a
+    /// drain's grace): its tasks are left for `--resume`.
     Shutdown,
 }
 
@@ -83,6 +87,9 @@ impl std::fmt::Display for KillReason {
             }
             KillReason::Violation(error) => write!(f, "{error}, killed"),
             KillReason::Operator => f.write_str("killed on request"),
+            KillReason::Overdue => {
+                f.write_str("still busy --grace after being told to finish, killed")
+            }
             KillReason::Shutdown => f.write_str("killed at shutdown"),
         }
     }

@@ -282,3 +282,71 @@ fn a_worker_without_the_kind_is_a_fatal_error() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_retired_worker_still_busy_after_grace_is_killed_and_its_tasks_run_again() {
+    let mut h = Harness::new(config(2, 4));
+    let sent_first = sent(&h.handle(Event::Input(tasks(0..4))));
+    let (busy, busy_ids) = sent_first
+        .iter()
+        .find(|(w, _)| w.index == 1)
+        .cloned()
+        .expect("worker 1 got tasks");
+    h.handle(Event::Request(Request::Scale(1)));
+    h.now += Duration::from_secs(6);
+    let kills = h.handle(Event::Wake);
+    assert!(
+        kills.iter().any(|c| matches!(c, Command::Signal { worker, signal } if *worker == busy && *signal == libc::SIGKILL)),
+        "{kills:?}"
+    );
+    let rerun = sent(&h.handle(Event::Exited {
+        worker: busy,
+        status: ExitStatus::Signal(libc::SIGKILL),
+    }));
+    let rerun_ids: Vec<u64> = rerun.iter().flat_map(|(_, ids)| ids.clone()).collect();
+    assert_eq!(rerun_ids, busy_ids, "nothing is lost to the grace kill");
+}
+
+#[test]
+fn a_paused_engine_does_not_make_workers_hung() {
+    let mut h = Harness::new(config(1, 4));
+    h.handle(Event::Input(tasks(0..2)));
+    h.now += Duration::from_secs(20);
+    let commands = h.handle(Event::Paused(Duration::from_secs(20)));
+    assert!(
+        !commands.iter().any(|c| matches!(c, Command::Signal { .. })),
+        "{commands:?}"
+    );
+    h.now += Duration::from_secs(11);
+    let commands = h.handle(Event::Wake);
+    assert!(
+        commands.iter().any(|c| matches!(c, Command::Signal { .. })),
+        "silent for real now"
+    );
+}
+
+#[test]
+fn keep_order_writes_held_records_when_a_drain_ends_the_run() {
+    let mut h = Harness::new(DispatchConfig {
+        keep_order: true,
+        ..config(1, 8)
+    });
+    let worker = sent(&h.handle(Event::Input(tasks(0..3))))[0].0;
+    h.answer(worker, &[1, 2]);
+    assert!(h.emitted.is_empty(), "held behind task 0");
+    h.handle(Event::Request(Request::Drain {
+        signal: libc::SIGINT,
+    }));
+    h.handle(Event::Request(Request::StopNow {
+        signal: libc::SIGINT,
+    }));
+    h.handle(Event::Exited {
+        worker,
+        status: ExitStatus::Signal(libc::SIGKILL),
+    });
+    assert!(h.dispatcher.is_finished());
+    assert_eq!(
+        h.emitted.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+}
