@@ -2,9 +2,13 @@
 
 mod blame;
 mod core;
+mod dispatch;
 mod events;
 mod fleet;
+mod lifecycle;
 mod policy;
+mod reports;
+mod requests;
 mod status;
 #[cfg(test)]
 mod tests;
