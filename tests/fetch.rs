@@ -319,22 +319,8 @@ fn run_fetch(args: &[&str], input: &str) -> Output {
     for var in ["http_proxy", "https_proxy", "all_proxy", "no_proxy"] {
         command.env_remove(var).env_remove(var.to_uppercase());
     }
-    let mut child = command
-        .args(["--task", "fetch", "--input", "-"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("supervisor starts");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_string();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let output = child.wait_with_output().expect("supervisor runs");
-    feeder.join().unwrap();
-    output
+    command.args(["--task", "fetch", "--input", "-"]).args(args);
+    run_command(command, input.as_bytes())
 }
 
 fn stderr(output: &Output) -> String {

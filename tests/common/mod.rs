@@ -24,9 +24,14 @@ pub fn supervisor() -> Command {
 
 /// Runs the supervisor on `input` (fed through stdin); returns its output.
 pub fn run(args: &[&str], input: &[u8]) -> Output {
-    let mut child = supervisor()
-        .args(args)
-        .args(["--input", "-"])
+    let mut command = supervisor();
+    command.args(args).args(["--input", "-"]);
+    run_command(command, input)
+}
+
+/// Runs `command` with `input` fed through its stdin; returns its output.
+pub fn run_command(mut command: Command, input: &[u8]) -> Output {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
