@@ -94,7 +94,6 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
         shard: config.shard,
     };
     tokio::spawn(read_input(config.input.clone(), filter, input_tx));
-    let mut input = Some(input_rx);
 
     let (calls_tx, mut calls) = mpsc::channel::<ControlCall>(16);
     let _socket = match ControlSocket::bind() {
@@ -119,6 +118,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
         spawner,
         events_tx,
         workers: HashMap::new(),
+        input: Some(input_rx),
         output: output.tx.clone(),
         output_closed: false,
         paused: None,
@@ -132,11 +132,11 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
         let deadline = dispatcher.next_deadline();
         let event = tokio::select! {
             Some(event) = events.recv() => event,
-            message = recv_input(&mut input), if dispatcher.wants_input() => match message {
+            message = recv_input(&mut engine.input), if dispatcher.wants_input() => match message {
                 Some(InputMessage::Batch(items)) => Event::Input(items),
-                Some(InputMessage::End { lines }) => { input = None; Event::InputEnded { lines } }
-                Some(InputMessage::Failed(error)) => { input = None; Event::InputFailed(error) }
-                None => { input = None; Event::InputEnded { lines: 0 } }
+                Some(InputMessage::End { lines }) => { engine.input = None; Event::InputEnded { lines } }
+                Some(InputMessage::Failed(error)) => { engine.input = None; Event::InputFailed(error) }
+                None => { engine.input = None; Event::InputEnded { lines: 0 } }
             },
             request = signals.next() => Event::Request(request),
             _ = sleep_until(deadline) => Event::Wake,
@@ -164,9 +164,6 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
             engine.workers.remove(worker);
         }
         let commands = dispatcher.handle(event, Instant::now());
-        if commands.iter().any(|c| matches!(c, Command::StopInput)) {
-            input = None;
-        }
         engine.apply(commands, &mut dispatcher, observer).await;
         if let Some(pause) = engine.paused.take() {
             let commands = dispatcher.handle(Event::Paused(pause), Instant::now());
@@ -262,6 +259,8 @@ struct Engine<'a> {
     spawner: Spawner,
     events_tx: mpsc::UnboundedSender<Event>,
     workers: HashMap<WorkerId, WorkerChannels>,
+    /// Batches from the input reader, until the input ends or is stopped.
+    input: Option<mpsc::Receiver<InputMessage>>,
     output: mpsc::Sender<Vec<crate::record::Record>>,
     output_closed: bool,
     /// How long writing output blocked the loop since the last report.
@@ -309,7 +308,8 @@ impl Engine<'_> {
                         *self.paused.get_or_insert(Duration::ZERO) += waited;
                     }
                 }
-                Command::StopInput => {}
+                // Dropping the receiver stops the reader at its next batch.
+                Command::StopInput => self.input = None,
                 Command::ShowStatus => observer.status(&dispatcher.rows(Instant::now())),
                 Command::Finish => {}
             }
