@@ -13,12 +13,12 @@ pub use borrowed::{decode_from_worker, decode_to_worker};
 pub use codec::{FrameCodec, DEFAULT_MAX_FRAME, LENGTH_PREFIX};
 pub use error::ProtocolError;
 pub use messages::{
-    check_hello, ErrorKind, FromWorker, Heartbeat, Hello, Outcome, Task, TaskResult, ToWorker,
-    Usage,
+    check_hello, ErrorKind, FromWorker, Heartbeat, Held, Hello, Outcome, Task, TaskResult,
+    ToWorker, Usage,
 };
 
 /// Version of the wire protocol. Bump it whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// File descriptor on which a worker reads task frames.
 pub const TASK_FD: i32 = 3;

@@ -43,14 +43,18 @@ pub struct Hello {
     pub pid: u32,
     /// Task kinds this worker binary serves.
     pub kinds: Vec<String>,
+    /// What runs the handlers, for status and logs: `rust`, or
+    /// `python 3.11.7 uvloop`, say.
+    pub runtime: String,
 }
 
 impl Hello {
-    pub fn new(pid: u32, kinds: Vec<String>) -> Self {
+    pub fn new(pid: u32, kinds: Vec<String>, runtime: impl Into<String>) -> Self {
         Self {
             version: PROTOCOL_VERSION,
             pid,
             kinds,
+            runtime: runtime.into(),
         }
     }
 }
@@ -98,7 +102,11 @@ impl ErrorKind {
     }
 }
 
-/// Sent every heartbeat interval; its absence is how a hung worker is found.
+/// Sent every heartbeat interval by a watchdog thread beside the event loop,
+/// so it keeps coming while a task holds the loop: `held` then says which
+/// task and for how long, and `cpu_us` whether the worker is burning CPU
+/// (busy) or blocked without it (stuck). Its absence means the whole
+/// process is frozen or its pipe is gone (silent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// How late the heartbeat timer fired: event-loop lag, in microseconds.
@@ -113,6 +121,25 @@ pub struct Heartbeat {
     pub cpu_us: u64,
     /// Resident set size in bytes.
     pub rss_bytes: u64,
+    /// The poll holding the event loop now, once one poll has held it for
+    /// longer than the watchdog's sampling period; `None` while the loop
+    /// turns.
+    pub held: Option<Held>,
+    /// Total time since the worker started that single polls held the loop
+    /// for longer than the sampling period, in microseconds: the loop's
+    /// blocked time, whose share of wall time says "CPU work is starving
+    /// the I/O".
+    pub blocked_us: u64,
+}
+
+/// One poll that holds a worker's event loop, as its watchdog sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// The task being polled, or `None` when the loop is blocked outside any
+    /// task (in a worker's setup, say).
+    pub task: Option<u64>,
+    /// How long this one poll has held the loop so far, in microseconds.
+    pub for_us: u64,
 }
 
 /// A worker's own resource usage, from `getrusage(RUSAGE_SELF)`.
@@ -158,7 +185,7 @@ mod tests {
 
     #[test]
     fn hello_of_another_version_is_named() {
-        let mut hello = Hello::new(7, vec!["sim".into()]);
+        let mut hello = Hello::new(7, vec!["sim".into()], "rust");
         hello.version = 99;
         let frame = postcard::to_stdvec(&FromWorker::Hello(hello)).unwrap();
         let err = check_hello(&frame).unwrap_err();
@@ -172,7 +199,7 @@ mod tests {
 
     #[test]
     fn hello_round_trips() {
-        let hello = Hello::new(7, vec!["sim".into(), "chaos".into()]);
+        let hello = Hello::new(7, vec!["sim".into(), "chaos".into()], "rust");
         let frame = postcard::to_stdvec(&FromWorker::Hello(hello.clone())).unwrap();
         assert_eq!(check_hello(&frame).unwrap(), hello);
     }

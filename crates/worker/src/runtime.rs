@@ -64,7 +64,7 @@ pub(crate) async fn serve(
     let receiver = pipe::Receiver::from_owned_fd(tasks).map_err(|e| ServeError::Tasks(e.into()))?;
     let sender = pipe::Sender::from_owned_fd(results).map_err(io_error)?;
     let mut out = FrameWriter::new(sender, config.max_frame);
-    let hello = Hello::new(std::process::id(), config.kinds.clone());
+    let hello = Hello::new(std::process::id(), config.kinds.clone(), "rust");
     out.send(&FromWorker::Hello(hello)).await?;
 
     let counters = Rc::new(Counters::default());
@@ -104,6 +104,8 @@ pub(crate) async fn serve(
                     done,
                     cpu_us: usage.user_us + usage.system_us,
                     rss_bytes: os::current_rss(),
+                    held: None,
+                    blocked_us: 0,
                 })).await?;
             }
         }

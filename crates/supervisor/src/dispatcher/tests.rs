@@ -85,7 +85,7 @@ impl Harness {
         });
         self.handle(Event::Hello {
             worker,
-            hello: Hello::new(100, vec!["sim".into()]),
+            hello: Hello::new(100, vec!["sim".into()], "rust"),
         })
     }
 
@@ -273,7 +273,7 @@ fn a_worker_without_the_kind_is_a_fatal_error() {
     dispatcher.handle(
         Event::Hello {
             worker,
-            hello: Hello::new(1, vec!["other".into()]),
+            hello: Hello::new(1, vec!["other".into()], "rust"),
         },
         now,
     );
