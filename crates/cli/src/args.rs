@@ -84,7 +84,7 @@ pub struct Args {
     pub concurrency: u32,
 
     /// Time limit per task, e.g. `30s`; over it the task is a `timeout`.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_task_timeout)]
     pub task_timeout: Option<Duration>,
 
     /// Write records in input order (through a bounded reorder buffer)
@@ -228,8 +228,30 @@ fn parse_setting(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The longest duration any flag accepts. Past it, deadlines computed as
+/// `now + duration` (and a retry backoff doubled 16 times) could overflow
+/// the clock; no run needs a limit longer than a year.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A duration flag: humantime syntax, at most [`MAX_DURATION`]. clap puts
+/// the flag's name in front of the message and exits with status 2.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e} (try 500ms, 30s, 5m)"))
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?}: {e} (try 500ms, 30s, 5m)"))?;
+    if duration > MAX_DURATION {
+        return Err(format!("{text:?} is too long: durations go up to 365d"));
+    }
+    Ok(duration)
+}
+
+/// `--task-timeout`: workers count it in whole milliseconds, and 0 would
+/// mean no limit at all, so anything under 1ms is refused.
+fn parse_task_timeout(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration < Duration::from_millis(1) {
+        return Err(format!("{text:?} is too short: at least 1ms"));
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]
@@ -254,5 +276,17 @@ mod tests {
     fn durations_name_the_value() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("soon").unwrap_err().contains("\"soon\""));
+    }
+
+    #[test]
+    fn durations_past_a_year_are_refused_not_overflowed() {
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+        let error = parse_duration("9999999999999999999s").unwrap_err();
+        assert!(error.contains("too long"), "{error}");
+        assert!(parse_duration("366d").is_err());
+        // Too large for humantime itself: still an error, not a panic.
+        assert!(parse_duration("99999999999999999999999s").is_err());
+        assert!(parse_task_timeout("500us").is_err());
+        assert_eq!(parse_task_timeout("1ms"), Ok(Duration::from_millis(1)));
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use multiloop_supervisor::fingerprint::Fingerprint;
 use multiloop_supervisor::{
     Backoff, DemoBatch, DispatchConfig, Identity, InputSource, Journal, OutputTarget, RunConfig,
 };
@@ -26,6 +27,10 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
         // Honours affinity masks and cgroup CPU quotas.
         Workers::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    // Before anything starts: a fleet the machine cannot hold would fail
+    // only after a flood of spawn errors.
+    multiloop_supervisor::limits::raise_descriptor_limit();
+    multiloop_supervisor::limits::check_fleet_size(workers).context("--workers")?;
     let worker_program = worker_program(args.worker.as_deref())?;
     let kinds = list_kinds(&worker_program).await?;
     let kind = choose_kind(args.task.as_deref(), &kinds, &worker_program)?;
@@ -62,6 +67,10 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
             // output (a rescheduled pod while the old one drains) would
             // otherwise cut each other's records and run tasks twice.
             let lock = lock_output(path)?;
+            if resume {
+                check_same_input(path, &input, &identity)?;
+            }
+            record_input(path, &input)?;
             let journal = if resume {
                 Some(Arc::new(load_journal(path, &identity, args.resume_failed)?))
             } else {
@@ -200,6 +209,62 @@ fn lock_output(path: &Path) -> Result<std::fs::File> {
     }
 }
 
+/// On `--resume`, refuses an input other than the one `output` was written
+/// from: records know their task by line number, so another file would
+/// skip the wrong lines. With `--key` the keys say which task is which, so
+/// another input (reordered, regenerated) is only worth a warning.
+fn check_same_input(output: &Path, input: &InputSource, identity: &Identity) -> Result<()> {
+    let InputSource::File(path) = input else {
+        return Ok(());
+    };
+    let Some(recorded) = Fingerprint::load(output).with_context(|| {
+        format!(
+            "cannot read {} (--resume)",
+            Fingerprint::sidecar(output).display()
+        )
+    })?
+    else {
+        return Ok(()); // Written by a version without fingerprints, or from stdin.
+    };
+    if recorded
+        .matches(path)
+        .with_context(|| format!("cannot read input {} (--input)", path.display()))?
+    {
+        return Ok(());
+    }
+    let what = format!(
+        "{} does not start like the input {} was written from ({}, first {} bytes)",
+        path.display(),
+        output.display(),
+        recorded.input,
+        recorded.bytes
+    );
+    match identity {
+        Identity::Key(_) => {
+            warn!("{what}; resuming anyway: --key identifies the tasks");
+            Ok(())
+        }
+        Identity::Line => bail!(
+            "--resume: {what}; records are matched by line number, so resume with that input \
+             (or delete {} to resume anyway)",
+            Fingerprint::sidecar(output).display()
+        ),
+    }
+}
+
+/// Keeps the fingerprint of a file input beside the output, for a later
+/// `--resume` to check; other inputs have none.
+fn record_input(output: &Path, input: &InputSource) -> Result<()> {
+    let sidecar = || Fingerprint::sidecar(output).display().to_string();
+    match input {
+        InputSource::File(path) => Fingerprint::of_file(path)
+            .with_context(|| format!("cannot read input {} (--input)", path.display()))?
+            .save(output)
+            .with_context(|| format!("cannot write {}", sidecar())),
+        _ => Fingerprint::forget(output).with_context(|| format!("cannot remove {}", sidecar())),
+    }
+}
+
 /// Reads the output being resumed and says what it found.
 fn load_journal(path: &Path, identity: &Identity, rerun_failed: bool) -> Result<Journal> {
     let journal = Journal::load(path, identity, rerun_failed)
@@ -318,8 +383,16 @@ fn input_source(args: &Args) -> Result<InputSource> {
         _ if args.demo => InputSource::Demo(DemoBatch::default()),
         Some(path) if path.as_os_str() == "-" => InputSource::Stdin,
         Some(path) => {
-            std::fs::File::open(path)
+            let file = std::fs::File::open(path)
                 .with_context(|| format!("cannot open input {} (--input)", path.display()))?;
+            // A directory opens fine and fails only at the first read, after
+            // the workers have started.
+            if file.metadata().is_ok_and(|m| m.is_dir()) {
+                bail!(
+                    "input {} is a directory, not a file (--input)",
+                    path.display()
+                );
+            }
             InputSource::File(path.clone())
         }
         None if std::io::stdin().is_terminal() => InputSource::Demo(DemoBatch::default()),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use multiloop_supervisor::control::{self, ControlRequest};
+use multiloop_supervisor::socket_dir;
 use multiloop_supervisor::WorkerRow;
 use serde_json::Value;
 
@@ -53,7 +54,10 @@ pub async fn main(args: &CtlArgs) -> i32 {
 
 async fn run(args: &CtlArgs) -> Result<()> {
     if let CtlCommand::List = args.command {
-        for (pid, path) in control::running_supervisors(&control::socket_dir()) {
+        let Some(dir) = trusted_dir()? else {
+            return Ok(());
+        };
+        for (pid, path) in control::running_supervisors(&dir) {
             println!("{pid}\t{}", path.display());
         }
         return Ok(());
@@ -84,7 +88,10 @@ async fn run(args: &CtlArgs) -> Result<()> {
 /// The socket of `pid`, or of the only running supervisor.
 pub fn find_socket(pid: Option<u32>) -> Result<PathBuf> {
     let dir = control::socket_dir();
-    let running = control::running_supervisors(&dir);
+    let running = match trusted_dir()? {
+        Some(dir) => control::running_supervisors(&dir),
+        None => Vec::new(),
+    };
     match pid {
         Some(pid) => running
             .into_iter()
@@ -110,6 +117,16 @@ pub fn find_socket(pid: Option<u32>) -> Result<PathBuf> {
                 )
             }
         },
+    }
+}
+
+/// The socket directory if it exists and is safe to trust (see
+/// `socket_dir::check`); None if there is none (no supervisor ran yet).
+fn trusted_dir() -> Result<Option<PathBuf>> {
+    match socket_dir::checked() {
+        Ok(dir) => Ok(Some(dir)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error.into()),
     }
 }
 

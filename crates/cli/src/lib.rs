@@ -65,6 +65,11 @@ pub fn main() -> i32 {
                 observer.finish(&report);
                 if !args.quiet {
                     report::print_summary(&report);
+                } else if let multiloop_supervisor::RunOutcome::Fatal(message)
+                | multiloop_supervisor::RunOutcome::GaveUp(message) = &report.outcome
+                {
+                    // --quiet drops the summary, not the reason for exit 2 or 3.
+                    eprintln!("supervisor: {message}");
                 }
                 ExitCode::of(&report.outcome).into()
             }

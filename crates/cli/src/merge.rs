@@ -98,6 +98,19 @@ fn merge(args: &MergeArgs) -> Result<bool> {
                 .collect()
         }
     };
+    // Records for lines the input does not have (past its end, a blank
+    // line, or line 0) come from another input: the files do not belong
+    // together.
+    let unexpected: Vec<u64> = records
+        .keys()
+        .copied()
+        .filter(|&seq| {
+            seq == 0
+                || expected
+                    .as_ref()
+                    .is_some_and(|lines| lines.binary_search(&seq).is_err())
+        })
+        .collect();
     let mut report = format!(
         "merged {} tasks from {} files",
         records.len(),
@@ -123,6 +136,27 @@ fn merge(args: &MergeArgs) -> Result<bool> {
             if missing.len() > NAMED { ", ..." } else { "" }
         );
     }
+    if !unexpected.is_empty() {
+        let named: Vec<String> = unexpected.iter().take(NAMED).map(u64::to_string).collect();
+        eprintln!(
+            "unexpected: {} records for lines that are not tasks of the input{}: lines {}{}",
+            unexpected.len(),
+            match &expected {
+                Some(lines) => format!(
+                    " ({} tasks, last on line {})",
+                    lines.len(),
+                    lines.last().unwrap_or(&0)
+                ),
+                None => String::new(),
+            },
+            named.join(", "),
+            if unexpected.len() > NAMED {
+                ", ..."
+            } else {
+                ""
+            }
+        );
+    }
     for (seq, entries) in duplicated.iter().take(NAMED) {
         let places: Vec<String> = entries
             .iter()
@@ -136,7 +170,7 @@ fn merge(args: &MergeArgs) -> Result<bool> {
     if duplicated.len() > NAMED {
         eprintln!("duplicated: {} tasks in all", duplicated.len());
     }
-    Ok(missing.is_empty() && duplicated.is_empty())
+    Ok(missing.is_empty() && duplicated.is_empty() && unexpected.is_empty())
 }
 
 fn read_records(path: &Path, file: usize, records: &mut BTreeMap<u64, Vec<Entry>>) -> Result<()> {

@@ -4,7 +4,7 @@
 //! JSON answer per line.
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -34,27 +34,7 @@ pub struct ControlCall {
     pub reply: oneshot::Sender<Value>,
 }
 
-/// The directory of control sockets: `$XDG_RUNTIME_DIR/multiloop`, or a
-/// 0700 directory in the temp dir named after the user.
-pub fn socket_dir() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(dir) => PathBuf::from(dir).join("multiloop"),
-        None => std::env::temp_dir().join(format!("multiloop-{}", user_name())),
-    }
-}
-
-fn user_name() -> String {
-    let uid = nix::unistd::getuid();
-    nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map_or_else(|| uid.to_string(), |user| user.name)
-}
-
-/// The socket of the supervisor with this pid.
-pub fn socket_path(dir: &Path, pid: u32) -> PathBuf {
-    dir.join(format!("{pid}.sock"))
-}
+pub use crate::socket_dir::{running_supervisors, socket_dir, socket_path};
 
 /// A bound control socket; the file is removed when this is dropped.
 #[derive(Debug)]
@@ -65,21 +45,7 @@ pub struct ControlSocket {
 impl ControlSocket {
     /// Binds this process's socket, cleaning up sockets of dead supervisors.
     pub fn bind() -> io::Result<(Self, UnixListener)> {
-        let dir = socket_dir();
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)?;
-        let metadata = std::fs::metadata(&dir)?;
-        use std::os::unix::fs::MetadataExt;
-        if metadata.uid() != nix::unistd::getuid().as_raw() {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!("{} belongs to another user", dir.display()),
-            ));
-        }
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-        remove_stale(&dir);
+        let dir = crate::socket_dir::prepare()?;
         let path = socket_path(&dir, std::process::id());
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)?;
@@ -95,48 +61,6 @@ impl ControlSocket {
 impl Drop for ControlSocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// Supervisors with a socket in `dir`, by pid; stale sockets (their
-/// process is gone) are removed on the way.
-pub fn running_supervisors(dir: &Path) -> Vec<(u32, PathBuf)> {
-    remove_stale(dir);
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let path = entry.path();
-            let pid = path
-                .file_name()?
-                .to_str()?
-                .strip_suffix(".sock")?
-                .parse()
-                .ok()?;
-            Some((pid, path))
-        })
-        .collect();
-    found.sort();
-    found
-}
-
-fn remove_stale(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let pid = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".sock"))
-            .and_then(|p| p.parse::<u32>().ok());
-        if let Some(pid) = pid {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
     }
 }
 
@@ -201,7 +125,7 @@ async fn write_answer(write: &mut (impl AsyncWriteExt + Unpin), answer: &Value) 
 
 /// Sends one request to the supervisor listening at `path`.
 pub async fn call(path: &Path, request: &ControlRequest) -> io::Result<Value> {
-    let stream = UnixStream::connect(path).await?;
+    let stream = crate::socket_dir::connect(path).await?;
     let (read, mut write) = stream.into_split();
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');

@@ -5,7 +5,9 @@ pub mod control;
 mod demo;
 pub mod dispatcher;
 mod engine;
+pub mod fingerprint;
 mod input;
+pub mod limits;
 mod lines;
 mod link;
 mod output;
@@ -15,6 +17,7 @@ mod reorder;
 mod resume;
 mod sample;
 mod shard;
+pub mod socket_dir;
 mod term;
 
 pub use demo::DemoBatch;

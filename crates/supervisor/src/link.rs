@@ -18,6 +18,10 @@ use crate::lines::{Line, LineReader};
 /// How long the last frames of an exited worker are waited for.
 const FRAMES_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Largest first frame: a hello is a version, a pid, a runtime name and a
+/// list of task kinds.
+const MAX_HELLO: usize = 64 * 1024;
+
 /// Longest worker output line forwarded whole.
 const MAX_OUTPUT_LINE: usize = 64 * 1024;
 
@@ -29,12 +33,21 @@ pub async fn read_frames(
     max_frame: usize,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    let mut frames = FramedRead::new(results, FrameCodec::new(max_frame));
+    // Until the handshake, frames are held to the size a hello can have:
+    // a peer that is not a worker at all (random bytes on fd 4) would
+    // otherwise announce a frame of gigabytes and be waited for.
+    let mut frames = FramedRead::new(results, FrameCodec::new(MAX_HELLO.min(max_frame)));
     let mut greeted = false;
     while let Some(frame) = frames.next().await {
         let event = match frame {
             // Cut off by the worker's death: its exit status says why.
             Err(ProtocolError::TruncatedFrame { .. }) => return,
+            // Before a hello, anything wrong is a failed handshake: a setup
+            // error (exit 2), not a crash to restart until the limit.
+            Err(error) if !greeted => Event::LinkFailed {
+                worker,
+                error: format!("handshake failed: {error}"),
+            },
             Err(error) => Event::LinkFailed {
                 worker,
                 error: format!("protocol violation: {error}"),
@@ -42,6 +55,7 @@ pub async fn read_frames(
             Ok(frame) if !greeted => match check_hello(&frame) {
                 Ok(hello) => {
                     greeted = true;
+                    *frames.decoder_mut() = FrameCodec::new(max_frame);
                     Event::Hello { worker, hello }
                 }
                 Err(error) => Event::LinkFailed {
