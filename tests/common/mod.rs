@@ -15,11 +15,41 @@ use serde_json::Value;
 pub const SUPERVISOR: &str = env!("CARGO_BIN_EXE_supervisor");
 pub const WORKER: &str = env!("CARGO_BIN_EXE_worker");
 
-/// A `supervisor` command with quiet defaults for tests.
+/// A `supervisor` command with quiet defaults for tests. Its control
+/// socket goes to a runtime directory of this test binary, never to the
+/// user's own (`start` gives each run one of its own).
 pub fn supervisor() -> Command {
     let mut command = Command::new(SUPERVISOR);
-    command.env("RUST_LOG", "info").stdin(Stdio::null());
     command
+        .env("RUST_LOG", "info")
+        .env("XDG_RUNTIME_DIR", shared_runtime_dir())
+        .stdin(Stdio::null());
+    command
+}
+
+/// A private (0700) runtime directory shared by the one-shot runs of this
+/// test binary, removed with the temp dir's cleanup by the OS.
+pub fn shared_runtime_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("a runtime dir"))
+        .path()
+}
+
+/// `supervisor ctl ARGS...` with `runtime_dir` as XDG_RUNTIME_DIR;
+/// returns (exit code, stdout, stderr).
+pub fn ctl_in(runtime_dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(SUPERVISOR)
+        .arg("ctl")
+        .args(args)
+        .env("XDG_RUNTIME_DIR", runtime_dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// Runs the supervisor on `input` (fed through stdin); returns its output.
@@ -162,6 +192,9 @@ pub fn kill(pid: u32, signal: i32) {
 pub struct Running {
     pub child: Child,
     pub dir: tempfile::TempDir,
+    /// The supervisor's stdin, for runs started with [`start_piped`]: the
+    /// run cannot end before the test closes it.
+    pub input: Option<std::process::ChildStdin>,
 }
 
 impl Running {
@@ -189,6 +222,28 @@ impl Running {
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.stderr_path()).unwrap_or_default()
+    }
+
+    /// This run's XDG_RUNTIME_DIR (its own: tests cannot see each other's
+    /// supervisors).
+    pub fn runtime_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Where this run's control socket is.
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join("multiloop")
+            .join(format!("{}.sock", self.pid()))
+    }
+
+    /// `supervisor ctl --pid PID ARGS...` against this run.
+    pub fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        let pid = self.pid().to_string();
+        let mut all = vec!["--pid", &pid];
+        all.extend_from_slice(args);
+        ctl_in(self.runtime_dir(), &all)
     }
 
     /// Waits for the supervisor to exit; returns its exit code.
@@ -243,13 +298,54 @@ pub fn start_in(dir: tempfile::TempDir, args: &[&str], input: &str, resume: bool
         .arg(&input_path)
         .arg("--output")
         .arg(&output_path)
+        .env("XDG_RUNTIME_DIR", dir.path())
         .stdout(Stdio::null())
         .stderr(stderr);
     if resume {
         command.arg("--resume");
     }
     let child = command.spawn().expect("supervisor starts");
-    Running { child, dir }
+    Running {
+        child,
+        dir,
+        input: None,
+    }
+}
+
+/// Starts the supervisor reading its input from a pipe the test holds
+/// (`running.input`): the run goes on until the test closes it, drains it
+/// or signals it, so nothing can end the run before the test is done.
+pub fn start_piped(args: &[&str]) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = std::fs::File::create(dir.path().join("stderr.txt")).unwrap();
+    let mut child = supervisor()
+        .args(args)
+        .args(["--input", "-", "--output"])
+        .arg(dir.path().join("out.jsonl"))
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("supervisor starts");
+    let input = child.stdin.take();
+    Running { child, dir, input }
+}
+
+impl Running {
+    /// Writes lines to the input of a [`start_piped`] run.
+    pub fn feed(&mut self, lines: &str) {
+        self.input
+            .as_mut()
+            .expect("a piped run")
+            .write_all(lines.as_bytes())
+            .expect("the supervisor reads its input");
+    }
+
+    /// Ends the input of a [`start_piped`] run.
+    pub fn close_input(&mut self) {
+        self.input = None;
+    }
 }
 
 /// Writes an executable script into `dir`.
