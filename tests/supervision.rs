@@ -37,12 +37,22 @@ fn wait_for_workers(running: &Running, n: usize) -> Vec<u32> {
 
 #[test]
 fn kill_9_of_a_busy_worker_loses_nothing() {
-    let n = 3_000;
-    let input = sim_lines(n, |_| 20, |i| i);
-    let mut running = start(&["--workers", "2", "--concurrency", "100"], &input);
+    let n = 400;
+    // Tasks of 3 s: whatever the machine's load, they are in flight when
+    // the kill lands, and the input stays open until it has.
+    let mut running = start_piped(&["--workers", "2", "--concurrency", "100"]);
+    running.feed(&sim_lines(n, |_| 3_000, |i| i));
     let workers = wait_for_workers(&running, 2);
-    wait_for_output(&running, 200);
+    wait_until(LONG, "tasks in flight in worker 0", || {
+        let (_, stdout, _) = running.ctl(&["status", "--json"]);
+        serde_json::from_str::<serde_json::Value>(&stdout)
+            .is_ok_and(|v| v["workers"][0]["in_flight"].as_u64() > Some(0))
+    });
     kill(workers[0], libc::SIGKILL);
+    wait_until(LONG, "the kill to be seen", || {
+        running.stderr().contains("re-queued")
+    });
+    running.close_input();
     assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
     assert_all_sums(&running.output_records(), n, |i| i);
     let stderr = running.stderr();
@@ -60,21 +70,25 @@ fn kill_9_of_a_busy_worker_loses_nothing() {
 #[test]
 fn a_stopped_worker_is_found_hung_and_replaced() {
     let n = 1_500;
-    let input = sim_lines(n, |_| 20, |i| i);
-    let mut running = start(
-        &[
-            "--workers",
-            "2",
-            "--concurrency",
-            "50",
-            "--worker-timeout",
-            "1500ms",
-        ],
-        &input,
-    );
+    // The input stays open until the hang is found: the run cannot end
+    // first. 3 s: a busy 2-core machine can delay a healthy heartbeat by
+    // more than a second.
+    let mut running = start_piped(&[
+        "--workers",
+        "2",
+        "--concurrency",
+        "50",
+        "--worker-timeout",
+        "3s",
+    ]);
+    running.feed(&sim_lines(n, |_| 20, |i| i));
     let workers = wait_for_workers(&running, 2);
     wait_for_output(&running, 100);
     kill(workers[1], libc::SIGSTOP);
+    wait_until(LONG, "the hang to be found", || {
+        running.stderr().contains("hung: no heartbeat for")
+    });
+    running.close_input();
     assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
     assert_all_sums(&running.output_records(), n, |i| i);
     let stderr = running.stderr();
@@ -206,8 +220,8 @@ fn sigterm_drains_in_flight_work_and_exits_143() {
 #[test]
 fn ttin_and_ttou_change_the_worker_count() {
     let n = 2_000;
-    let input = sim_lines(n, |_| 20, |i| i);
-    let mut running = start(&["--workers", "2", "--concurrency", "10"], &input);
+    let mut running = start_piped(&["--workers", "2", "--concurrency", "10"]);
+    running.feed(&sim_lines(n, |_| 1, |i| i));
     wait_for_workers(&running, 2);
     kill(running.pid(), libc::SIGTTIN);
     wait_for_workers(&running, 3);
@@ -216,6 +230,7 @@ fn ttin_and_ttou_change_the_worker_count() {
     wait_for_workers(&running, 2);
     kill(running.pid(), libc::SIGTTOU);
     wait_for_workers(&running, 1);
+    running.close_input();
     assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
     assert_all_sums(&running.output_records(), n, |i| i);
     assert_eq!(restarts(&running.stderr()), 0, "scaling is not restarting");
@@ -224,8 +239,8 @@ fn ttin_and_ttou_change_the_worker_count() {
 #[test]
 fn sighup_replaces_every_worker_and_loses_nothing() {
     let n = 2_000;
-    let input = sim_lines(n, |_| 30, |i| i);
-    let mut running = start(&["--workers", "2", "--concurrency", "20"], &input);
+    let mut running = start_piped(&["--workers", "2", "--concurrency", "20"]);
+    running.feed(&sim_lines(n, |_| 5, |i| i));
     let old = wait_for_workers(&running, 2);
     wait_for_output(&running, 50);
     kill(running.pid(), libc::SIGHUP);
@@ -233,7 +248,10 @@ fn sighup_replaces_every_worker_and_loses_nothing() {
         let now = workers_of(running.pid());
         now.len() == 2 && now.iter().all(|pid| !old.contains(pid))
     });
-    assert!(old.iter().all(|&pid| is_gone(pid)));
+    wait_until(LONG, "the old workers to exit", || {
+        old.iter().all(|&pid| is_gone(pid))
+    });
+    running.close_input();
     assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
     assert_all_sums(&running.output_records(), n, |i| i);
 }

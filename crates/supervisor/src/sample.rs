@@ -85,7 +85,19 @@ mod tests {
         };
         let first = sampler.sample(&[(id, std::process::id())]);
         assert_eq!(first.len(), 1);
-        assert!(ticks < u64::MAX);
+        // The fields read are the CPU time: burning CPU moves them (a wrong
+        // field, such as a start time or a page count, would stand still).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut spin = 0u64;
+        while read_stat(std::process::id()).expect("our own stat").0 <= ticks {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "CPU ticks did not advance"
+            );
+            for i in 0..100_000u64 {
+                spin = std::hint::black_box(spin.wrapping_add(i));
+            }
+        }
         assert!(
             sampler.sample(&[(id, u32::MAX)]).is_empty(),
             "a vanished pid is skipped"
