@@ -37,6 +37,10 @@ ROOT = SCRIPTS.parent
 sys.path.insert(0, str(SCRIPTS))
 import check_output  # noqa: E402
 import gen_tasks  # noqa: E402
+import provenance  # noqa: E402
+
+# The commit measured, set by main() once the tree is checked.
+GIT_LABEL = "unchecked"
 
 PY = sys.executable or "python3"
 MIB = 1 << 20
@@ -59,8 +63,7 @@ def machine_info():
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "host": f"nproc={sh('nproc')} cpu={model!r} mem={mem_gib} kernel={platform.release()}",
-        "git": sh(f"git -C {shlex.quote(str(ROOT))} rev-parse --short HEAD")
-        + (" (dirty)" if sh(f"git -C {shlex.quote(str(ROOT))} status --porcelain") else ""),
+        "git": GIT_LABEL,
         "load": sh("cat /proc/loadavg"),
     }
 
@@ -492,7 +495,11 @@ def main():
     p.add_argument("--skip-full", action="store_true", help="demo: only the scaled list")
     p.add_argument("--sup-args", help='extra arguments for every supervisor run; use the = form: --sup-args="--keep-order"')
     p.add_argument("--no-save", action="store_true", help="do not append to scripts/results/")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="run on a tree with uncommitted changes; results are marked DIRTY (not for the README)")
     args = p.parse_args()
+    global GIT_LABEL
+    GIT_LABEL = provenance.check_tree(ROOT, args.allow_dirty)
     names = list(BENCHES) if "all" in args.names else args.names
     b = Bench(args)
     for name in names:

@@ -41,6 +41,8 @@ from pathlib import Path
 SCRIPTS = Path(__file__).resolve().parent
 ROOT = SCRIPTS.parent
 sys.path.insert(0, str(SCRIPTS))
+import bench  # noqa: E402
+import provenance  # noqa: E402
 from bench import fmt_cmd, machine_info, run_timed, table  # noqa: E402
 
 PY = sys.executable or "python3"
@@ -112,7 +114,11 @@ def main():
     p.add_argument("--no-save", action="store_true", help="do not append to scripts/results/")
     p.add_argument("--bin-dir", default=str(ROOT / "target" / "release"))
     p.add_argument("--data-dir", default=str(SCRIPTS / "data"))
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="run on a tree with uncommitted changes; results are marked DIRTY (not for the README)")
     args = p.parse_args()
+    # machine_info() (from bench.py) reports the label checked here.
+    bench.GIT_LABEL = provenance.check_tree(ROOT, args.allow_dirty)
     if args.quick:
         args.count, args.no_save = 5_000, True
     bin_dir = Path(args.bin_dir).resolve()

@@ -22,6 +22,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import provenance  # noqa: E402
 
 
 def children(pid):
@@ -111,7 +113,10 @@ def main():
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--workers", default="2")
     ap.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"))
+    ap.add_argument("--allow-dirty", action="store_true",
+                    help="run on a tree with uncommitted changes; results are marked DIRTY (not for the README)")
     a = ap.parse_args()
+    git = provenance.check_tree(ROOT, a.allow_dirty)
     supervisor = os.path.join(a.bin_dir, "supervisor")
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
         for _ in range(a.count):
@@ -124,7 +129,7 @@ def main():
     lat = sorted(replacement_latencies(stderr))
     nproc = os.cpu_count()
     report = [
-        f"=== kill  {datetime.datetime.now().isoformat(timespec='seconds')}  nproc={nproc}",
+        f"=== kill  {datetime.datetime.now().isoformat(timespec='seconds')}  git {git}  nproc={nproc}",
         f"{a.count} tasks (sleep {a.sleep_ms} ms, iters {a.iters}), --workers {a.workers} --concurrency {a.concurrency}",
         f"undisturbed: {calm:.2f} s ({a.count / calm:,.0f} tasks/s), {lines_calm} records",
         f"one worker SIGKILLed per second: {rough:.2f} s ({a.count / rough:,.0f} tasks/s), {kills} kills, {lines_rough} records",
