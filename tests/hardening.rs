@@ -415,3 +415,37 @@ fn a_block_fault_is_blamed_on_exactly_its_task() {
     // --worker-timeout, so keep that short.
     blamed_exactly("block", &["--worker-timeout", "2s"]);
 }
+
+#[test]
+fn without_user_or_xdg_runtime_dir_the_uid_directory_is_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = |command: &mut Command| {
+        command
+            .env_remove("USER")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("TMPDIR", tmp.path());
+    };
+    let mut command = supervisor();
+    env(&mut command);
+    let mut child = command
+        .args(["-w", "1", "-q", "--input", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let dir = tmp
+        .path()
+        .join(format!("multiloop-{}", nix::unistd::getuid()));
+    let socket = dir.join(format!("{}.sock", child.id()));
+    wait_until(LONG, "the socket in multiloop-UID", || socket.exists());
+    let mut ctl = Command::new(SUPERVISOR);
+    env(&mut ctl);
+    let listed = ctl.args(["ctl", "list"]).output().unwrap();
+    assert_eq!(listed.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(&format!("{}\t", child.id())),
+        "{listed:?}"
+    );
+    drop(child.stdin.take());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
