@@ -190,6 +190,34 @@ class Run:
         wait_until(f"{n} workers", ready)
         return found
 
+    def status(self) -> Optional[dict]:
+        """`supervisor ctl status --json`, or None before the socket is up."""
+        answer = subprocess.run(
+            [str(supervisor()), "ctl", "--pid", str(self.pid), "status", "--json"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env=worker_env(),
+        )
+        if answer.returncode != 0:
+            return None
+        return json.loads(answer.stdout)
+
+    def wait_for_busy_workers(self, n: int) -> List[int]:
+        """Pids of `n` workers past their handshake with tasks in flight (a
+        worker killed while it starts up is a setup error, not a crash)."""
+        found: List[int] = []
+
+        def ready() -> bool:
+            status = self.status()
+            rows = status["workers"] if status else []
+            found[:] = [
+                r["pid"] for r in rows if r["state"] == "running" and r["in_flight"] > 0 and r["pid"]
+            ]
+            return len(found) >= n
+
+        wait_until(f"{n} busy workers", ready)
+        return found
+
     def wait_for_output(self, lines: int) -> None:
         wait_until(f"{lines} output lines", lambda: self.output_lines() >= lines)
 

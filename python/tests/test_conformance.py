@@ -5,6 +5,7 @@ Rust ``worker`` (``--task chaos``) and against Python workers running the
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 from pathlib import Path
@@ -51,13 +52,9 @@ def test_exactly_once_under_random_sigkills_of_workers(run_in, runtime):
     )
     killed = []
     for threshold in (200, 900, 1_600):
-        workers = run.wait_for_workers(2)
         run.wait_for_output(threshold)
-        victim = rng.choice(workers)
-        run_signal = signal.SIGKILL
-        import os
-
-        os.kill(victim, run_signal)
+        victim = rng.choice(run.wait_for_busy_workers(1))
+        os.kill(victim, signal.SIGKILL)
         killed.append(victim)
         wait_until("the killed worker to be gone", lambda: is_gone(victim))
     assert run.wait() == 0, run.stderr()
@@ -65,7 +62,7 @@ def test_exactly_once_under_random_sigkills_of_workers(run_in, runtime):
     stderr = run.stderr()
     for pid in killed:
         assert f"(pid {pid}) died: signal SIGKILL" in stderr, stderr
-    assert any(r["attempts"] >= 2 for r in run.records()), "the killed workers' tasks ran again"
+    assert any(r["attempts"] >= 2 for r in run.records()), stderr
 
 
 def test_a_poison_task_is_found_and_reported_crashed_with_every_other_ok(run_in, runtime):
@@ -138,7 +135,8 @@ def test_a_blocked_loop_is_detected(run_in, runtime):
                 return False
             return any(w.get("lag_us", 0) > 2_000_000 for w in workers)
 
-        run.wait_for_output(n)
+        # The tasks that share the blocked loop wait with it: nothing ends
+        # the run until the supervisor acts on `held`.
         wait_until("the blocked worker's lag to show in --stats", lagging)
         # Still alive: heartbeats kept coming while the loop was blocked.
         assert run.proc.poll() is None
@@ -254,11 +252,8 @@ def test_sigint_to_a_worker_is_ignored(run_in, runtime):
         ["--workers", "2", "--concurrency", "50", *chaos(runtime)],
         sim_lines(n, lambda i: 20, lambda i: i),
     )
-    workers = run.wait_for_workers(2)
     run.wait_for_output(50)
-    import os
-
-    for pid in workers:
+    for pid in run.wait_for_busy_workers(2):
         os.kill(pid, signal.SIGINT)
     assert run.wait() == 0, run.stderr()
     assert_all_sums(run.records(), n, lambda i: i)
