@@ -358,7 +358,11 @@ class Runtime:
             raise
         except BaseException as error:  # noqa: B036 - SystemExit in a handler must not end the worker
             result.error_kind = proto.FAILED
-            result.message = _truncate(_failure_message(error), self.max_output)
+            try:
+                message = _failure_message(error)
+            except Exception:  # an exception whose str() raises: the task still gets its record
+                message = f"{type(error).__name__} (its message could not be read)"
+            result.message = _truncate(message, self.max_output)
         result.micros = int((time.perf_counter() - started) * 1e6)
         result.retry = retry[0]
         self._complete(result)
@@ -545,7 +549,7 @@ def _failure_message(error: BaseException) -> str:
     )
     if not frames:
         return head
-    shown = frames[-TRACEBACK_FRAMES:]
+    shown = traceback.StackSummary.from_list(frames[-TRACEBACK_FRAMES:])
     lines = "".join(shown.format()).rstrip()
     more = len(frames) - len(shown)
     title = "Traceback (most recent call last" + (f", {more} earlier frames omitted" if more else "") + "):"

@@ -236,9 +236,15 @@ def run_in(tmp_path: Path):
     """``run_in(args, input)`` starts a supervisor in a fresh directory."""
     runs: List[Run] = []
 
-    def start(args: Sequence[str], input_text: str, env: Optional[Dict[str, str]] = None) -> Run:
-        directory = tmp_path / f"run{len(runs)}"
-        directory.mkdir()
+    def start(
+        args: Sequence[str],
+        input_text: str,
+        env: Optional[Dict[str, str]] = None,
+        directory: Optional[Path] = None,
+    ) -> Run:
+        if directory is None:
+            directory = tmp_path / f"run{len(runs)}"
+            directory.mkdir()
         run = Run(directory, args, input_text, env)
         runs.append(run)
         return run
