@@ -352,3 +352,22 @@ def test_uvloop_is_used_when_installed_unless_turned_off():
             assert expected in hello.runtime, hello
         finally:
             worker.kill()
+
+
+def test_plain_asyncio_when_uvloop_is_turned_off(run_py):
+    run = run_py({"jobs.py": JOBS}, ["--workers", "2", "--python", "jobs:handle",
+                                      "--set", "uvloop=off"], sim_lines(500, lambda i: 3, lambda i: i))
+    assert run.wait() == 0, run.stderr()
+    assert len(by_seq(run.records())) == 500
+
+
+def test_the_interpreter_beside_an_installed_supervisor_is_found(run_py):
+    from conftest import installed
+
+    if not installed():
+        pytest.skip("the supervisor under test is a checkout's build, not pip-installed")
+    env = {"MULTILOOP_PYTHON": None}
+    run = run_py({"jobs.py": JOBS}, ["--workers", "1", "--python", "jobs:handle"],
+                 '{"sleep_ms":1,"iters":4}\n', env=env)
+    assert run.wait() == 0, run.stderr()
+    assert run.records()[0]["ok"] == {"sum": 6}
