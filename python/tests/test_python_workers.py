@@ -182,6 +182,10 @@ STATEFUL = """
     def upper(text: str) -> str:
         return text.upper()
 
+    @multiloop.kind
+    def whisper(text: str) -> str:
+        return text.lower()
+
     def not_a_kind(x):
         return x
 """
@@ -213,7 +217,10 @@ def test_several_kinds_in_one_module(run_py):
     assert run.records()[0]["ok"] == "ABC"
     run = run_py(files, ["--workers", "1", "--python", "stateful"], '"abc"\n')
     assert run.wait() == 2
-    assert "--task is required" in run.stderr() and "greet, shout" in run.stderr(), run.stderr()
+    assert "--task is required" in run.stderr() and "greet, shout, whisper" in run.stderr(), run.stderr()
+    run = run_py(files, ["--workers", "1", "--python", "stateful", "--task", "whisper"], '"ABC"\n')
+    assert run.wait() == 0, run.stderr()
+    assert run.records()[0]["ok"] == "abc", "the bare decorator"
     run = run_py(files, ["--workers", "1", "--python", "stateful:upper"], '"abc"\n')
     assert run.wait() == 0, run.stderr()
     assert run.records()[0]["ok"] == "ABC", "a Kind named by attribute"
