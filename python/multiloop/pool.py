@@ -508,9 +508,8 @@ class MapRun:
         options = self._options
         self._target = _Target(self._fn, options)
         output = options.get("output")
-        if output is not None:
-            self._prepare_output(str(output))
-        args = [find_supervisor(), *self._target.args, "--input", "-", "--progress", "never"]
+        binary = str(options["supervisor"]) if options.get("supervisor") else find_supervisor()
+        args = [binary, *self._target.args, "--input", "-", "--progress", "never"]
         args += supervisor_args(options)
         if options.get("quiet") is None and not options.get("verbose"):
             # The bar is ours; warnings and errors still come through.
@@ -527,9 +526,9 @@ class MapRun:
             paths.append(env["PYTHONPATH"])
         env["PYTHONPATH"] = os.pathsep.join(paths)
         env.update({k: str(v) for k, v in (options.get("env") or {}).items()})
-        if options.get("supervisor"):
-            args[0] = str(options["supervisor"])
         try:
+            if output is not None:
+                self._prepare_output(str(output))
             self._proc = await asyncio.create_subprocess_exec(
                 *args,
                 stdin=asyncio.subprocess.PIPE,
@@ -545,6 +544,8 @@ class MapRun:
             )
         except BaseException:
             self._target.cleanup()
+            if self._file is not None:
+                self._file.close()
             raise
         _LIVE.add(self)
         self._exit = asyncio.ensure_future(self._proc.wait())
@@ -742,7 +743,7 @@ class MapRun:
             return
         if status in (0, 1):
             return
-        last = self._stderr_tail[-1] if self._stderr_tail else ""
+        last = self._last_error_line()
         if status < 0:
             try:
                 how = f"was killed by {signal.Signals(-status).name}"
@@ -751,6 +752,14 @@ class MapRun:
         else:
             how = f"exited with status {status}"
         raise SupervisorError(f"the supervisor {how}" + (f": {last}" if last else ""), status, last)
+
+    def _last_error_line(self) -> str:
+        """The supervisor's last error line on stderr (clap ends a usage
+        error with a hint line, so an ``error`` line wins), else its last."""
+        for line in reversed(self._stderr_tail):
+            if "error" in line.lower():
+                return line.strip()
+        return self._stderr_tail[-1].strip() if self._stderr_tail else ""
 
     def __aiter__(self) -> AsyncIterator[Result]:
         return self._each()

@@ -287,8 +287,11 @@ def test_a_crashed_supervisor_raises_with_its_status_and_last_line():
     async def main():
         async with multiloop.Pool(workers=2, progress=False) as pool:
             run = pool.map(pool_jobs.sim, tasks(2000, sleep_ms=100))
-            async for _ in run:
-                os.kill(run.pid, signal.SIGKILL)
+            killed = False
+            async for _ in run:  # the rest of the batch in hand still comes
+                if not killed:
+                    os.kill(run.pid, signal.SIGKILL)
+                    killed = True
 
     with pytest.raises(multiloop.SupervisorError, match="killed by SIGKILL") as caught:
         asyncio.run(asyncio.wait_for(main(), DEADLINE))
