@@ -13,3 +13,16 @@ from .pool import (  # noqa: E402
     gather,
     run,
 )
+
+__all__ = list(globals().get("__all__", [])) + [
+    "Drained",
+    "ErrorInfo",
+    "MapRun",
+    "Pool",
+    "Result",
+    "SendError",
+    "SupervisorError",
+    "TaskFailed",
+    "gather",
+    "run",
+]
