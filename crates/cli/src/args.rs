@@ -76,8 +76,35 @@ pub struct Args {
     pub task: Option<String>,
 
     /// Worker binary [default: `worker` next to this binary].
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "python")]
     pub worker: Option<PathBuf>,
+
+    /// An argument for the --worker command, before the standard worker
+    /// options (repeatable), e.g. `--worker node --worker-arg worker.js`.
+    #[arg(
+        long,
+        value_name = "ARG",
+        requires = "worker",
+        allow_hyphen_values = true
+    )]
+    pub worker_arg: Vec<std::ffi::OsString>,
+
+    /// Run Python handlers: each worker is `PYTHON -m multiloop.worker
+    /// SPEC`. SPEC is MODULE:FUNCTION (an `async def`, or a multiloop.Kind)
+    /// or MODULE (its multiloop.Kind objects; --task picks one). The module
+    /// is imported from the working directory or PYTHONPATH.
+    #[arg(long, value_name = "SPEC")]
+    pub python: Option<String>,
+
+    /// The Python interpreter for --python [default: `python` next to this
+    /// binary (a virtualenv's bin/), else `python3` on PATH].
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "MULTILOOP_PYTHON",
+        requires = "python"
+    )]
+    pub python_interpreter: Option<PathBuf>,
 
     /// Most tasks in flight in each worker's event loop.
     #[arg(short, long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]

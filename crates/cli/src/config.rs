@@ -1,6 +1,7 @@
 //! From parsed arguments to a validated run configuration: every check
 //! that can fail before the first task, with the flag it is about.
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,9 +27,9 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
         // Honours affinity masks and cgroup CPU quotas.
         Workers::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let worker_program = worker_program(args.worker.as_deref())?;
-    let kinds = list_kinds(&worker_program).await?;
-    let kind = choose_kind(args.task.as_deref(), &kinds, &worker_program)?;
+    let worker = worker_command(args)?;
+    let kinds = list_kinds(&worker).await?;
+    let kind = choose_kind(args.task.as_deref(), &kinds, &worker.name())?;
     let input = input_source(args)?;
     if args.lines && args.key.is_some() {
         bail!("--key needs JSON object lines; with --lines, tasks are known by line number");
@@ -115,7 +116,8 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
         },
         input,
         output,
-        worker_program,
+        worker_program: worker.program,
+        worker_args: worker.args,
         concurrency,
         task_timeout: args.task_timeout,
         heartbeat: HEARTBEAT,
@@ -232,10 +234,89 @@ fn load_journal(path: &Path, identity: &Identity, rerun_failed: bool) -> Result<
     Ok(journal)
 }
 
+/// The command that starts a worker: a program, and the arguments that
+/// come before the standard worker options.
+#[derive(Debug)]
+struct WorkerCommand {
+    program: PathBuf,
+    args: Vec<OsString>,
+}
+
+impl WorkerCommand {
+    /// How messages name the worker: the program, or for an interpreter the
+    /// whole command.
+    fn name(&self) -> String {
+        let mut name = self.program.display().to_string();
+        for arg in &self.args {
+            name.push(' ');
+            name.push_str(&arg.to_string_lossy());
+        }
+        name
+    }
+}
+
+/// `--python SPEC`, `--worker PATH [--worker-arg ARG]...`, or the `worker`
+/// binary next to this one.
+fn worker_command(args: &Args) -> Result<WorkerCommand> {
+    let Some(spec) = &args.python else {
+        return Ok(WorkerCommand {
+            program: worker_program(args.worker.as_deref())?,
+            args: args.worker_arg.clone(),
+        });
+    };
+    let (module, _) = spec.split_once(':').unwrap_or((spec, ""));
+    if module.is_empty() || spec.chars().any(char::is_whitespace) {
+        bail!("--python {spec:?} is not MODULE:FUNCTION or MODULE (e.g. --python jobs:handle)");
+    }
+    Ok(WorkerCommand {
+        program: python_interpreter(args.python_interpreter.as_deref())?,
+        args: vec!["-m".into(), "multiloop.worker".into(), spec.into()],
+    })
+}
+
+/// `--python-interpreter` (or MULTILOOP_PYTHON), else `python` next to this
+/// binary (the virtualenv `pip install` put it in), else `python3` on PATH.
+fn python_interpreter(given: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = given {
+        return on_path(path).ok_or_else(|| {
+            anyhow::anyhow!(
+                "Python interpreter not found: {} (--python-interpreter / MULTILOOP_PYTHON)",
+                path.display()
+            )
+        });
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name("python"))
+        .filter(|path| is_executable(path));
+    beside
+        .or_else(|| on_path(Path::new("python3")))
+        .context(
+            "no Python interpreter for --python: neither `python` next to this binary nor              `python3` on PATH; pass --python-interpreter PATH",
+        )
+}
+
+/// `name` itself if it has a slash, else the first executable of that name
+/// in PATH.
+fn on_path(name: &Path) -> Option<PathBuf> {
+    if name.components().count() > 1 {
+        return is_executable(name).then(|| name.to_path_buf());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|path| is_executable(path))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 /// `--worker`, or the `worker` binary next to this one.
 fn worker_program(given: Option<&Path>) -> Result<PathBuf> {
     let path = match given {
-        Some(path) => path.to_path_buf(),
+        // A bare name (`--worker node`) is looked up in PATH.
+        Some(path) => on_path(path).unwrap_or_else(|| path.to_path_buf()),
         None => std::env::current_exe()
             .context("cannot locate this binary to find `worker` next to it; pass --worker")?
             .with_file_name("worker"),
@@ -253,9 +334,11 @@ fn worker_program(given: Option<&Path>) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Asks the worker binary which task kinds it serves.
-async fn list_kinds(program: &Path) -> Result<Vec<String>> {
-    let probe = tokio::process::Command::new(program)
+/// Asks the worker which task kinds it serves.
+async fn list_kinds(worker: &WorkerCommand) -> Result<Vec<String>> {
+    let program = worker.name();
+    let probe = tokio::process::Command::new(&worker.program)
+        .args(&worker.args)
         .arg("--list-kinds")
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -263,12 +346,9 @@ async fn list_kinds(program: &Path) -> Result<Vec<String>> {
     let output = tokio::time::timeout(PROBE_TIMEOUT, probe)
         .await
         .map_err(|_| {
-            anyhow::anyhow!(
-                "{} --list-kinds did not answer within {PROBE_TIMEOUT:?}",
-                program.display()
-            )
+            anyhow::anyhow!("{program} --list-kinds did not answer within {PROBE_TIMEOUT:?}")
         })?
-        .with_context(|| format!("cannot run worker binary {}", program.display()))?;
+        .with_context(|| format!("cannot run worker {program}"))?;
     let kinds: Vec<String> = String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(str::trim)
@@ -277,8 +357,7 @@ async fn list_kinds(program: &Path) -> Result<Vec<String>> {
         .collect();
     if !output.status.success() || kinds.is_empty() {
         bail!(
-            "{} is not a multiloop worker: `--list-kinds` {} ({})",
-            program.display(),
+            "{program} is not a multiloop worker: `--list-kinds` {} ({})",
             if output.status.success() {
                 "listed no kinds".to_string()
             } else {
@@ -294,20 +373,18 @@ async fn list_kinds(program: &Path) -> Result<Vec<String>> {
     Ok(kinds)
 }
 
-fn choose_kind(wanted: Option<&str>, kinds: &[String], program: &Path) -> Result<String> {
+fn choose_kind(wanted: Option<&str>, kinds: &[String], program: &str) -> Result<String> {
     let served = || kinds.join(", ");
     match wanted {
         Some(kind) if kinds.iter().any(|k| k == kind) => Ok(kind.to_string()),
         Some(kind) => bail!(
-            "unknown task kind {kind:?} (--task); {} serves: {}",
-            program.display(),
+            "unknown task kind {kind:?} (--task); {program} serves: {}",
             served()
         ),
         None if kinds.iter().any(|k| k == "sim") => Ok("sim".into()),
         None if kinds.len() == 1 => Ok(kinds[0].clone()),
         None => bail!(
-            "--task is required: {} serves several kinds: {}",
-            program.display(),
+            "--task is required: {program} serves several kinds: {}",
             served()
         ),
     }
@@ -334,7 +411,7 @@ mod tests {
     #[test]
     fn kind_choice() {
         let kinds = vec!["sim".to_string(), "chaos".to_string()];
-        let program = Path::new("worker");
+        let program = "worker";
         assert_eq!(choose_kind(None, &kinds, program).unwrap(), "sim");
         assert_eq!(
             choose_kind(Some("chaos"), &kinds, program).unwrap(),

@@ -31,6 +31,8 @@ pub struct RunConfig {
     pub input: InputSource,
     pub output: OutputTarget,
     pub worker_program: PathBuf,
+    /// Arguments of the worker command before the standard options.
+    pub worker_args: Vec<std::ffi::OsString>,
     pub concurrency: usize,
     pub task_timeout: Option<Duration>,
     pub heartbeat: Duration,
@@ -331,6 +333,7 @@ impl Engine<'_> {
         );
         let spec = WorkerSpec {
             program: self.config.worker_program.clone(),
+            args: self.config.worker_args.clone(),
             kind: Some(self.config.dispatch.kind.clone()),
             index: worker.index,
             workers: self.config.dispatch.workers,

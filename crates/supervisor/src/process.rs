@@ -1,6 +1,7 @@
 //! Starting worker processes: fork+exec from a thread that lives as long as
 //! the supervisor, pipes on fds 3 and 4, own process group, death signal.
 
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -18,6 +19,9 @@ use tokio::sync::oneshot;
 #[derive(Debug, Clone)]
 pub struct WorkerSpec {
     pub program: PathBuf,
+    /// Arguments before the standard worker options (`-m multiloop.worker
+    /// SPEC` for a Python worker).
+    pub args: Vec<OsString>,
     pub kind: Option<String>,
     pub index: usize,
     pub workers: usize,
@@ -120,11 +124,16 @@ fn high_fd(fd: OwnedFd) -> io::Result<OwnedFd> {
 fn command(spec: &WorkerSpec, task_fd: &OwnedFd, result_fd: &OwnedFd) -> Command {
     let supervisor = std::process::id();
     let mut command = Command::new(&spec.program);
-    command
-        .arg0(format!(
+    if spec.args.is_empty() {
+        command.arg0(format!(
             "multiloop worker {}/{} (supervisor {supervisor})",
             spec.index, spec.workers
-        ))
+        ));
+    }
+    // A command with arguments is an interpreter (python, node): it finds
+    // its installation from argv[0], so that keeps its real name.
+    command
+        .args(&spec.args)
         .args(["--index", &spec.index.to_string()])
         .args(["--workers", &spec.workers.to_string()])
         .args(["--supervisor-pid", &supervisor.to_string()])
