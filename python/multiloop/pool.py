@@ -209,6 +209,7 @@ OPTIONS: Dict[str, Tuple[str, str]] = {
     "workers": ("--workers", _VALUE),
     "task": ("--task", _VALUE),
     "worker": ("--worker", _VALUE),
+    "worker_args": ("--worker-arg", "repeat"),
     "concurrency": ("--concurrency", _VALUE),
     "task_timeout": ("--task-timeout", _DURATION),
     "keep_order": ("--keep-order", _FLAG),
@@ -293,6 +294,9 @@ def supervisor_args(options: Mapping[str, Any]) -> List[str]:
             args += [flag, _size(name, value)]
         elif how == "count":
             args += [flag] * (1 if value is True else int(value))
+        elif how == "repeat":
+            for each in [value] if isinstance(value, str) else value:
+                args += [flag, str(each)]
         elif how == "settings":
             for key, setting in dict(value).items():
                 args += [flag, f"{key}={setting}"]
