@@ -84,19 +84,35 @@ class Kind:
         return f"<multiloop.Kind {self.name!r}>"
 
 
+@typing.overload
+def kind(name: Handler) -> Kind: ...
+
+
+@typing.overload
 def kind(
     name: Optional[str] = None,
     *,
     setup: Optional[Callable[[Mapping[str, str]], Any]] = None,
     teardown: Optional[Callable[[Any], Any]] = None,
-) -> Callable[[Handler], Kind]:
-    """Decorator form of :class:`Kind`::
+) -> Callable[[Handler], Kind]: ...
+
+
+def kind(
+    name: Union[str, Handler, None] = None,
+    *,
+    setup: Optional[Callable[[Mapping[str, str]], Any]] = None,
+    teardown: Optional[Callable[[Any], Any]] = None,
+) -> Union[Kind, Callable[[Handler], Kind]]:
+    """Decorator form of :class:`Kind`, bare or with options::
+
+        @multiloop.kind
+        async def parse(line: str) -> dict: ...
 
         @multiloop.kind(setup=open_session, teardown=close_session)
         async def fetch(url: str, session) -> dict: ...
     """
     if callable(name):
-        raise TypeError("use @multiloop.kind() with parentheses (or @multiloop.kind(name=...))")
+        return Kind(name)
 
     def wrap(handle: Handler) -> Kind:
         return Kind(handle, setup=setup, teardown=teardown, name=name)

@@ -46,14 +46,26 @@ def rust_worker() -> Path:
     return supervisor().with_name("worker")
 
 
-def worker_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+def installed() -> bool:
+    """True when the supervisor is the one pip installed beside this Python:
+    then it finds that Python and its multiloop by itself, as for a user."""
+    return supervisor().parent == Path(sys.executable).parent
+
+
+def worker_env(extra: Optional[Dict[str, Optional[str]]] = None) -> Dict[str, str]:
     env = dict(os.environ)
-    # Python workers run this interpreter and import this copy of multiloop.
-    env["MULTILOOP_PYTHON"] = sys.executable
-    paths = [str(PACKAGE_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join(paths)
+    if not installed():
+        # A checkout's build: Python workers run this interpreter and import
+        # this copy of multiloop.
+        env["MULTILOOP_PYTHON"] = sys.executable
+        paths = [str(PACKAGE_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env["PYTHONPATH"] = os.pathsep.join(paths)
     env.pop("RUST_LOG", None)
-    env.update(extra or {})
+    for key, value in (extra or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     return env
 
 
