@@ -27,8 +27,6 @@ import datetime
 import difflib
 import fcntl
 import gc
-import importlib
-import inspect
 import json
 import os
 import re
@@ -44,7 +42,6 @@ from typing import (
     Any,
     AsyncIterable,
     AsyncIterator,
-    Callable,
     Deque,
     Dict,
     Generator,
@@ -530,6 +527,8 @@ class MapRun:
         """Starts the supervisor (the first iteration does it too)."""
         if self._started:
             return
+        if self._draining:
+            raise Drained("the run was drained before it started")
         self._started = True
         options = self._options
         self._target = _Target(self._fn, options)
@@ -578,6 +577,9 @@ class MapRun:
         self._stderr_task = asyncio.ensure_future(self._read_stderr())
         self._feeder = asyncio.ensure_future(self._feed())
         self._bar = _progress_bar(options.get("progress", "auto"), self.total)
+        if self._draining:  # Ctrl-C while the supervisor was starting
+            self._draining = False
+            self.drain()
         if self._bar is not None and self._old:
             self._bar.update(len(self._old))
 
@@ -865,8 +867,10 @@ class MapRun:
         proc = self._proc
         if proc is not None and proc.returncode is None:
             try:
-                proc.kill()  # its workers die with it (PR_SET_PDEATHSIG)
-            except ProcessLookupError:
+                # Not proc.kill(): this also runs at exit, after the loop
+                # has closed. Its workers die with it (PR_SET_PDEATHSIG).
+                os.kill(proc.pid, signal.SIGKILL)
+            except OSError:
                 pass
 
     def _close_local(self) -> None:
@@ -897,9 +901,11 @@ class MapRun:
         within ``grace`` and writes their records; the results read
         afterwards end with ``KeyboardInterrupt``."""
         proc = self._proc
-        if proc is None or proc.returncode is not None or self._draining:
+        if self._draining:
             return
-        self._draining = True
+        self._draining = True  # before the start: the run never starts
+        if proc is None or proc.returncode is not None:
+            return
         if self._feeder is not None:
             self._feeder.cancel()
         try:
