@@ -209,7 +209,7 @@ def bench_overhead(args) -> list:
                        MULTILOOP_PYTHON=sys.executable)
             w2 = time.perf_counter()
             subprocess.run([multiloop.pool.find_supervisor(), "--python", "driver_echo:echo", "--workers", "2",
-                            "-i", str(inp), "-o", os.devnull, "--quiet"], check=True, env=env)
+                            "-i", str(inp), "-o", str(spec_dir / "out.jsonl"), "--quiet"], check=True, env=env)
             cli_walls.append(time.perf_counter() - w2)
             print(f"  round {round_ + 1}: driver cpu {cpu[-1]:.2f} us/item, wall {walls[-1]:.2f} s, "
                   f"cli wall {cli_walls[-1]:.2f} s", file=sys.stderr)
