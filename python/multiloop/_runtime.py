@@ -251,7 +251,15 @@ class Runtime:
         finally:
             watchdog.stop()
         if self.kind.teardown is not None:
-            await _maybe_await(self.kind.teardown(self.state))
+            try:
+                await _maybe_await(self.kind.teardown(self.state))
+            except Exception as error:
+                # Every result is already out: a failed teardown is worth a
+                # line, not a crash that would look like lost work.
+                print(
+                    f"worker: teardown of kind {self.kind.name!r} failed: {_error_text(error)}",
+                    file=sys.stderr,
+                )
         self.out.write(proto.encode_bye(_usage()))
 
     def _resume_reading(self) -> None:
