@@ -278,6 +278,42 @@ def test_ctrl_c_in_a_script_drains_raises_and_resume_finishes(tmp_path):
     assert sorted(r["seq"] for r in records) == list(range(1, 601))
 
 
+def test_ctrl_c_inside_async_with_pool_drains_and_raises(tmp_path):
+    out = tmp_path / "run.jsonl"
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""
+        import asyncio, sys
+        sys.path.insert(0, {str(HERE)!r})
+        import multiloop, pool_jobs
+
+        async def main():
+            items = [{{"n": i, "sleep_ms": 300, "iters": 10}} for i in range(600)]
+            async with multiloop.Pool(workers=2, concurrency=20, output={str(out)!r}, progress=False) as pool:
+                async for r in pool.map(pool_jobs.sim, items):
+                    assert r.ok
+
+        asyncio.run(main())
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True)
+    try:
+        def lines():
+            return out.read_text().count("\n") if out.exists() else 0
+
+        wait_for(lambda: lines() >= 20, "the first records")
+        supervisors = [p for p in pids_with(str(out)) if p != proc.pid]
+        at_signal = lines()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=DEADLINE)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "KeyboardInterrupt" in stderr
+    assert supervisors and all(gone(p) for p in supervisors)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all("ok" in r for r in records)
+    assert at_signal < len(records) < 600, "tasks in flight were not drained"
+
+
 def test_a_crashed_supervisor_raises_with_its_status_and_last_line():
     with pytest.raises(multiloop.SupervisorError) as caught:
         multiloop.run(pool_jobs.sim, tasks(10), workers=2, progress=False, extra_args=["--max-frame", "lots"])
