@@ -439,13 +439,16 @@ def _not_json(obj: Any) -> Any:
 
 # The C encoder made once, without json.dumps's per-call set-up: compact,
 # ASCII, NaN refused (it is not JSON).
-_encode_c = c_make_encoder(None, _not_json, encode_basestring_ascii, None, ":", ",", False, False, False)
+if c_make_encoder is not None:
+    _encode_c = c_make_encoder(None, _not_json, encode_basestring_ascii, None, ":", ",", False, False, False)
 
+    def _encode(item: Any) -> str:
+        if item.__class__ is str:
+            return encode_basestring_ascii(item)
+        return "".join(_encode_c(item, 0))
 
-def _encode(item: Any) -> str:
-    if item.__class__ is str:
-        return encode_basestring_ascii(item)
-    return "".join(_encode_c(item, 0))
+else:  # a Python without the _json accelerator
+    _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def _item_error(index: int, item: Any, error: Exception) -> SendError:
