@@ -19,3 +19,30 @@ from ._runtime import request_retry
 
 __all__ = ["BadInput", "Kind", "TaskError", "kind", "request_retry"]
 __version__ = "0.1.0"
+
+# --- driver (multiloop.pool: Pool, map, gather, run) ---------------------------
+from .pool import (  # noqa: E402
+    Drained,
+    ErrorInfo,
+    MapRun,
+    Pool,
+    Result,
+    SendError,
+    SupervisorError,
+    TaskFailed,
+    gather,
+    run,
+)
+
+__all__ = list(globals().get("__all__", [])) + [
+    "Drained",
+    "ErrorInfo",
+    "MapRun",
+    "Pool",
+    "Result",
+    "SendError",
+    "SupervisorError",
+    "TaskFailed",
+    "gather",
+    "run",
+]
