@@ -15,7 +15,7 @@ trap 'rm -rf "$work"' EXIT
 "$work/build/bin/maturin" build --release --out "$work/wheels"
 
 "$python" -m venv "$work/venv"
-"$work/venv/bin/pip" install --quiet "$work"/wheels/multiloop-*.whl pytest uvloop
+"$work/venv/bin/pip" install --quiet "$work"/wheels/multiloop-*.whl pytest uvloop nbclient nbformat ipykernel
 # The tests must see the installed package and binaries, not the checkout.
 cd "$work"
 "$work/venv/bin/python" - <<'PY'
