@@ -3,9 +3,10 @@
 
 pub mod control;
 mod demo;
-pub mod dispatcher;
+mod dispatcher;
 mod engine;
 mod input;
+mod limits;
 mod lines;
 mod link;
 mod output;
@@ -19,10 +20,12 @@ mod term;
 
 pub use demo::DemoBatch;
 pub use dispatcher::{
-    Backoff, DispatchConfig, Progress, Request, RunOutcome, RunReport, WorkerRow,
+    check_fleet_size, Backoff, DispatchConfig, Progress, RunOutcome, RunReport, WorkerRow,
+    WorkerState,
 };
 pub use engine::{run, Observer, Quiet, RunConfig, RunError};
 pub use input::InputSource;
+pub use limits::{fleet_limit, max_fleet_size, FleetLimit};
 pub use output::OutputTarget;
 pub use record::Record;
 pub use resume::{Identity, Journal};
