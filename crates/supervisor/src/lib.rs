@@ -27,7 +27,7 @@ pub use engine::{run, Observer, Quiet, RunConfig, RunError};
 pub use input::InputSource;
 pub use limits::{fleet_limit, max_fleet_size, FleetLimit};
 pub use output::OutputTarget;
-pub use record::Record;
+pub use record::{Record, RecordHead};
 pub use resume::{Identity, Journal};
 pub use shard::Shard;
 pub use term::{set_stderr_hook, write_stderr, write_stderr_raw};
