@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
-use multiloop_protocol::Task;
+use multiloop_protocol::{Task, TaskResult};
 
 use super::blame::{Blame, Evidence, Verdict};
 use super::events::WorkerId;
@@ -35,7 +35,13 @@ impl Hasher for IdHasher {
     }
 
     fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+        // One write (a task id) hashes to itself; a worker id (index, then
+        // generation) mixes both.
+        self.0 = self.0.rotate_left(29) ^ n;
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
     }
 }
 
@@ -47,7 +53,7 @@ pub(super) struct TaskBook {
     /// Retries waiting for their backoff, by due time.
     retry_wait: BTreeMap<(Instant, u64), TaskEntry>,
     /// Sent and not answered, per worker.
-    in_flight: HashMap<WorkerId, TaskMap>,
+    in_flight: HashMap<WorkerId, TaskMap, BuildHasherDefault<IdHasher>>,
     /// Suspect groups waiting for a probe.
     blame: Blame,
     /// The worker running a suspect group alone.
@@ -64,7 +70,7 @@ impl TaskBook {
         Self {
             queue: VecDeque::new(),
             retry_wait: BTreeMap::new(),
-            in_flight: HashMap::new(),
+            in_flight: HashMap::default(),
             blame: Blame::new(max_crashes),
             probe: None,
             entered: 0,
@@ -132,17 +138,28 @@ impl TaskBook {
         Some(sent)
     }
 
-    /// Takes the task `id` answered by `worker` out of the book; None for a
-    /// stale duplicate.
-    pub fn answered(&mut self, worker: WorkerId, id: u64) -> Option<TaskEntry> {
-        let map = self.in_flight.get_mut(&worker)?;
-        let task = map.remove(&id)?;
+    /// Takes the tasks answered by `worker` out of the book, each with its
+    /// result; stale duplicates are left out.
+    pub fn answered(
+        &mut self,
+        worker: WorkerId,
+        results: Vec<TaskResult>,
+    ) -> Vec<(TaskEntry, TaskResult)> {
+        let Some(map) = self.in_flight.get_mut(&worker) else {
+            return Vec::new();
+        };
+        let mut answered = Vec::with_capacity(results.len());
+        for result in results {
+            if let Some(task) = map.remove(&result.id) {
+                answered.push((task, result));
+            }
+        }
         if map.is_empty() && self.probe == Some(worker) {
             // The whole group completed: innocent.
             self.probe = None;
         }
-        self.left += 1;
-        Some(task)
+        self.left += answered.len() as u64;
+        answered
     }
 
     /// An answered task runs again after `due` (`--retries`).

@@ -408,12 +408,10 @@ impl Dispatcher {
         let Some(recycle) = self.fleet.answered(worker, results.len() as u64, now) else {
             return;
         };
-        let mut progressed = false;
-        for result in results {
-            let Some(task) = self.book.answered(worker, result.id) else {
-                continue; // Answered already (a stale duplicate): ignore.
-            };
-            progressed = true;
+        // Stale duplicates (answered already) are left out.
+        let answered = self.book.answered(worker, results);
+        let progressed = !answered.is_empty();
+        for (task, result) in answered {
             let retryable = result.retry
                 || matches!(
                     result.outcome,
