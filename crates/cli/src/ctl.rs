@@ -4,10 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use multiloop_supervisor::control::{self, ControlRequest};
+use multiloop_supervisor::control::{self, ControlAnswer, ControlRequest, StatusAnswer};
 use multiloop_supervisor::socket_dir;
-use multiloop_supervisor::WorkerRow;
-use serde_json::Value;
 
 use crate::exit::ExitCode;
 
@@ -74,13 +72,18 @@ async fn run(args: &CtlArgs) -> Result<()> {
     let answer = control::call(&path, &request)
         .await
         .with_context(|| format!("cannot reach the supervisor at {}", path.display()))?;
-    if answer["ok"] != Value::Bool(true) {
-        bail!("{}", answer["error"].as_str().unwrap_or("request refused"));
-    }
-    match args.command {
-        CtlCommand::Status { json: true } => println!("{answer}"),
-        CtlCommand::Status { json: false } => print!("{}", status_text(&answer)?),
-        _ => println!("ok"),
+    match (answer, &args.command) {
+        (ControlAnswer::Refused(error), _) => bail!("{error}"),
+        (answer @ ControlAnswer::Status(_), CtlCommand::Status { json: true }) => {
+            println!("{}", serde_json::to_string(&answer)?)
+        }
+        (ControlAnswer::Status(status), CtlCommand::Status { json: false }) => {
+            print!("{}", status_text(&status))
+        }
+        (ControlAnswer::Status(_), _) | (ControlAnswer::Ok, CtlCommand::Status { .. }) => {
+            bail!("the supervisor answered {request:?} with the wrong kind of answer")
+        }
+        (ControlAnswer::Ok, _) => println!("ok"),
     }
     Ok(())
 }
@@ -131,19 +134,17 @@ fn trusted_dir() -> Result<Option<PathBuf>> {
 }
 
 /// A status answer as the human table.
-pub fn status_text(answer: &Value) -> Result<String> {
-    let rows: Vec<WorkerRow> =
-        serde_json::from_value(answer["workers"].clone()).context("malformed status answer")?;
-    let progress = &answer["progress"];
+pub fn status_text(status: &StatusAnswer) -> String {
+    let progress = &status.progress;
     let mut out = format!(
         "supervisor {}: {} done ({} failed), {} read, {} restarts, {} workers alive\n",
-        answer["pid"],
-        progress["done"],
-        progress["failed"],
-        progress["read"],
-        progress["restarts"],
-        progress["alive"]
+        status.pid,
+        progress.done,
+        progress.failed,
+        progress.read,
+        progress.restarts,
+        progress.alive
     );
-    out.push_str(&crate::report::status_table(&rows));
-    Ok(out)
+    out.push_str(&crate::report::status_table(&status.workers));
+    out
 }

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
+use multiloop_supervisor::RecordHead;
 
 use crate::exit::ExitCode;
 
@@ -28,12 +28,6 @@ pub struct MergeArgs {
     /// Where to write the merged records [default: stdout].
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-}
-
-#[derive(Deserialize)]
-struct Head {
-    seq: u64,
-    error: Option<serde::de::IgnoredAny>,
 }
 
 /// One record and where it came from.
@@ -194,11 +188,18 @@ fn read_records(path: &Path, file: usize, records: &mut BTreeMap<u64, Vec<Entry>
         if text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_slice::<Head>(&text) {
-            Ok(head) => records.entry(head.seq).or_default().push(Entry {
+        let head = match RecordHead::parse(&text) {
+            Ok(head) => match head.seq {
+                Some(seq) => Ok((seq, head.failed())),
+                None => Err("no \"seq\" field".to_string()),
+            },
+            Err(error) => Err(error.to_string()),
+        };
+        match head {
+            Ok((seq, failed)) => records.entry(seq).or_default().push(Entry {
                 file,
                 line,
-                failed: head.error.is_some(),
+                failed,
                 text,
             }),
             Err(error) => {

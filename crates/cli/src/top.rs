@@ -4,15 +4,14 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use multiloop_supervisor::control::{self, ControlRequest};
-use multiloop_supervisor::WorkerRow;
+use multiloop_supervisor::control::{self, ControlAnswer, ControlRequest, StatusAnswer};
+use multiloop_supervisor::{WorkerRow, WorkerState};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
-use serde_json::Value;
 
 use crate::ctl::find_socket;
 use crate::exit::ExitCode;
@@ -30,7 +29,7 @@ pub struct TopArgs {
 /// What the screen shows.
 #[derive(Debug, Default)]
 pub struct View {
-    pub pid: u64,
+    pub pid: u32,
     pub summary: String,
     /// Sorted by CPU, busiest first.
     pub rows: Vec<WorkerRow>,
@@ -41,9 +40,8 @@ pub struct View {
 
 impl View {
     /// Fills the view from a `status` answer.
-    pub fn update(&mut self, answer: &Value) -> Result<()> {
-        let mut rows: Vec<WorkerRow> =
-            serde_json::from_value(answer["workers"].clone()).context("malformed status answer")?;
+    pub fn update(&mut self, status: StatusAnswer) {
+        let mut rows = status.workers;
         rows.sort_by(|a, b| {
             b.cpu_percent
                 .total_cmp(&a.cpu_percent)
@@ -54,13 +52,12 @@ impl View {
             .and_then(|index| rows.iter().position(|r| r.index == index))
             .unwrap_or(0);
         self.rows = rows;
-        self.pid = answer["pid"].as_u64().unwrap_or(0);
-        let p = &answer["progress"];
+        self.pid = status.pid;
+        let p = &status.progress;
         self.summary = format!(
             "{} done  {} failed  {} read  {} restarts  {} workers alive",
-            p["done"], p["failed"], p["read"], p["restarts"], p["alive"]
+            p.done, p.failed, p.read, p.restarts, p.alive
         );
-        Ok(())
     }
 
     fn selected_worker(&self) -> Option<usize> {
@@ -68,7 +65,10 @@ impl View {
     }
 
     fn active_workers(&self) -> usize {
-        self.rows.iter().filter(|r| r.state != "retired").count()
+        self.rows
+            .iter()
+            .filter(|r| r.state != WorkerState::Retired)
+            .count()
     }
 }
 
@@ -107,7 +107,7 @@ pub fn render(frame: &mut Frame, view: &View) {
         Row::new([
             format!("w{}", r.index),
             r.pid.map_or("-".into(), |p| p.to_string()),
-            r.state.clone(),
+            r.state.to_string(),
             r.in_flight.to_string(),
             r.done.to_string(),
             r.failed.to_string(),
@@ -181,8 +181,11 @@ fn run(
     let mut next_refresh = Instant::now();
     loop {
         if Instant::now() >= next_refresh {
-            let answer = call(ControlRequest::Status).context("the supervisor is gone")?;
-            view.update(&answer)?;
+            match call(ControlRequest::Status).context("the supervisor is gone")? {
+                ControlAnswer::Status(status) => view.update(status),
+                ControlAnswer::Refused(error) => anyhow::bail!("{error}"),
+                ControlAnswer::Ok => anyhow::bail!("malformed status answer"),
+            }
             next_refresh = Instant::now() + REFRESH;
         }
         terminal.draw(|frame| render(frame, &view))?;
@@ -221,11 +224,8 @@ fn run(
         };
         if let Some(request) = request {
             view.message = match call(request.clone()) {
-                Ok(answer) if answer["ok"] == Value::Bool(true) => format!("{request:?}: ok"),
-                Ok(answer) => format!(
-                    "{request:?}: {}",
-                    answer["error"].as_str().unwrap_or("refused")
-                ),
+                Ok(ControlAnswer::Refused(error)) => format!("{request:?}: {error}"),
+                Ok(_) => format!("{request:?}: ok"),
                 Err(error) => format!("{request:?}: {error}"),
             };
             next_refresh = Instant::now();
@@ -239,8 +239,8 @@ mod tests {
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
 
-    fn answer() -> Value {
-        serde_json::json!({
+    fn answer() -> StatusAnswer {
+        let value = serde_json::json!({
             "ok": true,
             "pid": 4242,
             "progress": {"done": 10, "failed": 1, "read": 20, "restarts": 2, "alive": 2},
@@ -250,13 +250,17 @@ mod tests {
                 {"index": 1, "pid": 101, "state": "running", "in_flight": 5, "done": 6, "failed": 1, "restarts": 1,
                  "cpu_percent": 97.0, "cpu_us": 2500000, "rss_bytes": 20971520, "peak_rss_bytes": 20971520, "lag_us": 1200, "max_lag_us": 3000}
             ]
-        })
+        });
+        match serde_json::from_value(value).unwrap() {
+            ControlAnswer::Status(status) => status,
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
     fn renders_the_table_busiest_first() {
         let mut view = View::default();
-        view.update(&answer()).unwrap();
+        view.update(answer());
         let mut terminal = Terminal::new(TestBackend::new(110, 12)).unwrap();
         terminal.draw(|frame| render(frame, &view)).unwrap();
         let screen: Vec<String> = {
@@ -294,11 +298,11 @@ mod tests {
     #[test]
     fn selection_follows_the_worker_when_the_order_changes() {
         let mut view = View::default();
-        view.update(&answer()).unwrap();
+        view.update(answer());
         view.selected = 1; // w0
         let mut next = answer();
-        next["workers"][0]["cpu_percent"] = serde_json::json!(99.0);
-        view.update(&next).unwrap();
+        next.workers[0].cpu_percent = 99.0;
+        view.update(next);
         assert_eq!(view.selected_worker(), Some(0));
         assert_eq!(view.selected, 0);
     }

@@ -8,6 +8,7 @@ mod borrowed;
 mod codec;
 mod error;
 mod messages;
+mod pack;
 
 pub use borrowed::{decode_from_worker, decode_to_worker};
 pub use codec::{FrameCodec, DEFAULT_MAX_FRAME, LENGTH_PREFIX};
@@ -15,6 +16,10 @@ pub use error::ProtocolError;
 pub use messages::{
     check_hello, ErrorKind, FromWorker, Heartbeat, Held, Hello, Outcome, Task, TaskResult,
     ToWorker, Usage,
+};
+pub use pack::{
+    max_result_payload, max_task_payload, pack, Packed, BATCH_OVERHEAD, RESULT_OVERHEAD,
+    TASK_OVERHEAD,
 };
 
 /// Version of the wire protocol. Bump it whenever a message changes shape.

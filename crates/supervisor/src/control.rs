@@ -8,10 +8,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::dispatcher::{Progress, WorkerRow};
 
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -27,11 +28,100 @@ pub enum ControlRequest {
     Drain,
 }
 
+/// The answer to a request, as the server sends it and `ctl` and `top`
+/// read it. On the wire: `{"ok":true}`, `{"ok":false,"error":"..."}`, or
+/// `{"ok":true,"pid":..,"progress":{..},"workers":[..]}` for a status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "WireAnswer", try_from = "WireAnswer")]
+pub enum ControlAnswer {
+    Ok,
+    Status(StatusAnswer),
+    Refused(String),
+}
+
+/// What `status` answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusAnswer {
+    pub pid: u32,
+    pub progress: Progress,
+    pub workers: Vec<WorkerRow>,
+}
+
+/// The flat JSON shape of [`ControlAnswer`].
+#[derive(Serialize, Deserialize)]
+struct WireAnswer {
+    ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    progress: Option<Progress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    workers: Option<Vec<WorkerRow>>,
+}
+
+impl From<ControlAnswer> for WireAnswer {
+    fn from(answer: ControlAnswer) -> Self {
+        let mut wire = WireAnswer {
+            ok: true,
+            error: None,
+            pid: None,
+            progress: None,
+            workers: None,
+        };
+        match answer {
+            ControlAnswer::Ok => {}
+            ControlAnswer::Status(status) => {
+                wire.pid = Some(status.pid);
+                wire.progress = Some(status.progress);
+                wire.workers = Some(status.workers);
+            }
+            ControlAnswer::Refused(error) => {
+                wire.ok = false;
+                wire.error = Some(error);
+            }
+        }
+        wire
+    }
+}
+
+impl TryFrom<WireAnswer> for ControlAnswer {
+    type Error = String;
+
+    fn try_from(wire: WireAnswer) -> Result<Self, String> {
+        match wire {
+            WireAnswer {
+                ok: false, error, ..
+            } => Ok(ControlAnswer::Refused(
+                error.unwrap_or_else(|| "request refused".into()),
+            )),
+            WireAnswer {
+                pid: Some(pid),
+                progress: Some(progress),
+                workers: Some(workers),
+                ..
+            } => Ok(ControlAnswer::Status(StatusAnswer {
+                pid,
+                progress,
+                workers,
+            })),
+            WireAnswer {
+                pid: None,
+                progress: None,
+                workers: None,
+                ..
+            } => Ok(ControlAnswer::Ok),
+            _ => Err("a status answer without pid, progress or workers".into()),
+        }
+    }
+}
+
 /// A request on its way to the engine, with where the answer goes.
 #[derive(Debug)]
 pub struct ControlCall {
     pub request: ControlRequest,
-    pub reply: oneshot::Sender<Value>,
+    pub reply: oneshot::Sender<ControlAnswer>,
 }
 
 pub use crate::socket_dir::{running_supervisors, socket_dir, socket_path};
@@ -83,7 +173,7 @@ async fn serve_client(
     let peer = stream.peer_cred()?;
     let (read, mut write) = stream.into_split();
     if !peer_allowed(peer.uid(), uid) {
-        let answer = error_answer(format!(
+        let answer = ControlAnswer::Refused(format!(
             "refused: peer uid {} is not this supervisor's uid {uid}",
             peer.uid()
         ));
@@ -92,7 +182,7 @@ async fn serve_client(
     let mut lines = BufReader::new(read.take(MAX_REQUEST)).lines();
     while let Some(line) = lines.next_line().await? {
         let answer = match serde_json::from_str::<ControlRequest>(&line) {
-            Err(error) => error_answer(format!("bad request {line:?}: {error}")),
+            Err(error) => ControlAnswer::Refused(format!("bad request {line:?}: {error}")),
             Ok(request) => {
                 let (reply, answer) = oneshot::channel();
                 if calls.send(ControlCall { request, reply }).await.is_err() {
@@ -100,7 +190,7 @@ async fn serve_client(
                 }
                 answer
                     .await
-                    .unwrap_or_else(|_| error_answer("the run ended".into()))
+                    .unwrap_or_else(|_| ControlAnswer::Refused("the run ended".into()))
             }
         };
         write_answer(&mut write, &answer).await?;
@@ -113,18 +203,17 @@ pub fn peer_allowed(peer_uid: u32, own_uid: u32) -> bool {
     peer_uid == own_uid || peer_uid == 0
 }
 
-pub fn error_answer(message: String) -> Value {
-    serde_json::json!({ "ok": false, "error": message })
-}
-
-async fn write_answer(write: &mut (impl AsyncWriteExt + Unpin), answer: &Value) -> io::Result<()> {
+async fn write_answer(
+    write: &mut (impl AsyncWriteExt + Unpin),
+    answer: &ControlAnswer,
+) -> io::Result<()> {
     let mut line = serde_json::to_vec(answer)?;
     line.push(b'\n');
     write.write_all(&line).await
 }
 
 /// Sends one request to the supervisor listening at `path`.
-pub async fn call(path: &Path, request: &ControlRequest) -> io::Result<Value> {
+pub async fn call(path: &Path, request: &ControlRequest) -> io::Result<ControlAnswer> {
     let stream = crate::socket_dir::connect(path).await?;
     let (read, mut write) = stream.into_split();
     let mut line = serde_json::to_vec(request)?;
@@ -155,6 +244,33 @@ mod tests {
             r#"{"cmd":"status"}"#
         );
         assert!(serde_json::from_str::<ControlRequest>(r#"{"cmd":"explode"}"#).is_err());
+    }
+
+    #[test]
+    fn answers_keep_their_json_shape() {
+        let ok = serde_json::to_string(&ControlAnswer::Ok).unwrap();
+        assert_eq!(ok, r#"{"ok":true}"#);
+        let refused = serde_json::to_string(&ControlAnswer::Refused("no".into())).unwrap();
+        assert_eq!(refused, r#"{"ok":false,"error":"no"}"#);
+        let status = ControlAnswer::Status(StatusAnswer {
+            pid: 7,
+            progress: Progress::default(),
+            workers: Vec::new(),
+        });
+        let text = serde_json::to_string(&status).unwrap();
+        assert!(
+            text.starts_with(r#"{"ok":true,"pid":7,"progress":{"#),
+            "{text}"
+        );
+        for answer in [
+            ControlAnswer::Ok,
+            ControlAnswer::Refused("no".into()),
+            status,
+        ] {
+            let back: ControlAnswer =
+                serde_json::from_str(&serde_json::to_string(&answer).unwrap()).unwrap();
+            assert_eq!(back, answer);
+        }
     }
 
     #[test]

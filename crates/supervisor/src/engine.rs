@@ -2,19 +2,19 @@
 //! exits, signals and timers into dispatcher events, and carries out the
 //! dispatcher's commands. It decides nothing itself.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use multiloop_protocol::Task;
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::control::{self, ControlCall, ControlRequest, ControlSocket};
+use crate::control::{self, ControlAnswer, ControlCall, ControlSocket};
 use crate::dispatcher::{
-    Command, DispatchConfig, Dispatcher, Event, Progress, Request, RunReport, WorkerId, WorkerRow,
+    Command, DispatchConfig, Dispatcher, Event, Progress, RunReport, Tick, WorkerId, WorkerRow,
 };
 use crate::input::{read_input, InputFilter, InputMessage, InputSource};
 use crate::link;
@@ -89,7 +89,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let (input_tx, input_rx) = mpsc::channel(2);
     let filter = InputFilter {
-        max_line: config.max_frame.saturating_sub(64),
+        max_line: multiloop_protocol::max_task_payload(config.max_frame),
         identity: config.identity.clone(),
         journal: config.journal.clone(),
         lines_as_strings: config.lines_as_strings,
@@ -112,9 +112,10 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
     let mut sampler = Sampler::default();
     let mut sampling = tokio::time::interval(Duration::from_secs(1));
     sampling.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut progress = tokio::time::interval(Duration::from_millis(200));
+    progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
-    let now = Instant::now();
-    let mut dispatcher = Dispatcher::new(config.dispatch.clone(), now);
+    let mut dispatcher = Dispatcher::new(config.dispatch.clone(), Instant::now());
     let mut engine = Engine {
         config: &config,
         spawner,
@@ -123,42 +124,33 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
         input: Some(input_rx),
         output: output.tx.clone(),
         output_closed: false,
-        paused: None,
+        pending: VecDeque::from([Event::Start]),
+        calls: HashMap::new(),
+        next_call: 0,
+        finished: false,
     };
-    let commands = dispatcher.start(now);
-    engine.apply(commands, &mut dispatcher, observer).await;
-
-    let mut progress = tokio::time::interval(Duration::from_millis(200));
-    progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    while !dispatcher.is_finished() {
-        let deadline = dispatcher.next_deadline();
-        let event = tokio::select! {
-            Some(event) = events.recv() => event,
-            message = recv_input(&mut engine.input), if dispatcher.wants_input() => match message {
-                Some(InputMessage::Batch(items)) => Event::Input(items),
-                Some(InputMessage::End { lines }) => { engine.input = None; Event::InputEnded { lines } }
-                Some(InputMessage::Failed(error)) => { engine.input = None; Event::InputFailed(error) }
-                None => { engine.input = None; Event::InputEnded { lines: 0 } }
-            },
-            request = signals.next() => Event::Request(request),
-            _ = sleep_until(deadline) => Event::Wake,
-            _ = progress.tick() => {
-                observer.progress(&dispatcher.progress());
-                continue;
-            }
-            _ = sampling.tick() => {
-                let samples = sampler.sample(&dispatcher.live_workers());
-                let commands = dispatcher.handle(Event::Sampled(samples), Instant::now());
-                engine.apply(commands, &mut dispatcher, observer).await;
-                observer.sampled(&dispatcher.progress(), &dispatcher.rows(Instant::now()));
-                continue;
-            }
-            Some(call) = calls.recv() => {
-                let (answer, event) = answer_call(&call.request, &dispatcher);
-                let _ = call.reply.send(answer);
-                match event {
-                    Some(event) => event,
-                    None => continue,
+    // The one loop: every source becomes an event, every event goes
+    // through the one `handle` below, and the engine only carries out what
+    // comes back. Events the engine itself raises while carrying out
+    // commands (output back-pressure, samples) wait in `pending`.
+    while !engine.finished {
+        let event = match engine.pending.pop_front() {
+            Some(event) => event,
+            None => {
+                let deadline = dispatcher.next_deadline();
+                tokio::select! {
+                    Some(event) = events.recv() => event,
+                    message = recv_input(&mut engine.input), if dispatcher.wants_input() => match message {
+                        Some(InputMessage::Batch(items)) => Event::Input(items),
+                        Some(InputMessage::End { lines }) => { engine.input = None; Event::InputEnded { lines } }
+                        Some(InputMessage::Failed(error)) => { engine.input = None; Event::InputFailed(error) }
+                        None => { engine.input = None; Event::InputEnded { lines: 0 } }
+                    },
+                    signal = signals.next() => Event::Signal(signal),
+                    _ = sleep_until(deadline) => Event::Wake,
+                    _ = progress.tick() => Event::Tick(Tick::Progress),
+                    _ = sampling.tick() => Event::Tick(Tick::Sample),
+                    Some(call) = calls.recv() => engine.call(call),
                 }
             }
         };
@@ -166,22 +158,9 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
             engine.workers.remove(worker);
         }
         let commands = dispatcher.handle(event, Instant::now());
-        engine.apply(commands, &mut dispatcher, observer).await;
-        if let Some(pause) = engine.paused.take() {
-            let commands = dispatcher.handle(Event::Paused(pause), Instant::now());
-            engine.apply(commands, &mut dispatcher, observer).await;
-        }
-        if engine.output_closed {
-            engine.output_closed = false;
-            let commands = dispatcher.handle(
-                Event::Request(Request::StopNow {
-                    signal: libc::SIGPIPE,
-                }),
-                Instant::now(),
-            );
-            engine.apply(commands, &mut dispatcher, observer).await;
-        }
+        engine.apply(commands, &mut sampler, observer).await;
     }
+    debug_assert!(dispatcher.is_finished());
     observer.progress(&dispatcher.progress());
     observer.sampled(&dispatcher.progress(), &dispatcher.rows(Instant::now()));
     drop(engine);
@@ -194,52 +173,6 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
         report.outcome = crate::dispatcher::RunOutcome::Interrupted(libc::SIGPIPE);
     }
     Ok(report)
-}
-
-/// Answers a control request; mutations become dispatcher events.
-fn answer_call(
-    request: &ControlRequest,
-    dispatcher: &Dispatcher,
-) -> (serde_json::Value, Option<Event>) {
-    let worker_exists = |index: usize| index < dispatcher.slot_count();
-    let ok = serde_json::json!({ "ok": true });
-    match *request {
-        ControlRequest::Status => {
-            let answer = serde_json::json!({
-                "ok": true,
-                "pid": std::process::id(),
-                "progress": dispatcher.progress(),
-                "workers": dispatcher.rows(Instant::now()),
-            });
-            (answer, None)
-        }
-        ControlRequest::Restart { worker } | ControlRequest::Kill { worker }
-            if !worker_exists(worker) =>
-        {
-            (
-                control::error_answer(format!(
-                    "no worker {worker} (workers are 0..{})",
-                    dispatcher.slot_count()
-                )),
-                None,
-            )
-        }
-        ControlRequest::Restart { worker } => {
-            (ok, Some(Event::Request(Request::RestartWorker(worker))))
-        }
-        ControlRequest::Kill { worker } => (ok, Some(Event::Request(Request::KillWorker(worker)))),
-        ControlRequest::Scale { workers: 0 } => (
-            control::error_answer("scale needs at least 1 worker".into()),
-            None,
-        ),
-        ControlRequest::Scale { workers } => (ok, Some(Event::Request(Request::Scale(workers)))),
-        ControlRequest::Drain => (
-            ok,
-            Some(Event::Request(Request::Drain {
-                signal: libc::SIGTERM,
-            })),
-        ),
-    }
 }
 
 async fn recv_input(input: &mut Option<mpsc::Receiver<InputMessage>>) -> Option<InputMessage> {
@@ -265,23 +198,41 @@ struct Engine<'a> {
     input: Option<mpsc::Receiver<InputMessage>>,
     output: mpsc::Sender<Vec<crate::record::Record>>,
     output_closed: bool,
-    /// How long writing output blocked the loop since the last report.
-    paused: Option<Duration>,
+    /// Events raised while carrying out commands, handled before any other.
+    pending: VecDeque<Event>,
+    /// Control calls waiting for the dispatcher's answer, by call number.
+    calls: HashMap<u64, oneshot::Sender<ControlAnswer>>,
+    next_call: u64,
+    /// The dispatcher said the run is over.
+    finished: bool,
 }
 
 /// Shorter waits for the output writer are normal back-pressure.
 const PAUSE_WORTH_TELLING: Duration = Duration::from_millis(100);
 
 impl Engine<'_> {
+    /// A control request becomes an event; its answer comes back as
+    /// [`Command::Reply`].
+    fn call(&mut self, call: ControlCall) -> Event {
+        let id = self.next_call;
+        self.next_call += 1;
+        self.calls.insert(id, call.reply);
+        Event::Control {
+            call: id,
+            request: call.request,
+        }
+    }
+
     async fn apply(
         &mut self,
         commands: Vec<Command>,
-        dispatcher: &mut Dispatcher,
+        sampler: &mut Sampler,
         observer: &mut dyn Observer,
     ) {
+        let mut paused = Duration::ZERO;
         for command in commands {
             match command {
-                Command::Spawn { worker } => self.spawn(worker),
+                Command::Spawn { worker, workers } => self.spawn(worker, workers),
                 Command::Send { worker, tasks } => {
                     if let Some(tx) = self.workers.get(&worker).and_then(|w| w.tasks.as_ref()) {
                         let _ = tx.send(tasks);
@@ -301,27 +252,39 @@ impl Engine<'_> {
                     let started = Instant::now();
                     if !self.output_closed && self.output.send(records).await.is_err() {
                         self.output_closed = true;
+                        self.pending.push_back(Event::OutputClosed);
                     }
                     // A full output queue blocks this loop, heartbeats
                     // included: tell the dispatcher, so that the wait is not
                     // taken for hung workers.
-                    let waited = started.elapsed();
-                    if waited >= PAUSE_WORTH_TELLING {
-                        *self.paused.get_or_insert(Duration::ZERO) += waited;
-                    }
+                    paused += started.elapsed();
                 }
                 // Dropping the receiver stops the reader at its next batch.
                 Command::StopInput => self.input = None,
-                Command::ShowStatus => observer.status(&dispatcher.rows(Instant::now())),
-                Command::Finish => {}
+                Command::ShowStatus(rows) => observer.status(&rows),
+                Command::Progress(progress) => observer.progress(&progress),
+                Command::Sample(workers) => {
+                    let samples = sampler.sample(&workers);
+                    self.pending.push_back(Event::Sampled(samples));
+                }
+                Command::Sampled { progress, rows } => observer.sampled(&progress, &rows),
+                Command::Reply { call, answer } => {
+                    if let Some(reply) = self.calls.remove(&call) {
+                        let _ = reply.send(answer);
+                    }
+                }
+                Command::Finish => self.finished = true,
             }
+        }
+        if paused >= PAUSE_WORTH_TELLING {
+            self.pending.push_back(Event::OutputPaused(paused));
         }
     }
 
     /// Starts a worker process and the tasks that serve it. The channels
     /// exist at once, so commands for the worker can be queued while it
     /// starts.
-    fn spawn(&mut self, worker: WorkerId) {
+    fn spawn(&mut self, worker: WorkerId, workers: usize) {
         let (tasks_tx, tasks_rx) = mpsc::unbounded_channel();
         let (signals_tx, signals_rx) = mpsc::unbounded_channel();
         self.workers.insert(
@@ -336,7 +299,7 @@ impl Engine<'_> {
             args: self.config.worker_args.clone(),
             kind: Some(self.config.dispatch.kind.clone()),
             index: worker.index,
-            workers: self.config.dispatch.workers,
+            workers,
             concurrency: self.config.concurrency,
             task_timeout_ms: self.config.task_timeout.map_or(0, |t| t.as_millis() as u64),
             heartbeat_ms: self.config.heartbeat.as_millis() as u64,
@@ -376,7 +339,8 @@ impl Engine<'_> {
     }
 }
 
-/// The signals an operator can send the supervisor.
+/// The signals an operator can send the supervisor. What they mean (and
+/// that a second SIGINT stops at once) is the dispatcher's business.
 struct Signals {
     interrupt: Signal,
     terminate: Signal,
@@ -384,7 +348,6 @@ struct Signals {
     fewer: Signal,
     hangup: Signal,
     status: Signal,
-    stops: u32,
 }
 
 impl Signals {
@@ -396,26 +359,18 @@ impl Signals {
             fewer: signal(SignalKind::from_raw(libc::SIGTTOU))?,
             hangup: signal(SignalKind::hangup())?,
             status: signal(SignalKind::user_defined1())?,
-            stops: 0,
         })
     }
 
-    async fn next(&mut self) -> Request {
-        let stop = |this: &mut Self, signal: i32| {
-            this.stops += 1;
-            if this.stops == 1 {
-                Request::Drain { signal }
-            } else {
-                Request::StopNow { signal }
-            }
-        };
+    /// The next signal's number.
+    async fn next(&mut self) -> i32 {
         tokio::select! {
-            _ = self.interrupt.recv() => stop(self, libc::SIGINT),
-            _ = self.terminate.recv() => stop(self, libc::SIGTERM),
-            _ = self.more.recv() => Request::AddWorker,
-            _ = self.fewer.recv() => Request::RemoveWorker,
-            _ = self.hangup.recv() => Request::RollingRestart,
-            _ = self.status.recv() => Request::ShowStatus,
+            _ = self.interrupt.recv() => libc::SIGINT,
+            _ = self.terminate.recv() => libc::SIGTERM,
+            _ = self.more.recv() => libc::SIGTTIN,
+            _ = self.fewer.recv() => libc::SIGTTOU,
+            _ = self.hangup.recv() => libc::SIGHUP,
+            _ = self.status.recv() => libc::SIGUSR1,
         }
     }
 }

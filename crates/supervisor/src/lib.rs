@@ -3,7 +3,7 @@
 
 pub mod control;
 mod demo;
-pub mod dispatcher;
+mod dispatcher;
 mod engine;
 pub mod fingerprint;
 mod input;
@@ -22,12 +22,14 @@ mod term;
 
 pub use demo::DemoBatch;
 pub use dispatcher::{
-    Backoff, DispatchConfig, Progress, Request, RunOutcome, RunReport, WorkerRow,
+    Backoff, DispatchConfig, Progress, RunOutcome, RunReport, WorkerRow,
+    WorkerState,
 };
 pub use engine::{run, Observer, Quiet, RunConfig, RunError};
 pub use input::InputSource;
+pub use limits::{check_fleet_size, fleet_limit, max_fleet_size, FleetLimit, FleetTooLarge};
 pub use output::OutputTarget;
-pub use record::Record;
+pub use record::{Record, RecordHead};
 pub use resume::{Identity, Journal};
 pub use shard::Shard;
 pub use term::{set_stderr_hook, write_stderr, write_stderr_raw};

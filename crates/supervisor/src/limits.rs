@@ -79,6 +79,11 @@ pub fn check_fleet_size(wanted: usize) -> Result<(), FleetTooLarge> {
     Ok(())
 }
 
+/// The largest number of workers this machine can hold now.
+pub fn max_fleet_size() -> usize {
+    fleet_limit().max
+}
+
 /// The fleet limit from this process's cores and resource limits now.
 pub fn fleet_limit() -> FleetLimit {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -4,7 +4,7 @@
 
 use futures::StreamExt;
 use multiloop_protocol::{
-    check_hello, decode_from_worker, FrameCodec, FromWorker, ProtocolError, Task, ToWorker,
+    check_hello, decode_from_worker, pack, FrameCodec, FromWorker, ProtocolError, Task, ToWorker,
 };
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::unix::pipe;
@@ -12,7 +12,7 @@ use tokio::process::Child;
 use tokio::sync::mpsc;
 use tokio_util::codec::{Encoder, FramedRead};
 
-use crate::dispatcher::{Event, ExitStatus, WorkerId};
+use crate::dispatcher::{Event, ExitStatus, LinkFailure, WorkerId};
 use crate::lines::{Line, LineReader};
 
 /// How long the last frames of an exited worker are waited for.
@@ -46,11 +46,11 @@ pub async fn read_frames(
             // error (exit 2), not a crash to restart until the limit.
             Err(error) if !greeted => Event::LinkFailed {
                 worker,
-                error: format!("handshake failed: {error}"),
+                failure: LinkFailure::Handshake(error.to_string()),
             },
             Err(error) => Event::LinkFailed {
                 worker,
-                error: format!("protocol violation: {error}"),
+                failure: LinkFailure::Violation(error.to_string()),
             },
             Ok(frame) if !greeted => match check_hello(&frame) {
                 Ok(hello) => {
@@ -60,7 +60,7 @@ pub async fn read_frames(
                 }
                 Err(error) => Event::LinkFailed {
                     worker,
-                    error: format!("handshake failed: {error}"),
+                    failure: LinkFailure::Handshake(error.to_string()),
                 },
             },
             Ok(frame) => match decode_from_worker(&frame.freeze()) {
@@ -69,11 +69,11 @@ pub async fn read_frames(
                 Ok(FromWorker::Bye(usage)) => Event::Bye { worker, usage },
                 Ok(FromWorker::Hello(_)) => Event::LinkFailed {
                     worker,
-                    error: "protocol violation: a second handshake".into(),
+                    failure: LinkFailure::Violation("a second handshake".into()),
                 },
                 Err(error) => Event::LinkFailed {
                     worker,
-                    error: format!("protocol violation: {error}"),
+                    failure: LinkFailure::Violation(error.to_string()),
                 },
             },
         };
@@ -93,37 +93,21 @@ pub async fn write_tasks(
     max_frame: usize,
 ) {
     let mut codec = FrameCodec::new(max_frame);
-    let budget = max_frame / 2;
     let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
     let mut ready = Vec::new();
     while tasks.recv_many(&mut ready, 64).await > 0 {
-        let mut frame: Vec<Task> = Vec::new();
-        let mut size = 0;
-        for task in ready.drain(..).flatten() {
-            let len = task.payload.len() + 16;
-            if size + len > budget && !frame.is_empty() {
-                encode(&mut codec, std::mem::take(&mut frame), &mut buf);
-                size = 0;
-            }
-            size += len;
-            frame.push(task);
-        }
-        if !frame.is_empty() {
-            encode(&mut codec, frame, &mut buf);
-        }
+        let packed = pack(ready.drain(..).flatten(), max_frame, |batch| {
+            codec.encode(&ToWorker::Tasks(batch), &mut buf)
+        });
+        // Lines were checked against `max_task_payload` when read, and
+        // `pack` cuts batches by postcard's worst case, so a batch always
+        // encodes.
+        packed.expect("a packed task batch encodes within the frame limit");
         if pipe.write_all(&buf).await.is_err() {
             return; // The worker is gone; its exit is reported elsewhere.
         }
         buf.clear();
     }
-}
-
-fn encode(codec: &mut FrameCodec, tasks: Vec<Task>, buf: &mut bytes::BytesMut) {
-    // Lines were checked against the frame limit when read, and batches are
-    // cut at half of it, so a batch always encodes.
-    codec
-        .encode(&ToWorker::Tasks(tasks), buf)
-        .expect("a task batch within the frame limit encodes");
 }
 
 /// Waits for the worker to exit, delivering signals meanwhile. Signals go

@@ -46,7 +46,7 @@ impl OutputWriter {
     /// Opens the target (so that a bad path fails before any work) and
     /// starts the writer thread.
     pub fn start(target: &OutputTarget) -> io::Result<Self> {
-        let sink: Box<dyn Write + Send> = match target {
+        let sink: Box<dyn Sink> = match target {
             OutputTarget::Stdout => Box::new(io::stdout()),
             OutputTarget::File { path, append, lock } => {
                 // The lock lives with the writer thread, until the last
@@ -64,7 +64,7 @@ impl OutputWriter {
                             format!("cannot open output {}: {e}", path.display()),
                         )
                     })?;
-                Box::new(SyncOnDrop(file, lock))
+                Box::new(SyncedFile(file, lock))
             }
         };
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
@@ -84,7 +84,7 @@ impl OutputWriter {
 }
 
 fn write_records(
-    sink: Box<dyn Write + Send>,
+    sink: Box<dyn Sink>,
     mut rx: mpsc::Receiver<Vec<Record>>,
 ) -> io::Result<OutputEnd> {
     let mut out = BufWriter::with_capacity(256 * 1024, sink);
@@ -99,7 +99,9 @@ fn write_records(
             out.flush()?;
         }
         out.flush()?;
-        out.get_mut().flush()
+        out.get_mut().flush()?;
+        // `--resume` trusts what is on disk: an error here is the run's.
+        out.get_mut().sync()
     })();
     match result {
         Ok(()) => Ok(OutputEnd::Complete),
@@ -112,11 +114,24 @@ fn write_batch(out: &mut impl Write, batch: &[Record]) -> io::Result<()> {
     batch.iter().try_for_each(|record| record.write_line(out))
 }
 
-/// A file whose `flush` reaches the disk only at the end: `sync_all` runs
-/// when the writer is done, not per batch.
-struct SyncOnDrop(std::fs::File, #[allow(dead_code)] Arc<std::fs::File>);
+/// Where the writer thread writes: something that can also be made
+/// durable at the end.
+trait Sink: Write + Send {
+    /// Makes everything written durable (`sync_all` for a file).
+    fn sync(&mut self) -> io::Result<()>;
+}
 
-impl Write for SyncOnDrop {
+impl Sink for io::Stdout {
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The output file, with the lock that keeps other runs off it for as
+/// long as the writer lives. Synced once, at the end, not per batch.
+struct SyncedFile(std::fs::File, #[allow(dead_code)] Arc<std::fs::File>);
+
+impl Write for SyncedFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.0.write(buf)
     }
@@ -126,8 +141,54 @@ impl Write for SyncOnDrop {
     }
 }
 
-impl Drop for SyncOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.sync_all();
+impl Sink for SyncedFile {
+    fn sync(&mut self) -> io::Result<()> {
+        // `--output /dev/null` or a FIFO cannot be synced (EINVAL) and has
+        // nothing to resume from; only a regular file's sync is checked.
+        if !self.0.metadata()?.is_file() {
+            return Ok(());
+        }
+        self.0.sync_all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes every write; fails to sync, as a full or failing disk would.
+    struct FailingSync(Vec<u8>);
+
+    impl Write for FailingSync {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Sink for FailingSync {
+        fn sync(&mut self) -> io::Result<()> {
+            Err(io::Error::other("sync failed"))
+        }
+    }
+
+    #[test]
+    fn output_to_a_device_needs_no_sync() {
+        let lock = Arc::new(std::fs::File::open("/dev/null").unwrap());
+        let file = OpenOptions::new().write(true).open("/dev/null").unwrap();
+        assert!(SyncedFile(file, lock).sync().is_ok());
+    }
+
+    #[test]
+    fn a_failed_sync_is_an_error_of_the_run() {
+        let (tx, rx) = mpsc::channel(1);
+        tx.try_send(Vec::new()).unwrap();
+        drop(tx);
+        let result = write_records(Box::new(FailingSync(Vec::new())), rx);
+        assert_eq!(result.unwrap_err().to_string(), "sync failed");
     }
 }

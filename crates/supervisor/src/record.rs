@@ -1,4 +1,6 @@
 //! Tasks as the supervisor holds them, and the output records they become.
+//! The record format lives here alone: [`Record::write_line`] writes it,
+//! [`RecordHead`] reads back what `--resume` and `merge` need.
 
 use std::io::{self, Write};
 
@@ -121,10 +123,62 @@ impl Record {
     }
 }
 
+/// The fields of a written record that resume and merge read back:
+/// its line number, its `--key` value as raw JSON, and whether it failed.
+/// Everything else (the handler's output) is skipped unparsed.
+#[derive(Debug, serde::Deserialize)]
+pub struct RecordHead<'a> {
+    pub seq: Option<u64>,
+    #[serde(borrow)]
+    pub key: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    error: Option<&'a serde_json::value::RawValue>,
+}
+
+impl<'a> RecordHead<'a> {
+    /// Reads one record line (without its newline).
+    pub fn parse(line: &'a [u8]) -> serde_json::Result<Self> {
+        serde_json::from_slice(line)
+    }
+
+    /// The task failed (an `error` record).
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use multiloop_protocol::ErrorKind;
+
+    #[test]
+    fn heads_read_back_what_write_line_writes() {
+        let record = Record {
+            id: 4,
+            seq: 5,
+            key: Some(Bytes::from_static(b"{\"a\":[1,2]}")),
+            worker: Some(0),
+            attempts: 2,
+            micros: 10,
+            outcome: Outcome::Err {
+                kind: ErrorKind::Crashed,
+                message: "x".into(),
+            },
+        };
+        let text = line(&record);
+        let head = RecordHead::parse(text.trim_end().as_bytes()).unwrap();
+        assert_eq!(head.seq, Some(5));
+        assert_eq!(head.key.unwrap().get(), "{\"a\":[1,2]}");
+        assert!(head.failed());
+        let ok = line(&Record {
+            outcome: Outcome::Ok(Bytes::from_static(b"{\"error\":1}")),
+            ..record
+        });
+        assert!(!RecordHead::parse(ok.trim_end().as_bytes())
+            .unwrap()
+            .failed());
+    }
 
     fn line(record: &Record) -> String {
         let mut out = Vec::new();

@@ -7,7 +7,7 @@ use std::fs::OpenOptions;
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::path::Path;
 
-use serde::Deserialize;
+use crate::record::RecordHead;
 
 /// How a task is identified across runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,16 +31,6 @@ pub struct Journal {
     pub torn_bytes: u64,
     /// Lines in the middle of the file that were not records.
     pub unreadable: u64,
-}
-
-/// The fields of a record that resume needs.
-#[derive(Deserialize)]
-struct RecordHead<'a> {
-    seq: Option<u64>,
-    #[serde(borrow)]
-    key: Option<&'a serde_json::value::RawValue>,
-    #[serde(borrow)]
-    error: Option<&'a serde_json::value::RawValue>,
 }
 
 impl Journal {
@@ -68,7 +58,7 @@ impl Journal {
                 break;
             }
             good_end += n as u64;
-            match serde_json::from_slice::<RecordHead>(&line[..n - 1]) {
+            match RecordHead::parse(&line[..n - 1]) {
                 Ok(head) => journal.add(head, identity, rerun_failed),
                 Err(_) if line.iter().all(u8::is_ascii_whitespace) => {}
                 Err(_) => journal.unreadable += 1,
@@ -85,7 +75,7 @@ impl Journal {
 
     fn add(&mut self, head: RecordHead<'_>, identity: &Identity, rerun_failed: bool) {
         self.records += 1;
-        if rerun_failed && head.error.is_some() {
+        if rerun_failed && head.failed() {
             self.rerun_failed += 1;
             return;
         }

@@ -17,7 +17,12 @@ pub(crate) fn inherited_pipe(fd: i32, role: &str) -> Result<OwnedFd, String> {
             std::env::args().next().unwrap_or_else(|| "worker".into())
         )
     };
-    // SAFETY: fstat only inspects the descriptor; an invalid fd is an error.
+    // SAFETY: `borrow_raw` requires `fd` to be open and to stay open for
+    // as long as the borrow lives. The borrow lives only for this `fstat`
+    // call, and nothing owns (and so nothing closes) this inherited
+    // descriptor until it is taken over below. If it is not open at all,
+    // the contract is not met for an fd number that no object owns, and
+    // fstat only reports EBADF, which becomes the error below.
     let stat = fstat(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
         .map_err(|_| not_started_by_supervisor())?;
     if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFIFO {

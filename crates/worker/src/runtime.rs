@@ -275,31 +275,11 @@ impl FrameWriter {
     /// Sends `batch` in as few frames as the frame limit allows; leaves it
     /// empty with its allocation kept.
     async fn send_results(&mut self, batch: &mut Vec<TaskResult>) -> Result<(), ServeError> {
-        let budget = self.codec.max_frame() / 2;
-        let mut chunk = Vec::new();
-        let mut size = 0;
-        for result in batch.drain(..) {
-            let len = RESULT_OVERHEAD
-                + match &result.outcome {
-                    Outcome::Ok(bytes) => bytes.len(),
-                    Outcome::Err { message, .. } => message.len(),
-                };
-            if size + len > budget && !chunk.is_empty() {
-                let message = FromWorker::Results(std::mem::take(&mut chunk));
-                self.codec
-                    .encode(&message, &mut self.buf)
-                    .map_err(ServeError::Results)?;
-                size = 0;
-            }
-            size += len;
-            chunk.push(result);
-        }
-        if !chunk.is_empty() {
-            let message = FromWorker::Results(chunk);
-            self.codec
-                .encode(&message, &mut self.buf)
-                .map_err(ServeError::Results)?;
-        }
+        let (codec, buf) = (&mut self.codec, &mut self.buf);
+        multiloop_protocol::pack(batch.drain(..), codec.max_frame(), |chunk| {
+            codec.encode(&FromWorker::Results(chunk), buf)
+        })
+        .map_err(ServeError::Results)?;
         self.flush().await
     }
 

@@ -9,12 +9,22 @@
 //! them. One culprit among `n` in flight costs about `log2(n) + max_crashes`
 //! crashes, and the rest of the fleet keeps running fresh tasks meanwhile.
 //!
-//! Evidence has two strengths. A worker that dies by its own doing (abort,
-//! a crash signal, a non-zero exit, a protocol violation, a hang) is strong
-//! evidence. A SIGKILL or SIGTERM that the supervisor did not send (a person
-//! at `top`, the OOM killer) is weak: those tasks are simply run again, and
-//! become suspects only after repeated coincidence; alone, such a kill
-//! counts half a crash. So a person killing workers never fails a task.
+//! Evidence has three strengths. A worker that dies by its own doing
+//! (abort, a crash signal, a non-zero exit, a protocol violation, a hang)
+//! is strong evidence. A SIGKILL or SIGTERM that the supervisor did not
+//! send (a person with `kill`, the OOM killer) is weak: those tasks are
+//! simply run again, and become suspects only after repeated coincidence,
+//! so that a leak can still be narrowed down; but weak evidence never
+//! fails a task, however often it comes. A kill the supervisor was asked
+//! to do (`ctl kill`, `top`'s `k`) or decided itself to end a drain is no
+//! evidence at all. So a person killing workers never fails a task.
+//!
+//! The OOM killer's SIGKILL cannot be told from a person's, so it is weak
+//! evidence too: a task that is killed alone for its memory again and
+//! again runs again each time (it is never failed on that alone), and if
+//! nothing else makes progress meanwhile the restart-intensity limit ends
+//! the run, for `--resume`. `--max-worker-rss` is the tool for leaks: it
+//! recycles a worker before the kernel has to kill it.
 
 use std::collections::VecDeque;
 
@@ -31,6 +41,8 @@ const COINCIDENCES_FOR_SUSPICION: u32 = 3;
 pub enum Evidence {
     Strong,
     Weak,
+    /// The supervisor was asked to kill the worker: nothing against its tasks.
+    None,
 }
 
 /// What to do with a dead worker's tasks.
@@ -62,6 +74,12 @@ impl Blame {
         self.groups.iter().map(Vec::len).sum()
     }
 
+    /// Every suspect waiting, for the task book's checks.
+    #[cfg(debug_assertions)]
+    pub fn iter(&self) -> impl Iterator<Item = &TaskEntry> {
+        self.groups.iter().flatten()
+    }
+
     /// The next group to run alone on a probe worker.
     pub fn next_group(&mut self) -> Option<Vec<TaskEntry>> {
         self.groups.pop_front()
@@ -76,21 +94,24 @@ impl Blame {
         probe: bool,
     ) -> Verdict {
         let mut verdict = Verdict::default();
-        if tasks.len() == 1 {
-            let mut task = tasks.pop().expect("one task");
-            task.blame.strikes += match evidence {
-                Evidence::Strong => STRONG,
-                Evidence::Weak => 1,
-            };
-            if task.blame.strikes >= self.max_strikes {
-                verdict.culprits.push(task);
-            } else {
-                self.groups.push_front(vec![task]);
-            }
-            return verdict;
-        }
         match evidence {
+            // A probe's group goes back as it was, to be probed again; any
+            // other task simply runs again.
+            Evidence::None if probe => self.groups.push_front(tasks),
+            Evidence::None => verdict.rerun = tasks,
+            Evidence::Strong if tasks.len() == 1 => {
+                let mut task = tasks.pop().expect("one task");
+                task.blame.strikes += STRONG;
+                if task.blame.strikes >= self.max_strikes {
+                    verdict.culprits.push(task);
+                } else {
+                    self.groups.push_front(vec![task]);
+                }
+            }
             Evidence::Strong => self.split_to_front(tasks),
+            // A suspect killed alone from outside is probed again, never
+            // failed for it.
+            Evidence::Weak if probe && tasks.len() == 1 => self.groups.push_front(tasks),
             // A suspect group killed from outside (the OOM killer, say) is
             // split like a crash, so a leaking task is still narrowed down.
             Evidence::Weak if probe => self.split_to_front(tasks),
@@ -224,19 +245,41 @@ mod tests {
     }
 
     #[test]
-    fn weak_kills_alone_need_twice_as_many() {
+    fn weak_kills_alone_never_fail_a_task() {
         let mut blame = Blame::new(2);
         let mut group = vec![task(1)];
-        for _ in 0..3 {
-            assert!(blame
-                .on_death(group, Evidence::Weak, true)
-                .culprits
-                .is_empty());
+        for _ in 0..50 {
+            let verdict = blame.on_death(group, Evidence::Weak, true);
+            assert!(verdict.culprits.is_empty() && verdict.rerun.is_empty());
             group = blame.next_group().unwrap();
         }
-        assert_eq!(
-            blame.on_death(group, Evidence::Weak, true).culprits.len(),
-            1
-        );
+        assert_eq!(group[0].blame.strikes, 0);
+        // Nor outside kills of a task alone that is not a suspect yet.
+        let mut tasks = vec![task(2)];
+        for _ in 0..50 {
+            let verdict = blame.on_death(tasks, Evidence::Weak, false);
+            assert!(verdict.culprits.is_empty());
+            tasks = match blame.next_group() {
+                Some(group) => group,
+                None => verdict.rerun,
+            };
+        }
+    }
+
+    #[test]
+    fn requested_kills_are_no_evidence() {
+        let mut blame = Blame::new(1);
+        let mut tasks: Vec<TaskEntry> = vec![task(1)];
+        for _ in 0..50 {
+            let verdict = blame.on_death(tasks, Evidence::None, false);
+            assert!(verdict.culprits.is_empty());
+            assert_eq!(blame.suspects(), 0);
+            tasks = verdict.rerun;
+        }
+        assert_eq!(tasks[0].blame, Default::default());
+        // A probe killed on request keeps its group, unchanged.
+        let verdict = blame.on_death(vec![task(1), task(2)], Evidence::None, true);
+        assert_eq!(verdict, Verdict::default());
+        assert_eq!(blame.suspects(), 2);
     }
 }

@@ -1,18 +1,24 @@
-//! The dispatcher: owns every worker and task, decides everything, does no
-//! I/O. The engine feeds it events and carries out the commands it returns.
+//! The dispatcher: decides everything, does no I/O. It holds three owners
+//! — the [`Fleet`] (workers), the [`TaskBook`] (tasks) and the
+//! [`RunState`] (phase, counters, signals) — and coordinates them: every
+//! event goes through [`Dispatcher::handle`], which returns the commands
+//! the engine carries out.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use multiloop_protocol::{ErrorKind, Outcome};
-use tracing::warn;
+use multiloop_protocol::{ErrorKind, Outcome, TaskResult};
+use tracing::{debug, info, warn};
 
-use super::blame::Blame;
-use super::events::{Command, Event, WorkerId};
-use super::fleet::{CloseReason, Incarnation, KillReason, Life, Slot};
-use super::policy::{Backoff, RestartIntensity};
-use super::status::RunOutcome;
-use crate::record::{InputItem, Record, TaskEntry};
+use super::blame::Evidence;
+use super::book::TaskBook;
+use super::events::{Command, Event, ExitStatus, LinkFailure, Request, Tick, WorkerId};
+use super::fleet::{CloseReason, Fleet, FleetConfig, KillReason, RecycleReason, Taker};
+use super::policy::Backoff;
+use super::run::{Phase, RunState};
+use super::status::{Progress, RunOutcome, RunReport, WorkerRow};
+use crate::control::{ControlAnswer, ControlRequest, StatusAnswer};
+use crate::limits::check_fleet_size;
+use crate::record::{InputItem, Record};
 use crate::reorder::ReorderBuffer;
 
 /// The dispatcher's settings.
@@ -37,210 +43,162 @@ pub struct DispatchConfig {
     pub max_worker_rss: Option<u64>,
 }
 
-/// Where the run is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Phase {
-    Running,
-    /// No new tasks (SIGINT/SIGTERM once, or the restart limit hit):
-    /// in-flight ones may finish until the deadline. Why is in `stopped`.
-    Winding {
-        deadline: Instant,
-    },
-    /// Every task is answered; workers were told to exit.
-    Finishing {
-        deadline: Instant,
-    },
-    /// Second signal or a fatal error: workers killed; waiting for exits.
-    Stopping {
-        deadline: Instant,
-    },
-    Finished,
-}
-
-/// Where an incarnation is kept.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Place {
-    Current(usize),
-    Retiring(usize),
-}
-
-/// Owns all worker and task state of a run.
+/// Coordinates the fleet, the task book and the run state.
 #[derive(Debug)]
 pub struct Dispatcher {
-    pub(super) config: DispatchConfig,
-    pub(super) slots: Vec<Slot>,
-    /// Incarnations whose slot has a newer one: recycled, restarted, retired.
-    pub(super) retiring: Vec<Incarnation>,
-    /// Tasks ready to run, re-runs first.
-    pub(super) queue: VecDeque<TaskEntry>,
-    /// Retries waiting for their backoff, by due time.
-    pub(super) retry_wait: BTreeMap<(Instant, u64), TaskEntry>,
-    pub(super) blame: Blame,
-    pub(super) intensity: RestartIntensity,
-    pub(super) reorder: ReorderBuffer,
-    pub(super) phase: Phase,
-    pub(super) input_open: bool,
-    /// Slots still to be restarted by a rolling restart, in order.
-    pub(super) rolling: VecDeque<usize>,
-    pub(super) next_fill: usize,
-    pub(super) started: Instant,
-    /// Tasks read (including rejected lines).
-    pub(super) read: u64,
-    pub(super) ok: u64,
-    pub(super) failed: u64,
-    pub(super) restarts: u64,
-    pub(super) lines: Option<u64>,
-    pub(super) fatal: Option<String>,
-    /// Some worker has completed its handshake in this run.
-    pub(super) any_hello: bool,
-    /// Why the run stopped early, kept after the phase moves on.
-    pub(super) stopped: Option<RunOutcome>,
-    /// How each dead worker died, for the give-up message.
-    pub(super) deaths: Vec<String>,
-    pub(super) out: Vec<Command>,
-    pub(super) records: Vec<Record>,
+    config: DispatchConfig,
+    fleet: Fleet,
+    book: TaskBook,
+    run: RunState,
+    reorder: ReorderBuffer,
+    /// Commands decided while handling the current event.
+    out: Vec<Command>,
+    /// Records decided while handling the current event.
+    records: Vec<Record>,
 }
 
 impl Dispatcher {
     pub fn new(config: DispatchConfig, now: Instant) -> Self {
-        let slots = (0..config.workers.max(1)).map(Slot::new).collect();
+        let fleet = Fleet::new(
+            config.workers,
+            FleetConfig {
+                worker_timeout: config.worker_timeout,
+                grace: config.grace,
+                backoff: config.backoff,
+                max_tasks_per_worker: config.max_tasks_per_worker,
+                max_worker_rss: config.max_worker_rss,
+            },
+        );
         Self {
-            blame: Blame::new(config.max_crashes),
-            intensity: RestartIntensity::new(config.max_restarts, config.restart_window),
-            slots,
-            retiring: Vec::new(),
-            queue: VecDeque::new(),
-            retry_wait: BTreeMap::new(),
+            fleet,
+            book: TaskBook::new(config.max_crashes),
+            run: RunState::new(config.max_restarts, config.restart_window, now),
             reorder: ReorderBuffer::new(),
-            phase: Phase::Running,
-            input_open: true,
-            rolling: VecDeque::new(),
-            next_fill: 0,
-            started: now,
-            read: 0,
-            ok: 0,
-            failed: 0,
-            restarts: 0,
-            lines: None,
-            fatal: None,
-            stopped: None,
-            any_hello: false,
-            deaths: Vec::new(),
             out: Vec::new(),
             records: Vec::new(),
             config,
         }
     }
 
-    /// Spawns the fleet.
-    pub fn start(&mut self, now: Instant) -> Vec<Command> {
-        for index in 0..self.slots.len() {
-            self.spawn(index, now);
-        }
-        std::mem::take(&mut self.out)
-    }
-
-    /// Decides what an event means; returns what to do about it.
+    /// Decides what an event means; returns what to do about it. The one
+    /// way into the dispatcher's state.
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Command> {
         match event {
-            Event::Input(items) => self.take_input(items),
-            Event::InputEnded { lines } => {
-                self.lines = Some(lines);
-                self.input_open = false;
-            }
-            Event::InputFailed(error) => self.fail(error, now),
-            Event::Spawned { worker, pid } => {
-                if let Some(inc) = self.incarnation(worker) {
-                    inc.pid = Some(pid);
-                    inc.last_heard = now;
+            Event::Start => {
+                for index in 0..self.fleet.slot_count() {
+                    let id = self.fleet.spawn(index, now);
+                    self.spawn_command(id);
                 }
-                self.slots[worker.index].last_pid = Some(pid);
             }
+            Event::Input(items) => self.take_input(items),
+            Event::InputEnded { lines } => self.run.input_ended(lines),
+            Event::InputFailed(error) => self.fail(error, now),
+            Event::Spawned { worker, pid } => self.fleet.spawned(worker, pid, now),
             Event::SpawnFailed { worker, error } => self.spawn_failed(worker, error, now),
             Event::Hello { worker, hello } => self.hello(worker, hello.kinds, now),
             Event::Results { worker, results } => self.results(worker, results, now),
-            Event::Heartbeat { worker, heartbeat } => self.heartbeat(worker, heartbeat, now),
-            Event::Bye { worker, usage } => {
-                if let Some(inc) = self.incarnation(worker) {
-                    inc.usage = Some(usage);
-                    inc.last_heard = now;
+            Event::Heartbeat { worker, heartbeat } => {
+                if self.fleet.heartbeat(worker, heartbeat, now) && self.run.accepting() {
+                    self.replace(worker.index, CloseReason::Recycled(RecycleReason::Rss), now);
                 }
             }
-            Event::LinkFailed { worker, error } => self.link_failed(worker, error, now),
+            Event::Bye { worker, usage } => self.fleet.bye(worker, usage, now),
+            Event::LinkFailed { worker, failure } => self.link_failed(worker, failure, now),
             Event::Exited { worker, status } => self.exited(worker, status, now),
             Event::Wake => {}
-            Event::Paused(pause) => {
-                // The engine itself was blocked (a stalled output): nobody
-                // could have read a heartbeat, so nobody is late for that.
-                for inc in self.incarnations_mut() {
-                    inc.last_heard += pause;
-                }
-            }
+            Event::Tick(Tick::Progress) => self.out.push(Command::Progress(self.progress())),
+            Event::Tick(Tick::Sample) => self.out.push(Command::Sample(self.fleet.live_workers())),
             Event::Sampled(samples) => {
-                for (worker, sample) in samples {
-                    if let Some(inc) = self.incarnation(worker) {
-                        inc.sample = Some(sample);
-                    }
-                    let slot = &mut self.slots[worker.index];
-                    slot.totals.peak_rss = slot.totals.peak_rss.max(sample.rss_bytes);
+                self.fleet.sampled(&samples);
+                self.out.push(Command::Sampled {
+                    progress: self.progress(),
+                    rows: self.rows(now),
+                });
+            }
+            Event::OutputPaused(pause) => self.fleet.paused(pause),
+            Event::OutputClosed => self.request(
+                Request::StopNow {
+                    signal: libc::SIGPIPE,
+                },
+                now,
+            ),
+            Event::Signal(signal) => {
+                if let Some(request) = self.run.signal(signal) {
+                    self.request(request, now);
                 }
             }
-            Event::Request(request) => self.request(request, now),
+            Event::Control { call, request } => {
+                let answer = self.control(request, now);
+                self.out.push(Command::Reply { call, answer });
+            }
         }
         self.tick(now);
+        #[cfg(debug_assertions)]
+        self.book.check();
         std::mem::take(&mut self.out)
     }
 
     /// Whether the engine should hand over more input now. False keeps the
     /// input unread, which is what bounds memory however large it is.
     pub fn wants_input(&self) -> bool {
-        let credit: usize = self.config.window * self.active_slots().max(1);
-        self.input_open
-            && self.phase == Phase::Running
-            && self.queue.len() < credit
+        let credit: usize = self.config.window * self.fleet.active().max(1);
+        self.run.input_open()
+            && self.run.accepting()
+            && self.book.queued() < credit
             && (!self.config.keep_order || self.reorder.held() < self.config.reorder_limit)
     }
 
     /// The earliest time at which [`Event::Wake`] has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let mut deadline: Option<Instant> = None;
-        let mut consider = |at: Instant| deadline = Some(deadline.map_or(at, |d| d.min(at)));
-        for slot in &self.slots {
-            if let Some(at) = slot.restart_at {
-                consider(at);
-            }
-        }
-        for inc in self.incarnations() {
-            if inc.killed.is_none() {
-                consider(inc.last_heard + self.config.worker_timeout);
-            }
-            if let Life::Closing { since, .. } = inc.life {
-                consider(since + self.config.grace);
-            }
-        }
-        if let Some((&(at, _), _)) = self.retry_wait.first_key_value() {
-            consider(at);
-        }
-        match &self.phase {
-            Phase::Winding { deadline: at }
-            | Phase::Finishing { deadline: at }
-            | Phase::Stopping { deadline: at } => consider(*at),
-            Phase::Running | Phase::Finished => {}
-        }
-        deadline
+        [
+            self.fleet.next_deadline(),
+            self.book.next_retry(),
+            self.run.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn is_finished(&self) -> bool {
-        self.phase == Phase::Finished
+        self.run.is_finished()
+    }
+
+    // ----- views --------------------------------------------------------
+
+    /// One row per worker slot, for status tables and the summary.
+    pub fn rows(&self, now: Instant) -> Vec<WorkerRow> {
+        self.fleet
+            .rows(now, |id| self.book.in_flight(id), self.book.probe())
+    }
+
+    /// Run-wide counters for progress displays.
+    pub fn progress(&self) -> Progress {
+        self.run.progress_counts(self.fleet.alive())
+    }
+
+    /// How the run went.
+    pub fn report(&self, now: Instant) -> RunReport {
+        let (ok, failed, read, lines) = self.run.counts();
+        RunReport {
+            outcome: self.run.outcome(),
+            ok,
+            failed,
+            read,
+            lines,
+            restarts: self.run.restarts(),
+            wall: now.saturating_duration_since(self.run.started()),
+            workers: self.rows(now),
+        }
     }
 
     // ----- input --------------------------------------------------------
 
-    pub(super) fn take_input(&mut self, items: Vec<InputItem>) {
+    fn take_input(&mut self, items: Vec<InputItem>) {
         for item in items {
-            self.read += 1;
+            self.run.read_one();
             match item {
-                InputItem::Task(task) => self.queue.push_back(task),
+                InputItem::Task(task) => self.book.push(task),
                 InputItem::Rejected { id, seq, message } => self.emit(Record {
                     id,
                     seq,
@@ -257,66 +215,424 @@ impl Dispatcher {
         }
     }
 
-    // ----- run phases ---------------------------------------------------
+    // ----- operator requests --------------------------------------------
 
-    pub(super) fn accepting(&self) -> bool {
-        self.phase == Phase::Running
+    fn request(&mut self, request: Request, now: Instant) {
+        match request {
+            Request::Drain { signal } => {
+                if self.run.accepting() {
+                    info!(
+                        "draining: no new tasks; waiting up to {:?} for tasks in flight",
+                        self.config.grace
+                    );
+                    self.stop_input();
+                    self.run
+                        .wind_down(RunOutcome::Interrupted(signal), now, self.config.grace);
+                } else {
+                    self.request(Request::StopNow { signal }, now);
+                }
+            }
+            Request::StopNow { signal } => {
+                info!("stopping now: killing workers; unfinished tasks are left for --resume");
+                self.run.interrupted(signal);
+                self.stop_input();
+                self.stop_now(now);
+            }
+            Request::AddWorker => {
+                let target = self.fleet.active() + 1;
+                match check_fleet_size(target) {
+                    Ok(()) => self.scale(target, now),
+                    Err(error) => warn!("SIGTTIN ignored: {error}"),
+                }
+            }
+            Request::RemoveWorker => self.scale(self.fleet.active().saturating_sub(1), now),
+            Request::Scale(workers) => self.scale(workers, now),
+            Request::RestartWorker(index) => {
+                if self.run.accepting() && self.fleet.is_active(index) {
+                    info!("restarting worker {index} on request");
+                    self.replace(index, CloseReason::Restart, now);
+                }
+            }
+            Request::KillWorker(index) => {
+                if let Some(id) = self.fleet.current(index) {
+                    info!("killing worker {index} on request");
+                    self.kill(id, KillReason::Operator);
+                }
+            }
+            Request::RollingRestart => {
+                if self.run.accepting() {
+                    if let Some(first) = self.fleet.start_rolling() {
+                        self.replace(first, CloseReason::Restart, now);
+                    }
+                }
+            }
+            Request::ShowStatus => self.out.push(Command::ShowStatus(self.rows(now))),
+        }
     }
 
-    pub(super) fn stop_input(&mut self) {
-        if self.input_open {
-            self.input_open = false;
+    /// Answers a control-socket request; mutations become requests.
+    fn control(&mut self, request: ControlRequest, now: Instant) -> ControlAnswer {
+        let slots = self.fleet.slot_count();
+        match request {
+            ControlRequest::Status => ControlAnswer::Status(StatusAnswer {
+                pid: std::process::id(),
+                progress: self.progress(),
+                workers: self.rows(now),
+            }),
+            ControlRequest::Restart { worker } | ControlRequest::Kill { worker }
+                if worker >= slots =>
+            {
+                ControlAnswer::Refused(format!("no worker {worker} (workers are 0..{slots})"))
+            }
+            ControlRequest::Restart { worker } => {
+                self.request(Request::RestartWorker(worker), now);
+                ControlAnswer::Ok
+            }
+            ControlRequest::Kill { worker } => {
+                self.request(Request::KillWorker(worker), now);
+                ControlAnswer::Ok
+            }
+            ControlRequest::Scale { workers: 0 } => {
+                ControlAnswer::Refused("scale needs at least 1 worker".into())
+            }
+            ControlRequest::Scale { workers } => match check_fleet_size(workers) {
+                Ok(()) => {
+                    self.request(Request::Scale(workers), now);
+                    ControlAnswer::Ok
+                }
+                Err(error) => ControlAnswer::Refused(error.to_string()),
+            },
+            ControlRequest::Drain => {
+                self.request(
+                    Request::Drain {
+                        signal: libc::SIGTERM,
+                    },
+                    now,
+                );
+                ControlAnswer::Ok
+            }
+        }
+    }
+
+    /// Grows or shrinks the fleet to `target` workers (at least one).
+    pub fn scale(&mut self, target: usize, now: Instant) {
+        if !self.run.accepting() {
+            return;
+        }
+        let (spawned, closed) = self.fleet.scale(target, now);
+        for id in spawned {
+            self.spawn_command(id);
+        }
+        self.out.extend(
+            closed
+                .into_iter()
+                .map(|worker| Command::CloseInput { worker }),
+        );
+    }
+
+    // ----- worker lives -------------------------------------------------
+
+    fn spawn_command(&mut self, worker: WorkerId) {
+        self.out.push(Command::Spawn {
+            worker,
+            workers: self.fleet.active(),
+        });
+    }
+
+    /// Replaces a slot's worker gracefully (its replacement starts first).
+    fn replace(&mut self, index: usize, reason: CloseReason, now: Instant) {
+        if !self.run.accepting() {
+            return;
+        }
+        if let Some(id) = self.fleet.replace(index, reason, now) {
+            self.spawn_command(id);
+        }
+    }
+
+    /// Kills a worker process; its exit is handled when it comes.
+    fn kill(&mut self, worker: WorkerId, reason: KillReason) {
+        if self.fleet.kill(worker, reason) {
+            self.out.push(Command::Signal {
+                worker,
+                signal: libc::SIGKILL,
+            });
+        }
+    }
+
+    fn spawn_failed(&mut self, worker: WorkerId, error: String, now: Instant) {
+        if !self.fleet.spawn_failed(worker) {
+            return;
+        }
+        let message = format!("cannot start worker {}: {error}", worker.index);
+        warn!("{message}");
+        if !self.fleet.any_done() && self.run.restarts() == 0 && worker.generation == 1 {
+            // The very first start failed: a configuration problem, not a crash.
+            self.fail(message, now);
+            return;
+        }
+        self.after_death(
+            worker.index,
+            format!("worker {}: {error}", worker.index),
+            Restart::Backoff,
+            now,
+        );
+    }
+
+    fn hello(&mut self, worker: WorkerId, kinds: Vec<String>, now: Instant) {
+        if !self.fleet.knows(worker) {
+            return;
+        }
+        if !kinds.contains(&self.config.kind) {
+            let message = format!(
+                "worker {} does not serve task kind {:?} (it serves: {})",
+                worker.index,
+                self.config.kind,
+                kinds.join(", ")
+            );
+            self.fail(message, now);
+            return;
+        }
+        let closed = self.fleet.hello(worker, now).unwrap_or_default();
+        self.out.extend(
+            closed
+                .into_iter()
+                .map(|worker| Command::CloseInput { worker }),
+        );
+        if self.run.accepting() {
+            if let Some(next) = self.fleet.rolled(worker.index) {
+                self.replace(next, CloseReason::Restart, now);
+            }
+        }
+    }
+
+    fn results(&mut self, worker: WorkerId, results: Vec<TaskResult>, now: Instant) {
+        let Some(recycle) = self.fleet.answered(worker, results.len() as u64, now) else {
+            return;
+        };
+        // Stale duplicates (answered already) are left out.
+        let answered = self.book.answered(worker, results);
+        let progressed = !answered.is_empty();
+        for (task, result) in answered {
+            let retryable = result.retry
+                || matches!(
+                    result.outcome,
+                    Outcome::Err {
+                        kind: ErrorKind::Failed | ErrorKind::Timeout,
+                        ..
+                    }
+                );
+            if retryable && task.attempts <= self.config.retries {
+                let delay = self
+                    .config
+                    .retry_backoff
+                    .saturating_mul(1 << (task.attempts - 1).min(16));
+                let due = now
+                    .checked_add(delay)
+                    .unwrap_or(now + Duration::from_secs(86_400));
+                self.book.retry_at(due, task);
+                continue;
+            }
+            let outcome = match result.outcome {
+                Outcome::Err {
+                    kind: ErrorKind::BadInput,
+                    message,
+                } => Outcome::Err {
+                    kind: ErrorKind::BadInput,
+                    message: format!("line {}: {message}", task.seq),
+                },
+                outcome => outcome,
+            };
+            let totals = self.fleet.totals(worker.index);
+            totals.done += 1;
+            if !matches!(outcome, Outcome::Ok(_)) {
+                totals.failed += 1;
+            }
+            self.emit(Record::of(task, worker.index, result.micros, outcome));
+        }
+        if progressed {
+            self.run.progress();
+        }
+        if recycle && self.run.accepting() {
+            self.replace(
+                worker.index,
+                CloseReason::Recycled(RecycleReason::Tasks),
+                now,
+            );
+        }
+    }
+
+    fn link_failed(&mut self, worker: WorkerId, failure: LinkFailure, now: Instant) {
+        if !self.fleet.knows(worker) {
+            return;
+        }
+        if let LinkFailure::Handshake(_) = failure {
+            if !self.fleet.any_hello() {
+                self.fail(format!("worker {}: {failure}", worker.index), now);
+                return;
+            }
+        }
+        warn!(
+            "worker {} ({}): {failure}",
+            worker.index,
+            self.fleet.pid(worker)
+        );
+        self.kill(worker, KillReason::Violation(failure.to_string()));
+    }
+
+    fn exited(&mut self, worker: WorkerId, status: ExitStatus, now: Instant) {
+        let Some(ended) = self.fleet.exited(worker) else {
+            return;
+        };
+        let pid = ended.pid;
+        let in_flight = self.book.in_flight(worker);
+        if let (Some(reason), true, 0) = (ended.closing, status.is_success(), in_flight) {
+            debug!("worker {} ({pid}) exited cleanly ({reason})", worker.index);
+            return;
+        }
+        // Before any worker of this run got as far as its handshake, an exit
+        // is a setup problem (a bad --set value, a binary that is not a
+        // worker), not a crash to retry until the restart limit.
+        let never_up = !self.fleet.any_hello() || status.is_success();
+        if ended.starting && ended.killed.is_none() && never_up {
+            self.fail(
+                format!(
+                    "worker {} ({pid}) exited before its handshake ({status}); its stderr above says why",
+                    worker.index
+                ),
+                now,
+            );
+            return;
+        }
+        let cause = match &ended.killed {
+            Some(reason) => reason.to_string(),
+            None => status.to_string(),
+        };
+        let shutting_down =
+            matches!(ended.killed, Some(KillReason::Shutdown)) || !self.run.accepting();
+        if shutting_down {
+            let dropped = self.book.drop_worker(worker);
+            debug!(
+                "worker {} ({pid}) ended: {cause}; {dropped} task(s) left for --resume",
+                worker.index
+            );
+            return;
+        }
+        warn!(
+            "worker {} ({pid}) died: {cause}; {in_flight} task(s) re-queued",
+            worker.index
+        );
+        let evidence = match (&ended.killed, status) {
+            // Kills the supervisor was asked to do, or did to end a drain,
+            // say nothing about the tasks.
+            (Some(KillReason::Operator | KillReason::Overdue), _) => Evidence::None,
+            (Some(_), _) => Evidence::Strong,
+            (None, ExitStatus::Signal(signal))
+                if signal == libc::SIGKILL || signal == libc::SIGTERM =>
+            {
+                Evidence::Weak
+            }
+            (None, _) => Evidence::Strong,
+        };
+        let (culprits, probe) = self.book.worker_died(worker, evidence);
+        // A verdict is progress, like a completed task: poison tasks must
+        // not make the run give up. (Bisection between two verdicts costs
+        // about log2(in flight) + --max-crashes deaths, well under the
+        // default --max-restarts.)
+        if !culprits.is_empty() {
+            self.run.progress();
+        }
+        for task in culprits {
+            let times = task.blame.strikes.div_ceil(2);
+            self.fleet.totals(worker.index).failed += 1;
+            let outcome = Outcome::Err {
+                kind: ErrorKind::Crashed,
+                message: format!("crashed its worker {times} times (last: {cause})"),
+            };
+            self.emit(Record::of(task, worker.index, 0, outcome));
+        }
+        if ended.failed_rolling {
+            warn!(
+                "rolling restart stopped: the new worker {} did not come up ({cause}); the old workers keep running",
+                worker.index
+            );
+            self.fleet.stop_rolling();
+        }
+        if ended.was_current {
+            let restart = match &ended.killed {
+                Some(KillReason::Operator) => Restart::Requested,
+                // A probe's crash is an experiment that went as feared:
+                // restart at once so that blame is settled quickly.
+                _ if probe => Restart::AtOnce,
+                _ => Restart::Backoff,
+            };
+            self.after_death(
+                worker.index,
+                format!("worker {} ({pid}): {cause}", worker.index),
+                restart,
+                now,
+            );
+        }
+    }
+
+    /// A slot's process is gone: schedule its replacement, or give up.
+    fn after_death(&mut self, index: usize, how: String, restart: Restart, now: Instant) {
+        let counts = restart != Restart::Requested;
+        if let Some(message) = self.run.death(how, counts, now) {
+            self.give_up(message, now);
+            return;
+        }
+        if !self.run.accepting() || !self.fleet.is_active(index) {
+            return;
+        }
+        self.fleet
+            .schedule_restart(index, restart != Restart::Backoff, counts, now);
+        self.run.restarted();
+    }
+
+    // ----- stopping -----------------------------------------------------
+
+    fn stop_input(&mut self) {
+        if self.run.close_input() {
             self.out.push(Command::StopInput);
         }
-        // Tasks read but not started are simply not in the output: a
-        // `--resume` runs them.
-        self.queue.clear();
-        self.retry_wait.clear();
-        while self.blame.next_group().is_some() {}
-        self.rolling.clear();
+        self.book.drop_waiting();
+        self.fleet.stop_rolling();
     }
 
-    pub(super) fn give_up(&mut self, message: String, now: Instant) {
-        if !self.accepting() {
+    fn give_up(&mut self, message: String, now: Instant) {
+        if !self.run.accepting() {
             return;
         }
         warn!("{message}");
         self.stop_input();
-        self.stopped = Some(RunOutcome::GaveUp(message));
-        self.phase = Phase::Winding {
-            deadline: now + self.config.grace,
-        };
+        self.run
+            .wind_down(RunOutcome::GaveUp(message), now, self.config.grace);
     }
 
-    pub(super) fn fail(&mut self, error: String, now: Instant) {
-        self.fatal = Some(error);
+    fn fail(&mut self, error: String, now: Instant) {
+        self.run.fatal(error);
         self.stop_input();
         self.stop_now(now);
     }
 
-    pub(super) fn stop_now(&mut self, now: Instant) {
-        if matches!(self.phase, Phase::Stopping { .. } | Phase::Finished) {
+    fn stop_now(&mut self, now: Instant) {
+        if matches!(self.run.phase(), Phase::Stopping { .. } | Phase::Finished) {
             return;
         }
-        if self.fatal.is_some() || self.phase == Phase::Running {
+        if self.run.has_fatal() || self.run.accepting() {
             self.stop_input();
         }
-        let ids: Vec<WorkerId> = self.incarnations().map(|inc| inc.id).collect();
-        for id in ids {
+        for id in self.fleet.all_ids() {
             self.kill(id, KillReason::Shutdown);
         }
-        for slot in &mut self.slots {
-            slot.restart_at = None;
-        }
-        // Killed processes exit at once; the deadline only guards against
-        // one stuck in the kernel (D state), which must not hang the run.
-        self.phase = Phase::Stopping {
-            deadline: now + Duration::from_secs(5),
-        };
+        self.fleet.cancel_restarts();
+        self.run.stopping(now);
     }
 
+    // ----- after every event --------------------------------------------
+
     /// Runs after every event: timers, dispatch, completion.
-    pub(super) fn tick(&mut self, now: Instant) {
+    fn tick(&mut self, now: Instant) {
         self.check_timers(now);
         self.fill();
         self.check_done(now);
@@ -326,103 +642,92 @@ impl Dispatcher {
         }
     }
 
-    pub(super) fn check_timers(&mut self, now: Instant) {
-        for index in 0..self.slots.len() {
-            if self.slots[index].restart_at.is_some_and(|at| at <= now)
-                && self.slots[index].current.is_none()
-            {
-                if self.accepting() && self.slots[index].active {
-                    self.spawn(index, now);
-                } else {
-                    self.slots[index].restart_at = None;
-                }
-            }
+    fn check_timers(&mut self, now: Instant) {
+        for id in self.fleet.due_restarts(now, self.run.accepting()) {
+            self.spawn_command(id);
         }
-        let timeout = self.config.worker_timeout;
-        let grace = self.config.grace;
-        let mut kills = Vec::new();
-        for inc in self.incarnations() {
-            if inc.killed.is_some() {
-                continue;
-            }
-            let silent = now.saturating_duration_since(inc.last_heard);
-            if let Life::Closing { since, .. } = inc.life {
-                if now.saturating_duration_since(since) >= grace {
-                    kills.push((inc.id, KillReason::Overdue));
-                    continue;
-                }
-            }
-            if silent >= timeout {
-                let reason = match inc.life {
-                    Life::Starting => KillReason::NoHandshake { waited: silent },
-                    _ => KillReason::Hung {
-                        silent,
-                        lag: Duration::from_micros(inc.heartbeat.lag_us),
-                    },
-                };
-                warn!("worker {} (pid {:?}): {reason}", inc.id.index, inc.pid);
-                kills.push((inc.id, reason));
-            }
-        }
-        for (id, reason) in kills {
+        for (id, reason) in self.fleet.overdue(now) {
             self.kill(id, reason);
         }
-        while let Some(entry) = self.retry_wait.first_entry() {
-            if entry.key().0 > now {
-                break;
+        self.book.release_retries(now);
+        match self.run.phase() {
+            Phase::Winding { deadline } | Phase::Finishing { deadline } if now >= deadline => {
+                self.stop_now(now)
             }
-            self.queue.push_front(entry.remove());
-        }
-        let deadline = match &self.phase {
-            Phase::Winding { deadline } | Phase::Finishing { deadline } => Some(*deadline),
-            Phase::Stopping { deadline } => {
-                if now >= *deadline {
-                    self.finish();
-                }
-                None
-            }
-            _ => None,
-        };
-        if deadline.is_some_and(|d| now >= d) {
-            self.stop_now(now);
+            Phase::Stopping { deadline } if now >= deadline => self.finish(),
+            _ => {}
         }
     }
 
-    pub(super) fn check_done(&mut self, now: Instant) {
-        let all_answered = !self.input_open
-            && self.queue.is_empty()
-            && self.retry_wait.is_empty()
-            && self.blame.suspects() == 0
-            && self.incarnations().all(|inc| inc.in_flight.is_empty());
-        let draining = matches!(self.phase, Phase::Winding { .. });
-        if all_answered && (self.phase == Phase::Running || draining) {
-            if self.phase == Phase::Running {
-                self.phase = Phase::Finishing {
-                    deadline: now + self.config.grace,
-                };
-            }
-            for slot in &mut self.slots {
-                slot.restart_at = None;
-            }
-            self.rolling.clear();
-            let mut close = Vec::new();
-            for inc in self.incarnations_mut() {
-                if !matches!(inc.life, Life::Closing { .. }) && inc.killed.is_none() {
-                    inc.life = Life::Closing {
-                        since: now,
-                        reason: CloseReason::Finished,
-                    };
-                    close.push(inc.id);
+    /// Hands queued tasks to workers with credit, and suspects to a probe.
+    fn fill(&mut self) {
+        if !self.run.accepting() {
+            return;
+        }
+        let candidate = self.fleet.probe_candidate(|id| self.book.in_flight(id));
+        let suspects = self.book.suspects() > 0;
+        if suspects && self.book.probe().is_none() {
+            if let Some(id) = candidate.filter(|&id| self.book.in_flight(id) == 0) {
+                if let Some(tasks) = self.book.send_probe(id) {
+                    debug!("worker {} probes {} suspect task(s)", id.index, tasks.len());
+                    self.out.push(Command::Send { worker: id, tasks });
                 }
             }
+        }
+        if self.book.queued() == 0 {
+            return;
+        }
+        let probe = self.book.probe();
+        // With suspects waiting and no probe yet, the emptiest worker gets
+        // nothing new, so that it soon can probe.
+        let reserved = (self.book.suspects() > 0 && probe.is_none())
+            .then_some(candidate)
+            .flatten();
+        let takers = self.fleet.takers();
+        // A worker gets at most its fair share of what is queued, counting
+        // the ones still starting: otherwise the first worker up would take
+        // a whole window of a small batch and leave the others idle.
+        let (count, holding) = takers
+            .iter()
+            .filter(|(id, _)| Some(*id) != probe)
+            .fold((0, 0), |(n, held), (id, _)| {
+                (n + 1, held + self.book.in_flight(*id))
+            });
+        let share = (self.book.queued() + holding).div_ceil(count.max(1));
+        let limit = self.config.window.min(share);
+        for (id, taker) in takers {
+            if self.book.queued() == 0 {
+                break;
+            }
+            let Taker::Now { current } = taker else {
+                continue;
+            };
+            if Some(id) == probe || (current && Some(id) == reserved) {
+                continue;
+            }
+            let credit = limit.saturating_sub(self.book.in_flight(id));
+            if credit == 0 {
+                continue;
+            }
+            let tasks = self.book.send(id, credit);
+            self.out.push(Command::Send { worker: id, tasks });
+        }
+    }
+
+    fn check_done(&mut self, now: Instant) {
+        let all_answered = !self.run.input_open() && self.book.is_empty();
+        let phase = self.run.phase();
+        if all_answered && matches!(phase, Phase::Running | Phase::Winding { .. }) {
+            self.run.finishing(now, self.config.grace);
+            let closed = self.fleet.close_all(now);
             self.out.extend(
-                close
+                closed
                     .into_iter()
                     .map(|worker| Command::CloseInput { worker }),
             );
         }
-        let nothing_alive = self.incarnations().next().is_none();
-        if nothing_alive && self.phase != Phase::Running && self.phase != Phase::Finished {
+        let phase = self.run.phase();
+        if self.fleet.is_empty() && !matches!(phase, Phase::Running | Phase::Finished) {
             self.finish();
         }
     }
@@ -430,72 +735,29 @@ impl Dispatcher {
     /// Ends the run. Records that `--keep-order` still holds (behind tasks
     /// that a drain dropped) are written, in order, so finished work is
     /// never thrown away; the dropped tasks are left for `--resume`.
-    pub(super) fn finish(&mut self) {
+    fn finish(&mut self) {
         self.reorder.drain_all(&mut self.records);
-        self.phase = Phase::Finished;
+        self.run.finished();
         self.out.push(Command::Finish);
     }
 
-    pub(super) fn emit(&mut self, record: Record) {
-        if record.is_ok() {
-            self.ok += 1;
-        } else {
-            self.failed += 1;
-        }
+    fn emit(&mut self, record: Record) {
+        self.run.recorded(record.is_ok());
         if self.config.keep_order {
             self.reorder.push(record, &mut self.records);
         } else {
             self.records.push(record);
         }
     }
+}
 
-    // ----- lookups ------------------------------------------------------
-
-    pub(super) fn place(&self, worker: WorkerId) -> Option<Place> {
-        let slot = self.slots.get(worker.index)?;
-        if slot.current.as_ref().is_some_and(|inc| inc.id == worker) {
-            return Some(Place::Current(worker.index));
-        }
-        self.retiring
-            .iter()
-            .position(|inc| inc.id == worker)
-            .map(Place::Retiring)
-    }
-
-    pub(super) fn get(&self, place: Place) -> Option<&Incarnation> {
-        match place {
-            Place::Current(index) => self.slots[index].current.as_ref(),
-            Place::Retiring(position) => self.retiring.get(position),
-        }
-    }
-
-    pub(super) fn at(&mut self, place: Place) -> &mut Incarnation {
-        match place {
-            Place::Current(index) => self.slots[index].current.as_mut().expect("placed"),
-            Place::Retiring(position) => &mut self.retiring[position],
-        }
-    }
-
-    pub(super) fn incarnation(&mut self, worker: WorkerId) -> Option<&mut Incarnation> {
-        let place = self.place(worker)?;
-        Some(self.at(place))
-    }
-
-    pub(super) fn incarnations(&self) -> impl Iterator<Item = &Incarnation> {
-        self.slots
-            .iter()
-            .filter_map(|s| s.current.as_ref())
-            .chain(self.retiring.iter())
-    }
-
-    pub(super) fn incarnations_mut(&mut self) -> impl Iterator<Item = &mut Incarnation> {
-        self.slots
-            .iter_mut()
-            .filter_map(|s| s.current.as_mut())
-            .chain(self.retiring.iter_mut())
-    }
-
-    pub(super) fn active_slots(&self) -> usize {
-        self.slots.iter().filter(|s| s.active).count()
-    }
+/// How a dead slot is restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restart {
+    /// After the slot's backoff.
+    Backoff,
+    /// At once: a probe's crash.
+    AtOnce,
+    /// Killed on request: at once, and not counted against the fleet.
+    Requested,
 }

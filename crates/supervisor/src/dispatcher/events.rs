@@ -1,7 +1,11 @@
 //! What the dispatcher hears (events) and what it asks for (commands).
 
+use std::time::Duration;
+
 use multiloop_protocol::{Heartbeat, Hello, Task, TaskResult, Usage};
 
+use super::status::{Progress, WorkerRow};
+use crate::control::{ControlAnswer, ControlRequest};
 use crate::record::{InputItem, Record};
 
 /// One incarnation of a worker slot: events from an older generation of
@@ -46,7 +50,50 @@ impl std::fmt::Display for ExitStatus {
     }
 }
 
-/// Operator requests: signals and control-socket commands.
+/// A process id that may not be known yet, for log lines: `pid 19547`,
+/// or `pid ?` before the spawn reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pid(pub Option<u32>);
+
+impl std::fmt::Display for Pid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(pid) => write!(f, "pid {pid}"),
+            None => f.write_str("pid ?"),
+        }
+    }
+}
+
+/// Why a worker's link (its result pipe) failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkFailure {
+    /// The first frame was not a valid handshake: the program is not a
+    /// worker of this protocol version.
+    Handshake(String),
+    /// A frame too long, undecodable, or out of place.
+    Violation(String),
+}
+
+impl std::fmt::Display for LinkFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkFailure::Handshake(error) => write!(f, "handshake failed: {error}"),
+            LinkFailure::Violation(error) => write!(f, "protocol violation: {error}"),
+        }
+    }
+}
+
+/// The engine's periodic timers (the dispatcher's own deadlines are
+/// [`Event::Wake`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    /// A few times a second: progress displays.
+    Progress,
+    /// About once a second: time to sample live workers from `/proc`.
+    Sample,
+}
+
+/// Operator requests, as signals and control-socket commands mean them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
     /// First SIGINT/SIGTERM: stop reading input, finish in-flight work.
@@ -77,9 +124,13 @@ pub struct Sample {
     pub rss_bytes: u64,
 }
 
-/// Everything that can change the dispatcher's state.
+/// Everything that can change the dispatcher's state. Every source the
+/// engine watches becomes one of these, and all of them go through
+/// `Dispatcher::handle`.
 #[derive(Debug)]
 pub enum Event {
+    /// The run begins: spawn the fleet.
+    Start,
     Input(Vec<InputItem>),
     InputEnded {
         lines: u64,
@@ -112,7 +163,7 @@ pub enum Event {
     /// The worker broke the protocol or its pipe failed.
     LinkFailed {
         worker: WorkerId,
-        error: String,
+        failure: LinkFailure,
     },
     Exited {
         worker: WorkerId,
@@ -120,12 +171,22 @@ pub enum Event {
     },
     /// A deadline from `Dispatcher::next_deadline` passed.
     Wake,
-    /// The engine was blocked this long (writing output) and read no
-    /// events meanwhile.
-    Paused(std::time::Duration),
+    Tick(Tick),
+    /// The engine was blocked this long writing output (back-pressure)
+    /// and read no events meanwhile.
+    OutputPaused(Duration),
+    /// The output's reader went away (`| head`): nothing more can be written.
+    OutputClosed,
     /// Fresh `/proc` readings of live workers.
     Sampled(Vec<(WorkerId, Sample)>),
-    Request(Request),
+    /// A signal the supervisor received (its number).
+    Signal(i32),
+    /// A control-socket request; the answer goes back as
+    /// [`Command::Reply`] with the same `call`.
+    Control {
+        call: u64,
+        request: ControlRequest,
+    },
 }
 
 /// What the dispatcher asks the engine to do.
@@ -133,6 +194,8 @@ pub enum Event {
 pub enum Command {
     Spawn {
         worker: WorkerId,
+        /// The fleet's size now, for the worker's label (`worker 3/5`).
+        workers: usize,
     },
     Send {
         worker: WorkerId,
@@ -150,7 +213,21 @@ pub enum Command {
     /// Stop reading input (drain).
     StopInput,
     /// Print the status table.
-    ShowStatus,
-    /// The run is over.
+    ShowStatus(Vec<WorkerRow>),
+    /// Show progress.
+    Progress(Progress),
+    /// Read these live workers from `/proc` and report [`Event::Sampled`].
+    Sample(Vec<(WorkerId, u32)>),
+    /// Fresh per-worker figures after a sampling round.
+    Sampled {
+        progress: Progress,
+        rows: Vec<WorkerRow>,
+    },
+    /// The answer to [`Event::Control`] `call`.
+    Reply {
+        call: u64,
+        answer: ControlAnswer,
+    },
+    /// The run is over: the engine stops its loop.
     Finish,
 }

@@ -1,51 +1,50 @@
-//! The worker slots and their incarnations, as the dispatcher tracks them.
+//! The fleet: worker slots, the processes (incarnations) that fill them,
+//! and everything about their lives — spawn, handshake, heartbeats, the
+//! hung-worker check, kills, graceful replacement, scaling, restart
+//! backoff and rolling restarts. Which tasks a worker holds is the task
+//! book's business, not the fleet's.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use multiloop_protocol::{Heartbeat, Usage};
+use tracing::{info, warn};
 
-use super::events::WorkerId;
-use crate::record::TaskEntry;
+use super::events::{Pid, Sample, WorkerId};
+use super::policy::Backoff;
+use super::status::{WorkerRow, WorkerState};
 
-/// Tasks by id. Ids are dense, unique counters, so they are their own hash:
-/// SipHash was a visible share of the dispatcher's time per task.
-pub type TaskMap = HashMap<u64, TaskEntry, BuildHasherDefault<IdHasher>>;
-
-/// A hasher for `u64` ids that are already well spread.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        // hashbrown takes its control bits from the top 7 bits: spread the
-        // low bits of a counter there too.
-        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0 << 8) | u64::from(byte);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
+/// Why a worker was recycled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecycleReason {
+    /// `--max-tasks-per-worker`.
+    Tasks,
+    /// `--max-worker-rss`.
+    Rss,
 }
 
 /// Why a worker was told to finish its tasks and exit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
     /// The run is over.
     Finished,
-    /// `--max-tasks-per-worker` or `--max-worker-rss`.
-    Recycled(String),
+    Recycled(RecycleReason),
     /// Rolling restart (SIGHUP or `ctl restart`).
     Restart,
     /// The fleet shrank (SIGTTOU or `ctl scale`).
     Retired,
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CloseReason::Finished => "the run is over",
+            CloseReason::Recycled(RecycleReason::Tasks) => "recycled: --max-tasks-per-worker",
+            CloseReason::Recycled(RecycleReason::Rss) => "recycled: --max-worker-rss",
+            CloseReason::Restart => "restarted",
+            CloseReason::Retired => "retired",
+        })
+    }
 }
 
 /// Why the supervisor killed a worker itself.
@@ -59,7 +58,8 @@ pub enum KillReason {
         waited: Duration,
     },
     Violation(String),
-    /// An operator asked (`ctl kill`): handled like a kill from outside.
+    /// An operator asked (`ctl kill`, `top`'s `k`): no evidence against
+    /// its tasks at all.
     Operator,
     /// Told to finish and exit, it was still busy after `--grace`: its
     /// tasks run again elsewhere.
@@ -95,97 +95,210 @@ impl std::fmt::Display for KillReason {
     }
 }
 
-/// Where an incarnation is in its life.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Life {
+/// The fleet's own settings.
+#[derive(Debug, Clone)]
+pub(super) struct FleetConfig {
+    pub worker_timeout: Duration,
+    pub grace: Duration,
+    pub backoff: Backoff,
+    pub max_tasks_per_worker: Option<u64>,
+    pub max_worker_rss: Option<u64>,
+}
+
+/// What a live worker last told us, and when. Heartbeats land here and
+/// the hung-worker check reads only this.
+#[derive(Debug, Clone)]
+struct Liveness {
+    last_heard: Instant,
+    heartbeat: Heartbeat,
+}
+
+impl Liveness {
+    fn new(now: Instant) -> Self {
+        Self {
+            last_heard: now,
+            heartbeat: Heartbeat::default(),
+        }
+    }
+}
+
+/// Where an incarnation is in its life; each state carries what it needs,
+/// so that "killed but still probing" or "closing without a deadline"
+/// cannot be written down.
+#[derive(Debug, Clone)]
+enum Life {
     /// Spawn requested; no handshake yet.
-    Starting,
-    Running,
+    Starting {
+        live: Liveness,
+    },
+    Running {
+        live: Liveness,
+    },
     /// Still working, while its replacement starts; then it is closed.
-    Replacing(CloseReason),
+    Replacing {
+        live: Liveness,
+        reason: CloseReason,
+    },
     /// Input closed: finishing what it has, then exiting.
     Closing {
+        live: Liveness,
         since: Instant,
         reason: CloseReason,
     },
+    /// Sent SIGKILL; its exit is awaited.
+    Killed {
+        reason: KillReason,
+        last: Heartbeat,
+    },
+}
+
+impl Life {
+    fn live(&self) -> Option<&Liveness> {
+        match self {
+            Life::Starting { live }
+            | Life::Running { live }
+            | Life::Replacing { live, .. }
+            | Life::Closing { live, .. } => Some(live),
+            Life::Killed { .. } => None,
+        }
+    }
+
+    fn live_mut(&mut self) -> Option<&mut Liveness> {
+        match self {
+            Life::Starting { live }
+            | Life::Running { live }
+            | Life::Replacing { live, .. }
+            | Life::Closing { live, .. } => Some(live),
+            Life::Killed { .. } => None,
+        }
+    }
+
+    fn heartbeat(&self) -> &Heartbeat {
+        match self {
+            Life::Killed { last, .. } => last,
+            other => &other.live().expect("alive").heartbeat,
+        }
+    }
+
+    /// Turns a live state into `Closing` (a no-op for closing or killed).
+    fn close(&mut self, now: Instant, reason: CloseReason) -> bool {
+        let live = match self {
+            Life::Starting { live } | Life::Running { live } | Life::Replacing { live, .. } => {
+                live.clone()
+            }
+            Life::Closing { .. } | Life::Killed { .. } => return false,
+        };
+        *self = Life::Closing {
+            live,
+            since: now,
+            reason,
+        };
+        true
+    }
 }
 
 /// One worker process, from spawn to exit.
 #[derive(Debug)]
-pub struct Incarnation {
-    pub id: WorkerId,
-    pub pid: Option<u32>,
-    pub life: Life,
-    pub in_flight: TaskMap,
-    /// Running a suspect group alone.
-    pub probe: bool,
-    pub started: Instant,
-    pub last_heard: Instant,
-    pub heartbeat: Heartbeat,
-    pub usage: Option<Usage>,
+struct Incarnation {
+    id: WorkerId,
+    pid: Option<u32>,
+    life: Life,
+    started: Instant,
+    usage: Option<Usage>,
     /// Tasks answered in this life.
-    pub completed: u64,
+    completed: u64,
     /// Recycle after this many tasks (`--max-tasks-per-worker`, jittered).
-    pub recycle_after: Option<u64>,
-    pub killed: Option<KillReason>,
+    recycle_after: Option<u64>,
     /// The last `/proc` sample.
-    pub sample: Option<super::events::Sample>,
+    sample: Option<Sample>,
 }
 
 impl Incarnation {
-    pub fn new(id: WorkerId, now: Instant, recycle_after: Option<u64>) -> Self {
+    fn new(id: WorkerId, now: Instant, recycle_after: Option<u64>) -> Self {
         Self {
             id,
             pid: None,
-            life: Life::Starting,
-            in_flight: TaskMap::default(),
-            probe: false,
+            life: Life::Starting {
+                live: Liveness::new(now),
+            },
             started: now,
-            last_heard: now,
-            heartbeat: Heartbeat::default(),
             usage: None,
             completed: 0,
             recycle_after,
-            killed: None,
             sample: None,
         }
     }
 
+    fn heard(&mut self, now: Instant) {
+        if let Some(live) = self.life.live_mut() {
+            live.last_heard = now;
+        }
+    }
+
     /// Can be sent new tasks.
-    pub fn accepts_tasks(&self) -> bool {
-        self.killed.is_none() && matches!(self.life, Life::Running | Life::Replacing(_))
+    fn accepts_tasks(&self) -> bool {
+        matches!(self.life, Life::Running { .. } | Life::Replacing { .. })
+    }
+
+    /// The hung-worker check: whether this incarnation must be killed now.
+    fn overdue(&self, now: Instant, config: &FleetConfig) -> Option<KillReason> {
+        let live = self.life.live()?;
+        if let Life::Closing { since, .. } = self.life {
+            if now.saturating_duration_since(since) >= config.grace {
+                return Some(KillReason::Overdue);
+            }
+        }
+        let silent = now.saturating_duration_since(live.last_heard);
+        if silent < config.worker_timeout {
+            return None;
+        }
+        Some(match self.life {
+            Life::Starting { .. } => KillReason::NoHandshake { waited: silent },
+            _ => KillReason::Hung {
+                silent,
+                lag: Duration::from_micros(live.heartbeat.lag_us),
+            },
+        })
+    }
+
+    /// When [`Self::overdue`] may next say yes.
+    fn deadline(&self, config: &FleetConfig) -> Option<Instant> {
+        let live = self.life.live()?;
+        let silent = live.last_heard + config.worker_timeout;
+        Some(match self.life {
+            Life::Closing { since, .. } => silent.min(since + config.grace),
+            _ => silent,
+        })
     }
 
     /// CPU time so far: the final rusage when there is one, else the last
     /// heartbeat's.
-    pub fn cpu_us(&self) -> u64 {
+    fn cpu_us(&self) -> u64 {
         match self.usage {
             Some(usage) => usage.user_us + usage.system_us,
-            None => self.heartbeat.cpu_us,
+            None => self.life.heartbeat().cpu_us,
         }
     }
 
-    pub fn peak_rss(&self) -> u64 {
+    fn peak_rss(&self) -> u64 {
         let from_usage = self.usage.map_or(0, |u| u.max_rss_bytes);
-        from_usage.max(self.heartbeat.rss_bytes)
+        from_usage.max(self.life.heartbeat().rss_bytes)
     }
 
-    pub fn state_name(&self) -> &'static str {
-        if self.killed.is_some() {
-            return "killing";
-        }
+    fn state(&self, probing: bool) -> WorkerState {
         match self.life {
-            Life::Starting => "starting",
-            Life::Running if self.probe => "probing",
-            Life::Running => "running",
-            Life::Replacing(_) | Life::Closing { .. } => "draining",
+            Life::Killed { .. } => WorkerState::Killing,
+            Life::Starting { .. } => WorkerState::Starting,
+            Life::Running { .. } if probing => WorkerState::Probing,
+            Life::Running { .. } => WorkerState::Running,
+            Life::Replacing { .. } | Life::Closing { .. } => WorkerState::Draining,
         }
     }
 }
 
 /// Totals of a slot over all its incarnations.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SlotTotals {
+pub(super) struct SlotTotals {
     pub done: u64,
     pub failed: u64,
     pub restarts: u64,
@@ -197,22 +310,23 @@ pub struct SlotTotals {
 
 /// A place in the fleet: worker `index`, whichever process fills it now.
 #[derive(Debug)]
-pub struct Slot {
-    pub index: usize,
-    pub generation: u64,
-    pub current: Option<Incarnation>,
+struct Slot {
+    index: usize,
+    generation: u64,
+    current: Option<Incarnation>,
     /// When a replacement is due after a death.
-    pub restart_at: Option<Instant>,
-    /// Deaths in a row without completing a task, for the backoff.
-    pub failures: u32,
+    restart_at: Option<Instant>,
+    /// Deaths in a row without the current incarnation completing a task,
+    /// for the backoff.
+    failures: u32,
     /// False once the fleet shrank below this slot.
-    pub active: bool,
-    pub totals: SlotTotals,
-    pub last_pid: Option<u32>,
+    active: bool,
+    totals: SlotTotals,
+    last_pid: Option<u32>,
 }
 
 impl Slot {
-    pub fn new(index: usize) -> Self {
+    fn new(index: usize) -> Self {
         Self {
             index,
             generation: 0,
@@ -224,13 +338,618 @@ impl Slot {
             last_pid: None,
         }
     }
+}
 
-    /// A new id for the next incarnation of this slot.
-    pub fn next_id(&mut self) -> WorkerId {
-        self.generation += 1;
-        WorkerId {
-            index: self.index,
-            generation: self.generation,
+/// What the fleet knows about a worker that just exited.
+#[derive(Debug)]
+pub(super) struct Ended {
+    pub pid: Pid,
+    /// It was its slot's current incarnation (not one being replaced).
+    pub was_current: bool,
+    /// Told to finish (why), it exited without being killed.
+    pub closing: Option<CloseReason>,
+    /// It never completed its handshake.
+    pub starting: bool,
+    pub killed: Option<KillReason>,
+    /// A rolling restart's replacement that never came up.
+    pub failed_rolling: bool,
+}
+
+/// How a worker can take tasks right now, for dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Taker {
+    /// Starting: counts for fair shares, takes nothing yet.
+    Soon,
+    /// Takes tasks; `current` says whether it is its slot's current one.
+    Now { current: bool },
+}
+
+/// All worker slots and their incarnations.
+#[derive(Debug)]
+pub(super) struct Fleet {
+    config: FleetConfig,
+    slots: Vec<Slot>,
+    /// Incarnations whose slot has a newer one: recycled, restarted, retired.
+    retiring: Vec<Incarnation>,
+    /// Slots still to be restarted by a rolling restart, in order.
+    rolling: VecDeque<usize>,
+    next_fill: usize,
+    /// Some worker has completed its handshake in this run.
+    any_hello: bool,
+}
+
+impl Fleet {
+    pub fn new(workers: usize, config: FleetConfig) -> Self {
+        Self {
+            config,
+            slots: (0..workers.max(1)).map(Slot::new).collect(),
+            retiring: Vec::new(),
+            rolling: VecDeque::new(),
+            next_fill: 0,
+            any_hello: false,
         }
     }
+
+    // ----- lookups ------------------------------------------------------
+
+    fn get(&self, id: WorkerId) -> Option<&Incarnation> {
+        let slot = self.slots.get(id.index)?;
+        match &slot.current {
+            Some(inc) if inc.id == id => Some(inc),
+            _ => self.retiring.iter().find(|inc| inc.id == id),
+        }
+    }
+
+    fn get_mut(&mut self, id: WorkerId) -> Option<&mut Incarnation> {
+        let slot = self.slots.get_mut(id.index)?;
+        match &mut slot.current {
+            Some(inc) if inc.id == id => Some(inc),
+            _ => self.retiring.iter_mut().find(|inc| inc.id == id),
+        }
+    }
+
+    fn incarnations(&self) -> impl Iterator<Item = &Incarnation> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.current.as_ref())
+            .chain(self.retiring.iter())
+    }
+
+    fn incarnations_mut(&mut self) -> impl Iterator<Item = &mut Incarnation> {
+        self.slots
+            .iter_mut()
+            .filter_map(|s| s.current.as_mut())
+            .chain(self.retiring.iter_mut())
+    }
+
+    pub fn knows(&self, id: WorkerId) -> bool {
+        self.get(id).is_some()
+    }
+
+    pub fn pid(&self, id: WorkerId) -> Pid {
+        Pid(self.get(id).and_then(|inc| inc.pid))
+    }
+
+    /// Slots, including retired ones.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Slots the fleet wants filled: its size.
+    pub fn active(&self) -> usize {
+        self.slots.iter().filter(|s| s.active).count()
+    }
+
+    pub fn is_active(&self, index: usize) -> bool {
+        self.slots.get(index).is_some_and(|s| s.active)
+    }
+
+    pub fn current(&self, index: usize) -> Option<WorkerId> {
+        self.slots.get(index)?.current.as_ref().map(|inc| inc.id)
+    }
+
+    pub fn is_current(&self, id: WorkerId) -> bool {
+        self.current(id.index) == Some(id)
+    }
+
+    pub fn any_hello(&self) -> bool {
+        self.any_hello
+    }
+
+    /// No worker process is left.
+    pub fn is_empty(&self) -> bool {
+        self.incarnations().next().is_none()
+    }
+
+    pub fn all_ids(&self) -> Vec<WorkerId> {
+        self.incarnations().map(|inc| inc.id).collect()
+    }
+
+    /// Worker ids and pids of the live processes, for sampling.
+    pub fn live_workers(&self) -> Vec<(WorkerId, u32)> {
+        self.incarnations()
+            .filter_map(|inc| inc.pid.map(|pid| (inc.id, pid)))
+            .collect()
+    }
+
+    pub fn alive(&self) -> u64 {
+        self.incarnations().filter(|inc| inc.pid.is_some()).count() as u64
+    }
+
+    pub fn totals(&mut self, index: usize) -> &mut SlotTotals {
+        &mut self.slots[index].totals
+    }
+
+    /// Whether any slot ever completed a task.
+    pub fn any_done(&self) -> bool {
+        self.slots.iter().any(|s| s.totals.done > 0)
+    }
+
+    // ----- lives --------------------------------------------------------
+
+    /// Starts a new incarnation in slot `index`.
+    pub fn spawn(&mut self, index: usize, now: Instant) -> WorkerId {
+        let slot = &mut self.slots[index];
+        slot.generation += 1;
+        let id = WorkerId {
+            index,
+            generation: slot.generation,
+        };
+        let recycle_after = self
+            .config
+            .max_tasks_per_worker
+            .map(|n| jitter(n, index, slot.generation));
+        slot.restart_at = None;
+        slot.current = Some(Incarnation::new(id, now, recycle_after));
+        id
+    }
+
+    pub fn spawned(&mut self, id: WorkerId, pid: u32, now: Instant) {
+        if let Some(inc) = self.get_mut(id) {
+            inc.pid = Some(pid);
+            inc.heard(now);
+        }
+        if let Some(slot) = self.slots.get_mut(id.index) {
+            slot.last_pid = Some(pid);
+        }
+    }
+
+    /// The spawn of `id` failed; true if it was ours.
+    pub fn spawn_failed(&mut self, id: WorkerId) -> bool {
+        if !self.is_current(id) {
+            return false;
+        }
+        self.slots[id.index].current = None;
+        true
+    }
+
+    /// A handshake: the worker is up. Returns the incarnations it replaces
+    /// (now told to close), or None for an unknown worker.
+    pub fn hello(&mut self, id: WorkerId, now: Instant) -> Option<Vec<WorkerId>> {
+        let inc = self.get_mut(id)?;
+        inc.heard(now);
+        if let Life::Starting { live } = &inc.life {
+            inc.life = Life::Running { live: live.clone() };
+        }
+        tracing::debug!("worker {} ({}) is up", id.index, Pid(inc.pid));
+        self.any_hello = true;
+        // The replacement is up: the incarnation it replaces may go now.
+        let mut closed = Vec::new();
+        for old in self
+            .retiring
+            .iter_mut()
+            .filter(|old| old.id.index == id.index)
+        {
+            if let Life::Replacing { reason, .. } = old.life {
+                old.life.close(now, reason);
+                closed.push(old.id);
+            }
+        }
+        Some(closed)
+    }
+
+    /// A heartbeat. Returns whether the worker is now over
+    /// `--max-worker-rss` as its slot's running incarnation.
+    pub fn heartbeat(&mut self, id: WorkerId, heartbeat: Heartbeat, now: Instant) -> bool {
+        let max_rss = self.config.max_worker_rss;
+        let current = self.is_current(id);
+        let Some(inc) = self.get_mut(id) else {
+            return false;
+        };
+        let running = matches!(inc.life, Life::Running { .. });
+        if let Some(live) = inc.life.live_mut() {
+            live.last_heard = now;
+            live.heartbeat = heartbeat;
+        }
+        let totals = &mut self.slots[id.index].totals;
+        totals.peak_rss = totals.peak_rss.max(heartbeat.rss_bytes);
+        totals.max_lag_us = totals.max_lag_us.max(heartbeat.max_lag_us);
+        match max_rss {
+            Some(limit) if running && current && heartbeat.rss_bytes > limit => {
+                info!(
+                    "worker {} uses {} MiB, over --max-worker-rss ({} MiB): recycling it",
+                    id.index,
+                    heartbeat.rss_bytes >> 20,
+                    limit >> 20
+                );
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `answered` results came in. Returns whether the worker is due for
+    /// recycling by task count, or None for an unknown worker.
+    pub fn answered(&mut self, id: WorkerId, answered: u64, now: Instant) -> Option<bool> {
+        let current = self.is_current(id);
+        let inc = self.get_mut(id)?;
+        inc.heard(now);
+        inc.completed += answered;
+        let due = current
+            && matches!(inc.life, Life::Running { .. })
+            && inc.recycle_after.is_some_and(|n| inc.completed >= n);
+        if due {
+            info!(
+                "worker {} answered {} tasks: recycling it",
+                id.index, inc.completed
+            );
+        }
+        // Only the slot's current incarnation resets its backoff: an old
+        // one still finishing tasks says nothing about whether the new
+        // one can come up.
+        if current && answered > 0 {
+            self.slots[id.index].failures = 0;
+        }
+        Some(due)
+    }
+
+    pub fn bye(&mut self, id: WorkerId, usage: Usage, now: Instant) {
+        if let Some(inc) = self.get_mut(id) {
+            inc.usage = Some(usage);
+            inc.heard(now);
+        }
+    }
+
+    pub fn sampled(&mut self, samples: &[(WorkerId, Sample)]) {
+        for &(id, sample) in samples {
+            if let Some(inc) = self.get_mut(id) {
+                inc.sample = Some(sample);
+            }
+            if let Some(slot) = self.slots.get_mut(id.index) {
+                slot.totals.peak_rss = slot.totals.peak_rss.max(sample.rss_bytes);
+            }
+        }
+    }
+
+    /// The engine itself was blocked (a stalled output): nobody could have
+    /// read a heartbeat, so nobody is late for that.
+    pub fn paused(&mut self, pause: Duration) {
+        for inc in self.incarnations_mut() {
+            if let Some(live) = inc.life.live_mut() {
+                live.last_heard += pause;
+            }
+        }
+    }
+
+    /// Marks `id` killed; true when a SIGKILL must be sent. A shutdown
+    /// kill overrides an earlier reason (the exit is then not a crash).
+    pub fn kill(&mut self, id: WorkerId, reason: KillReason) -> bool {
+        let Some(inc) = self.get_mut(id) else {
+            return false;
+        };
+        if matches!(inc.life, Life::Killed { .. }) && reason != KillReason::Shutdown {
+            return false;
+        }
+        let last = *inc.life.heartbeat();
+        inc.life = Life::Killed { reason, last };
+        true
+    }
+
+    /// The process of `id` exited: it leaves the fleet.
+    pub fn exited(&mut self, id: WorkerId) -> Option<Ended> {
+        let was_current = self.is_current(id);
+        let inc = if was_current {
+            self.slots[id.index].current.take()?
+        } else {
+            let position = self.retiring.iter().position(|inc| inc.id == id)?;
+            self.retiring.swap_remove(position)
+        };
+        let totals = &mut self.slots[id.index].totals;
+        totals.past_cpu_us += inc.cpu_us();
+        totals.peak_rss = totals.peak_rss.max(inc.peak_rss());
+        let starting = matches!(inc.life, Life::Starting { .. });
+        let failed_rolling = starting
+            && was_current
+            && self.rolling.front() == Some(&id.index)
+            && self.retiring.iter().any(|old| old.id.index == id.index);
+        let (closing, killed) = match inc.life {
+            Life::Closing { reason, .. } => (Some(reason), None),
+            Life::Killed { reason, .. } => (None, Some(reason)),
+            _ => (None, None),
+        };
+        Some(Ended {
+            pid: Pid(inc.pid),
+            was_current,
+            closing,
+            starting,
+            killed,
+            failed_rolling,
+        })
+    }
+
+    /// Schedules the replacement of slot `index` after a death. A probe's
+    /// crash restarts at once, so that blame is settled quickly; an
+    /// operator's kill is no failure of the slot.
+    pub fn schedule_restart(&mut self, index: usize, at_once: bool, counts: bool, now: Instant) {
+        let slot = &mut self.slots[index];
+        if !slot.active {
+            return;
+        }
+        if counts {
+            slot.failures += 1;
+        }
+        let delay = if at_once {
+            self.config.backoff.min
+        } else {
+            self.config.backoff.delay(slot.failures.max(1))
+        };
+        slot.restart_at = Some(now + delay);
+        slot.totals.restarts += 1;
+    }
+
+    pub fn cancel_restarts(&mut self) {
+        for slot in &mut self.slots {
+            slot.restart_at = None;
+        }
+    }
+
+    /// Spawns the replacements whose backoff ran out.
+    pub fn due_restarts(&mut self, now: Instant, accepting: bool) -> Vec<WorkerId> {
+        let mut spawned = Vec::new();
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            if slot.restart_at.is_some_and(|at| at <= now) && slot.current.is_none() {
+                if accepting && slot.active {
+                    spawned.push(self.spawn(index, now));
+                } else {
+                    self.slots[index].restart_at = None;
+                }
+            }
+        }
+        spawned
+    }
+
+    /// Workers to kill now: silent past `--worker-timeout`, or closing
+    /// past `--grace`.
+    pub fn overdue(&self, now: Instant) -> Vec<(WorkerId, KillReason)> {
+        let mut kills = Vec::new();
+        for inc in self.incarnations() {
+            if let Some(reason) = inc.overdue(now, &self.config) {
+                if reason != KillReason::Overdue {
+                    warn!("worker {} ({}): {reason}", inc.id.index, Pid(inc.pid));
+                }
+                kills.push((inc.id, reason));
+            }
+        }
+        kills
+    }
+
+    /// The earliest restart, silence or grace deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let restarts = self.slots.iter().filter_map(|s| s.restart_at);
+        let lives = self
+            .incarnations()
+            .filter_map(|inc| inc.deadline(&self.config));
+        restarts.chain(lives).min()
+    }
+
+    /// Replaces a slot's worker gracefully: the replacement starts first;
+    /// the old one keeps working until the new one is up, then drains.
+    /// Returns the replacement.
+    pub fn replace(&mut self, index: usize, reason: CloseReason, now: Instant) -> Option<WorkerId> {
+        let slot = self.slots.get_mut(index)?;
+        if !slot.active {
+            return None;
+        }
+        match slot.current.take() {
+            Some(mut old) => {
+                match &old.life {
+                    Life::Starting { live } | Life::Running { live } => {
+                        old.life = Life::Replacing {
+                            live: live.clone(),
+                            reason,
+                        };
+                    }
+                    // Already on its way out: a new one simply takes over.
+                    Life::Replacing { .. } | Life::Closing { .. } | Life::Killed { .. } => {}
+                }
+                self.retiring.push(old);
+            }
+            None if slot.restart_at.is_some() => return None, // A restart is already due.
+            None => {}
+        }
+        Some(self.spawn(index, now))
+    }
+
+    /// Grows or shrinks the fleet to `target` workers (at least one).
+    /// Returns (spawned, told to close).
+    pub fn scale(&mut self, target: usize, now: Instant) -> (Vec<WorkerId>, Vec<WorkerId>) {
+        let target = target.max(1);
+        let (mut spawned, mut closed) = (Vec::new(), Vec::new());
+        while self.active() < target {
+            let index = match self.slots.iter().position(|s| !s.active) {
+                Some(index) => index,
+                None => {
+                    self.slots.push(Slot::new(self.slots.len()));
+                    self.slots.len() - 1
+                }
+            };
+            self.slots[index].active = true;
+            info!("adding worker {index}");
+            spawned.push(self.spawn(index, now));
+        }
+        while self.active() > target {
+            let index = self
+                .slots
+                .iter()
+                .rposition(|s| s.active)
+                .expect("an active slot");
+            info!("retiring worker {index}");
+            self.rolling.retain(|&i| i != index);
+            let slot = &mut self.slots[index];
+            slot.active = false;
+            slot.restart_at = None;
+            if let Some(mut inc) = slot.current.take() {
+                if inc.life.close(now, CloseReason::Retired) {
+                    closed.push(inc.id);
+                }
+                self.retiring.push(inc);
+            }
+        }
+        (spawned, closed)
+    }
+
+    /// Tells every live worker to finish and exit; returns them.
+    pub fn close_all(&mut self, now: Instant) -> Vec<WorkerId> {
+        self.cancel_restarts();
+        self.rolling.clear();
+        let mut closed = Vec::new();
+        for inc in self.incarnations_mut() {
+            if inc.life.close(now, CloseReason::Finished) {
+                closed.push(inc.id);
+            }
+        }
+        closed
+    }
+
+    // ----- rolling restart ----------------------------------------------
+
+    /// Starts a rolling restart of every active slot; returns the first
+    /// slot to replace, or None if one is under way or nothing to do.
+    pub fn start_rolling(&mut self) -> Option<usize> {
+        if !self.rolling.is_empty() {
+            return None;
+        }
+        self.rolling = (0..self.slots.len())
+            .filter(|&i| self.slots[i].active)
+            .collect();
+        info!("rolling restart of {} workers", self.rolling.len());
+        self.rolling.front().copied()
+    }
+
+    /// Slot `index` came up again: the next slot to replace, if any.
+    pub fn rolled(&mut self, index: usize) -> Option<usize> {
+        if self.rolling.front() != Some(&index) {
+            return None;
+        }
+        self.rolling.pop_front();
+        self.rolling.front().copied()
+    }
+
+    pub fn stop_rolling(&mut self) {
+        self.rolling.clear();
+    }
+
+    // ----- dispatch -----------------------------------------------------
+
+    /// Workers in the order they are offered tasks: current ones from a
+    /// rotating start, then the retiring ones still accepting.
+    pub fn takers(&mut self) -> Vec<(WorkerId, Taker)> {
+        let count = self.slots.len();
+        let mut takers = Vec::with_capacity(count + self.retiring.len());
+        for step in 0..count {
+            let index = (self.next_fill + step) % count;
+            if let Some(inc) = &self.slots[index].current {
+                if matches!(inc.life, Life::Starting { .. }) {
+                    takers.push((inc.id, Taker::Soon));
+                } else if inc.accepts_tasks() {
+                    takers.push((inc.id, Taker::Now { current: true }));
+                }
+            }
+        }
+        for inc in &self.retiring {
+            if inc.accepts_tasks() {
+                takers.push((inc.id, Taker::Now { current: false }));
+            }
+        }
+        self.next_fill = (self.next_fill + 1) % count.max(1);
+        takers
+    }
+
+    /// The running current worker with the fewest tasks: the next probe.
+    pub fn probe_candidate(&self, in_flight: impl Fn(WorkerId) -> usize) -> Option<WorkerId> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.current.as_ref())
+            .filter(|inc| matches!(inc.life, Life::Running { .. }))
+            .min_by_key(|inc| in_flight(inc.id))
+            .map(|inc| inc.id)
+    }
+
+    // ----- views --------------------------------------------------------
+
+    /// One row per worker slot, for status tables and the summary.
+    pub fn rows(
+        &self,
+        now: Instant,
+        in_flight: impl Fn(WorkerId) -> usize,
+        probe: Option<WorkerId>,
+    ) -> Vec<WorkerRow> {
+        self.slots
+            .iter()
+            .map(|slot| {
+                let current = slot.current.as_ref();
+                let retiring_cpu: u64 = self
+                    .retiring
+                    .iter()
+                    .filter(|inc| inc.id.index == slot.index)
+                    .map(Incarnation::cpu_us)
+                    .sum();
+                WorkerRow {
+                    index: slot.index,
+                    pid: current.and_then(|c| c.pid).or(slot.last_pid),
+                    state: match current {
+                        Some(inc) => inc.state(probe == Some(inc.id)),
+                        None if slot.restart_at.is_some() => WorkerState::Restarting,
+                        None if !slot.active => WorkerState::Retired,
+                        None => WorkerState::Exited,
+                    },
+                    in_flight: current.map_or(0, |c| in_flight(c.id)),
+                    done: slot.totals.done,
+                    failed: slot.totals.failed,
+                    restarts: slot.totals.restarts,
+                    cpu_percent: current
+                        .and_then(|c| c.sample)
+                        .map_or(0.0, |s| s.cpu_percent),
+                    cpu_us: slot.totals.past_cpu_us
+                        + retiring_cpu
+                        + current.map_or(0, Incarnation::cpu_us),
+                    rss_bytes: current.map_or(0, |c| {
+                        c.sample
+                            .map_or(c.life.heartbeat().rss_bytes, |s| s.rss_bytes)
+                    }),
+                    peak_rss_bytes: slot
+                        .totals
+                        .peak_rss
+                        .max(current.map_or(0, Incarnation::peak_rss)),
+                    lag_us: current.map_or(0, |c| c.life.heartbeat().lag_us),
+                    max_lag_us: slot.totals.max_lag_us,
+                    uptime: current.map(|c| now.saturating_duration_since(c.started)),
+                }
+            })
+            .collect()
+    }
+}
+
+/// `n` give or take 10 %, different per slot and incarnation, so workers
+/// do not all recycle at the same moment.
+fn jitter(n: u64, index: usize, generation: u64) -> u64 {
+    let spread = n / 10;
+    if spread == 0 {
+        return n.max(1);
+    }
+    let mut x = (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ generation.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 31;
+    (n - spread + x % (2 * spread + 1)).max(1)
 }

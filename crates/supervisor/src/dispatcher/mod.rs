@@ -1,21 +1,20 @@
-//! The dispatcher: the one owner of worker and task state.
+//! The dispatcher: the one owner of worker and task state. Inside, three
+//! owners keep their own invariants — the fleet (workers), the task book
+//! (tasks) and the run state (phase, counters, signals) — and the
+//! dispatcher coordinates them, one event at a time.
 
 mod blame;
+mod book;
 mod core;
-mod dispatch;
 mod events;
 mod fleet;
-mod lifecycle;
 mod policy;
-mod reports;
-mod requests;
+mod run;
 mod status;
 #[cfg(test)]
 mod tests;
 
 pub use self::core::{DispatchConfig, Dispatcher};
-pub use blame::{Blame, Evidence, Verdict};
-pub use events::{Command, Event, ExitStatus, Request, Sample, WorkerId};
-pub use fleet::KillReason;
-pub use policy::{Backoff, RestartIntensity};
-pub use status::{Progress, RunOutcome, RunReport, WorkerRow};
+pub use events::{Command, Event, ExitStatus, LinkFailure, Sample, Tick, WorkerId};
+pub use policy::Backoff;
+pub use status::{Progress, RunOutcome, RunReport, WorkerRow, WorkerState};

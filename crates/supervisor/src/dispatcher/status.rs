@@ -4,14 +4,54 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// What a worker slot is doing, as shown in status tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// Spawned; no handshake yet.
+    Starting,
+    Running,
+    /// Running a suspect group alone (blame).
+    Probing,
+    /// Finishing its tasks before it exits (recycled, restarted, retired).
+    Draining,
+    /// Killed; its exit is awaited.
+    Killing,
+    /// Dead; its replacement is due after the backoff.
+    Restarting,
+    /// The fleet shrank below this slot.
+    Retired,
+    Exited,
+}
+
+impl WorkerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Running => "running",
+            WorkerState::Probing => "probing",
+            WorkerState::Draining => "draining",
+            WorkerState::Killing => "killing",
+            WorkerState::Restarting => "restarting",
+            WorkerState::Retired => "retired",
+            WorkerState::Exited => "exited",
+        }
+    }
+}
+
+impl std::fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, not `write_str`, so that table widths apply.
+        f.pad(self.as_str())
+    }
+}
+
 /// One worker slot, as shown in status tables and the summary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerRow {
     pub index: usize,
     pub pid: Option<u32>,
-    /// starting, running, probing, draining, killing, restarting,
-    /// retired or exited.
-    pub state: String,
+    pub state: WorkerState,
     pub in_flight: usize,
     pub done: u64,
     pub failed: u64,
@@ -28,7 +68,7 @@ pub struct WorkerRow {
 }
 
 /// Run-wide counters, for progress displays and status requests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
     /// Records written (ok + failed).
     pub done: u64,

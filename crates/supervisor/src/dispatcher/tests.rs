@@ -7,6 +7,7 @@ use bytes::Bytes;
 use multiloop_protocol::{Hello, Outcome, TaskResult};
 
 use super::*;
+use crate::control::{ControlAnswer, ControlRequest};
 use crate::record::{InputItem, Record, TaskEntry};
 
 fn config(workers: usize, window: usize) -> DispatchConfig {
@@ -59,10 +60,10 @@ impl Harness {
         let now = Instant::now();
         let mut dispatcher = Dispatcher::new(config, now);
         let ids = dispatcher
-            .start(now)
+            .handle(Event::Start, now)
             .into_iter()
             .map(|command| match command {
-                Command::Spawn { worker } => worker,
+                Command::Spawn { worker, .. } => worker,
                 other => panic!("expected spawns, got {other:?}"),
             })
             .collect();
@@ -113,6 +114,14 @@ impl Harness {
     }
 }
 
+/// `ctl scale N`.
+fn scale(workers: usize) -> Event {
+    Event::Control {
+        call: 0,
+        request: ControlRequest::Scale { workers },
+    }
+}
+
 /// Task ids sent to each worker by these commands.
 fn sent(commands: &[Command]) -> Vec<(WorkerId, Vec<u64>)> {
     commands
@@ -143,18 +152,26 @@ fn results_earn_credit_and_every_task_is_emitted_once() {
     let mut h = Harness::new(config(2, 4));
     let mut outstanding: Vec<(WorkerId, Vec<u64>)> = sent(&h.handle(Event::Input(tasks(0..30))));
     h.handle(Event::InputEnded { lines: 30 });
+    let mut last = Vec::new();
     while let Some((worker, ids)) = outstanding.pop() {
-        outstanding.extend(sent(&h.answer(worker, &ids)));
+        last = h.answer(worker, &ids);
+        outstanding.extend(sent(&last));
     }
     let mut ids: Vec<u64> = h.emitted.iter().map(|r| r.id).collect();
     ids.sort_unstable();
     assert_eq!(ids, (0..30).collect::<Vec<_>>());
-    // Done: every worker is told to finish.
+    // Done: every worker is told to finish, with the last results.
+    let mut closed: Vec<WorkerId> = last
+        .iter()
+        .filter_map(|c| match c {
+            Command::CloseInput { worker } => Some(*worker),
+            _ => None,
+        })
+        .collect();
+    closed.sort_by_key(|w| w.index);
+    assert_eq!(closed, h.ids, "close commands come with the last results");
     let closes = h.handle(Event::Wake);
-    assert!(
-        closes.is_empty(),
-        "close commands were sent with the last results"
-    );
+    assert!(closes.is_empty(), "and only once: {closes:?}");
 }
 
 #[test]
@@ -172,7 +189,7 @@ fn a_crash_requeues_in_flight_tasks_and_schedules_a_restart() {
     h.now += Duration::from_secs(1);
     let spawn = h.handle(Event::Wake);
     let replacement = match spawn.as_slice() {
-        [Command::Spawn { worker }] => *worker,
+        [Command::Spawn { worker, .. }] => *worker,
         other => panic!("expected one spawn, got {other:?}"),
     };
     assert_eq!(replacement.index, 0);
@@ -216,9 +233,7 @@ fn keep_order_holds_records_until_the_gap_fills() {
 fn drain_stops_input_lets_in_flight_finish_and_reports_the_signal() {
     let mut h = Harness::new(config(1, 2));
     let worker = sent(&h.handle(Event::Input(tasks(0..10))))[0].0;
-    let commands = h.handle(Event::Request(Request::Drain {
-        signal: libc::SIGTERM,
-    }));
+    let commands = h.handle(Event::Signal(libc::SIGTERM));
     assert!(commands.iter().any(|c| matches!(c, Command::StopInput)));
     assert!(!h.dispatcher.wants_input());
     let commands = h.answer(worker, &[0, 1]);
@@ -239,6 +254,11 @@ fn drain_stops_input_lets_in_flight_finish_and_reports_the_signal() {
 
 #[test]
 fn deaths_without_progress_give_up() {
+    // Replacements that die at start, before they can take a task (a
+    // worker binary broken mid-run): no task completes, no verdict is
+    // reached, so the fleet cannot make progress. (Workers that die with
+    // tasks in flight make progress instead: their tasks are bisected and
+    // the culprits failed; see `poison_tasks_alone_are_failed_without_giving_up`.)
     let mut h = Harness::new(config(1, 2));
     h.handle(Event::Input(tasks(0..4)));
     let mut worker = h.ids[0];
@@ -249,9 +269,9 @@ fn deaths_without_progress_give_up() {
         });
         h.now += Duration::from_secs(10);
         match h.handle(Event::Wake).as_slice() {
-            [Command::Spawn { worker: next }] => {
+            [Command::Spawn { worker: next, .. }] => {
                 worker = *next;
-                h.up(worker);
+                h.handle(Event::Spawned { worker, pid: 1 });
             }
             _ => break,
         }
@@ -266,8 +286,8 @@ fn deaths_without_progress_give_up() {
 fn a_worker_without_the_kind_is_a_fatal_error() {
     let now = Instant::now();
     let mut dispatcher = Dispatcher::new(config(1, 2), now);
-    let worker = match dispatcher.start(now).as_slice() {
-        [Command::Spawn { worker }] => *worker,
+    let worker = match dispatcher.handle(Event::Start, now).as_slice() {
+        [Command::Spawn { worker, .. }] => *worker,
         other => panic!("{other:?}"),
     };
     dispatcher.handle(
@@ -292,7 +312,7 @@ fn a_retired_worker_still_busy_after_grace_is_killed_and_its_tasks_run_again() {
         .find(|(w, _)| w.index == 1)
         .cloned()
         .expect("worker 1 got tasks");
-    h.handle(Event::Request(Request::Scale(1)));
+    h.handle(scale(1));
     h.now += Duration::from_secs(6);
     let kills = h.handle(Event::Wake);
     assert!(
@@ -312,7 +332,7 @@ fn a_paused_engine_does_not_make_workers_hung() {
     let mut h = Harness::new(config(1, 4));
     h.handle(Event::Input(tasks(0..2)));
     h.now += Duration::from_secs(20);
-    let commands = h.handle(Event::Paused(Duration::from_secs(20)));
+    let commands = h.handle(Event::OutputPaused(Duration::from_secs(20)));
     assert!(
         !commands.iter().any(|c| matches!(c, Command::Signal { .. })),
         "{commands:?}"
@@ -334,12 +354,8 @@ fn keep_order_writes_held_records_when_a_drain_ends_the_run() {
     let worker = sent(&h.handle(Event::Input(tasks(0..3))))[0].0;
     h.answer(worker, &[1, 2]);
     assert!(h.emitted.is_empty(), "held behind task 0");
-    h.handle(Event::Request(Request::Drain {
-        signal: libc::SIGINT,
-    }));
-    h.handle(Event::Request(Request::StopNow {
-        signal: libc::SIGINT,
-    }));
+    h.handle(Event::Signal(libc::SIGINT));
+    h.handle(Event::Signal(libc::SIGINT));
     h.handle(Event::Exited {
         worker,
         status: ExitStatus::Signal(libc::SIGKILL),
@@ -349,4 +365,220 @@ fn keep_order_writes_held_records_when_a_drain_ends_the_run() {
         h.emitted.iter().map(|r| r.id).collect::<Vec<_>>(),
         vec![1, 2]
     );
+}
+
+/// The worker ids of the spawns among `commands`, with the fleet size each
+/// was labelled with.
+fn spawns(commands: &[Command]) -> Vec<(WorkerId, usize)> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Spawn { worker, workers } => Some((*worker, *workers)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn crash(h: &mut Harness, worker: WorkerId, status: ExitStatus) -> Vec<Command> {
+    h.handle(Event::Exited { worker, status })
+}
+
+/// Moves time past the restart backoff and brings the replacement up.
+fn restart(h: &mut Harness, index: usize) -> (WorkerId, Vec<Command>) {
+    h.now += Duration::from_secs(2);
+    let spawned = spawns(&h.handle(Event::Wake));
+    let worker = spawned
+        .iter()
+        .find(|(w, _)| w.index == index)
+        .map(|(w, _)| *w)
+        .unwrap_or_else(|| panic!("no restart of worker {index}: {spawned:?}"));
+    let commands = h.up(worker);
+    (worker, commands)
+}
+
+#[test]
+fn workers_added_by_scale_are_labelled_with_the_new_size() {
+    let mut h = Harness::new(config(2, 4));
+    let commands = h.handle(scale(4));
+    let labels: Vec<usize> = spawns(&commands).iter().map(|(_, n)| *n).collect();
+    assert_eq!(labels, vec![4, 4], "{commands:?}");
+    let replies: Vec<&ControlAnswer> = commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Reply { answer, .. } => Some(answer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replies, vec![&ControlAnswer::Ok]);
+}
+
+#[test]
+fn a_scale_beyond_the_machine_is_refused_with_one_line() {
+    let mut h = Harness::new(config(1, 4));
+    let too_many = crate::limits::max_fleet_size() + 1;
+    let commands = h.handle(scale(too_many));
+    assert!(spawns(&commands).is_empty(), "{commands:?}");
+    match commands.as_slice() {
+        [Command::Reply {
+            answer: ControlAnswer::Refused(message),
+            ..
+        }] => {
+            assert!(
+                message.contains("more than this machine can hold"),
+                "{message}"
+            );
+            assert!(!message.contains('\n'));
+        }
+        other => panic!("{other:?}"),
+    }
+    // SIGTTIN at the limit is ignored the same way.
+    let mut h = Harness::new(config(crate::limits::max_fleet_size(), 1));
+    assert!(spawns(&h.handle(Event::Signal(libc::SIGTTIN))).is_empty());
+}
+
+#[test]
+fn kills_on_request_never_fail_a_task_however_often() {
+    // One task, one worker, killed on request twenty times: no evidence,
+    // no give-up (max_restarts is 3), and the task completes in the end.
+    let mut h = Harness::new(config(1, 4));
+    let mut worker = sent(&h.handle(Event::Input(tasks(0..1))))[0].0;
+    h.handle(Event::InputEnded { lines: 1 });
+    for _ in 0..20 {
+        let kill = h.handle(Event::Control {
+            call: 1,
+            request: ControlRequest::Kill { worker: 0 },
+        });
+        assert!(
+            kill.iter().any(|c| matches!(c, Command::Signal { .. })),
+            "{kill:?}"
+        );
+        crash(&mut h, worker, ExitStatus::Signal(libc::SIGKILL));
+        let (next, commands) = restart(&mut h, 0);
+        assert_eq!(sent(&commands), vec![(next, vec![0])], "re-run at once");
+        worker = next;
+    }
+    assert!(h.emitted.is_empty());
+    h.answer(worker, &[0]);
+    assert_eq!(h.emitted.len(), 1);
+    assert!(h.emitted[0].is_ok());
+    assert_eq!(h.dispatcher.report(h.now).outcome, RunOutcome::AllOk);
+}
+
+#[test]
+fn outside_kills_alone_never_fail_a_task() {
+    // SIGKILL from outside (a person, the OOM killer), again and again, on
+    // a worker running one task alone: weak evidence never fails it.
+    let mut h = Harness::new(DispatchConfig {
+        max_restarts: 1000,
+        ..config(1, 4)
+    });
+    let mut worker = sent(&h.handle(Event::Input(tasks(0..1))))[0].0;
+    h.handle(Event::InputEnded { lines: 1 });
+    for _ in 0..30 {
+        crash(&mut h, worker, ExitStatus::Signal(libc::SIGKILL));
+        let (next, commands) = restart(&mut h, 0);
+        assert_eq!(sent(&commands), vec![(next, vec![0])]);
+        worker = next;
+    }
+    assert!(h.emitted.is_empty(), "{:?}", h.emitted);
+    h.answer(worker, &[0]);
+    assert!(h.emitted[0].is_ok());
+}
+
+#[test]
+fn poison_tasks_alone_are_failed_without_giving_up() {
+    // Eight tasks that each crash their worker, on one worker, with the
+    // default restart limit: every verdict is progress, so the run ends
+    // with eight `crashed` records, not a give-up.
+    let mut h = Harness::new(DispatchConfig {
+        max_restarts: 20,
+        ..config(1, 8)
+    });
+    let mut worker = sent(&h.handle(Event::Input(tasks(0..8))))[0].0;
+    h.handle(Event::InputEnded { lines: 8 });
+    for _ in 0..100 {
+        if h.dispatcher.is_finished() {
+            break;
+        }
+        let commands = crash(&mut h, worker, ExitStatus::Signal(libc::SIGABRT));
+        if let Some(report) = Some(h.dispatcher.report(h.now)) {
+            assert!(
+                !matches!(report.outcome, RunOutcome::GaveUp(_)),
+                "{:?}",
+                report.outcome
+            );
+        }
+        if commands.iter().any(|c| matches!(c, Command::Finish)) {
+            break;
+        }
+        h.now += Duration::from_secs(2);
+        let wake = h.handle(Event::Wake);
+        let Some(&(next, _)) = spawns(&wake).first() else {
+            break;
+        };
+        worker = next;
+        h.up(worker);
+        if h.emitted.len() == 8 {
+            h.handle(Event::Exited {
+                worker,
+                status: ExitStatus::Code(0),
+            });
+            break;
+        }
+    }
+    assert_eq!(h.emitted.len(), 8, "{:?}", h.emitted);
+    assert!(h.emitted.iter().all(|r| !r.is_ok()));
+    assert_eq!(h.dispatcher.report(h.now).outcome, RunOutcome::SomeFailed);
+}
+
+#[test]
+fn a_rolling_restart_onto_a_broken_binary_backs_off_and_stops_rolling() {
+    let mut h = Harness::new(DispatchConfig {
+        max_restarts: 1000,
+        ..config(2, 4)
+    });
+    let first = sent(&h.handle(Event::Input(tasks(0..4))));
+    let old = first[0].0;
+    let replacement = match spawns(&h.handle(Event::Signal(libc::SIGHUP))).as_slice() {
+        [(worker, _)] => *worker,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(replacement.index, old.index);
+    // The new binary exits 1 before its handshake, again and again, while
+    // the old worker keeps answering tasks: the restarts back off anyway.
+    let mut dying = replacement;
+    let mut delays = Vec::new();
+    for next_task in 4..10 {
+        h.handle(Event::Spawned {
+            worker: dying,
+            pid: 999,
+        });
+        crash(&mut h, dying, ExitStatus::Code(1));
+        // The old incarnation still completes work meanwhile.
+        let more = sent(&h.handle(Event::Input(tasks(next_task..next_task + 1))));
+        for (worker, ids) in more {
+            h.answer(worker, &ids);
+        }
+        let due = h.dispatcher.next_deadline().expect("a restart is due");
+        delays.push(due.saturating_duration_since(h.now));
+        h.now = due;
+        dying = match spawns(&h.handle(Event::Wake)).as_slice() {
+            [(worker, _)] => *worker,
+            other => panic!("{other:?}"),
+        };
+    }
+    assert!(
+        delays.windows(2).all(|w| w[1] >= w[0]) && delays[5] >= delays[0] * 8,
+        "the backoff grows: {delays:?}"
+    );
+    // The other slot was never touched: the rolling restart stopped.
+    let rows = h.dispatcher.rows(h.now);
+    assert_eq!(rows[1 - old.index].restarts, 0);
+    assert_eq!(rows[1 - old.index].state, WorkerState::Running);
+}
+
+#[test]
+fn pids_print_as_numbers() {
+    assert_eq!(super::events::Pid(Some(19547)).to_string(), "pid 19547");
+    assert_eq!(super::events::Pid(None).to_string(), "pid ?");
 }
