@@ -619,9 +619,15 @@ impl RawServer {
                 }
                 let (open, served) = (open.clone(), served.clone());
                 let serve = move || {
-                    answer(stream, delay);
+                    // The count drops just before the response goes out: a
+                    // client can free its slot (and so connect again) only
+                    // after it has the response, so any later connect is
+                    // caused by this one ending, while counting on to the
+                    // close would race the client's next connect.
+                    answer(stream, delay, || {
+                        open.fetch_sub(1, SeqCst);
+                    });
                     served.fetch_add(1, SeqCst);
-                    open.fetch_sub(1, SeqCst);
                 };
                 if threaded {
                     std::thread::spawn(serve);
@@ -652,14 +658,14 @@ fn listen(backlog: i32) -> std::net::TcpListener {
     }
 }
 
-/// Reads one request and answers it, then closes (the count drops first).
-fn answer(mut stream: std::net::TcpStream, delay: Duration) {
+/// Reads one request and answers it (calling `done` just before), then closes.
+fn answer(mut stream: std::net::TcpStream, delay: Duration, done: impl FnOnce()) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut request = Vec::new();
     let mut buf = [0u8; 4096];
     while !request.windows(4).any(|w| w == b"\r\n\r\n") {
         match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return done(),
             Ok(n) => request.extend_from_slice(&buf[..n]),
         }
     }
@@ -667,6 +673,7 @@ fn answer(mut stream: std::net::TcpStream, delay: Duration) {
         std::thread::sleep(delay);
     }
     let body = "<title>small</title>";
+    done();
     let _ = write!(
         stream,
         "HTTP/1.0 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
