@@ -37,6 +37,8 @@ struct Seen {
     held_max: AtomicUsize,
     /// `/flaky/ID` requests so far, by ID.
     flaky: Mutex<HashMap<String, u32>>,
+    /// When each `/busy/ID` request arrived.
+    busy_at: Mutex<Vec<(String, std::time::Instant)>>,
 }
 
 /// The test server; dropping it stops its runtime.
@@ -240,6 +242,33 @@ async fn respond(seen: &Seen, request: Request<Incoming>) -> Reply {
                     "text/html",
                     format!("<title>try again {hits}</title>"),
                 )
+            } else {
+                reply(200, "text/html", format!("<title>ok after {hits}</title>"))
+            }
+        }
+        ["robots.txt"] => reply(
+            200,
+            "text/plain",
+            "User-agent: *\nDisallow: /page/1\nAllow: /page/1/ok\n",
+        ),
+        ["busy", id] => {
+            let hits = {
+                let mut flaky = seen.flaky.lock().unwrap();
+                let hits = flaky.entry(format!("busy/{id}")).or_insert(0);
+                *hits += 1;
+                *hits
+            };
+            seen.busy_at
+                .lock()
+                .unwrap()
+                .push((id.to_string(), std::time::Instant::now()));
+            let fail: u32 = param(&query, "fail").unwrap().parse().unwrap();
+            if hits <= fail {
+                let mut response = reply(429, "text/html", "<title>slow down</title>");
+                response
+                    .headers_mut()
+                    .insert("retry-after", HeaderValue::from_static("1"));
+                response
             } else {
                 reply(200, "text/html", format!("<title>ok after {hits}</title>"))
             }
@@ -521,28 +550,311 @@ fn two_thousand_urls_each_answered_once_with_the_right_fields() {
 }
 
 #[test]
-fn per_host_limits_requests_in_flight_per_worker() {
+fn per_host_holds_across_all_workers() {
     let urls = |server: &Server| -> String {
         (0..60)
             .map(|i| json_line(&server.url(&format!("/hold/{i}"))))
             .collect()
     };
-    let limited = Server::start();
-    let output = run_fetch(&["--workers", "2", "--per-host", "3"], &urls(&limited));
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert_eq!(records(&output.stdout).len(), 60);
-    let max = limited.seen.held_max.load(SeqCst);
-    // The limit is per worker: two workers, at most 2 x 3 at once.
-    assert!(
-        (4..=6).contains(&max),
-        "at most 6 and more than one worker's 3: {max}"
-    );
+    for (args, most) in [
+        (&["--workers", "2", "--per-host", "3"][..], 3),
+        (&["--workers", "3", "--per-host", "2"][..], 2),
+        // The default: 8 in all, whatever the number of workers.
+        (&["--workers", "2"][..], 8),
+    ] {
+        let server = Server::start();
+        let output = run_fetch(args, &urls(&server));
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert_eq!(records(&output.stdout).len(), 60);
+        let max = server.seen.held_max.load(SeqCst);
+        assert_eq!(max, most, "{args:?}: at most {most} at once in all workers");
+    }
 
     let unlimited = Server::start();
-    let output = run_fetch(&["--workers", "2"], &urls(&unlimited));
+    let output = run_fetch(&["--workers", "2", "--per-host", "0"], &urls(&unlimited));
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let max = unlimited.seen.held_max.load(SeqCst);
-    assert!(max > 6, "without --per-host many more run at once: {max}");
+    assert!(max > 8, "with --per-host 0 many more run at once: {max}");
+}
+
+/// A plain HTTP/1.0 server on its own threads: `listen(backlog)`, one
+/// response per connection (`Connection: close`) after `delay`. It counts
+/// the connections open at once, from accept to its own close, and
+/// records every time that count went past `limit`.
+struct RawServer {
+    port: u16,
+    open: Arc<AtomicUsize>,
+    max_open: Arc<AtomicUsize>,
+    over: Arc<AtomicUsize>,
+    served: Arc<AtomicUsize>,
+}
+
+impl RawServer {
+    fn start(backlog: i32, threaded: bool, delay: Duration, limit: usize) -> Self {
+        let listener = listen(backlog);
+        let port = listener.local_addr().unwrap().port();
+        let server = RawServer {
+            port,
+            open: Arc::default(),
+            max_open: Arc::default(),
+            over: Arc::default(),
+            served: Arc::default(),
+        };
+        let (open, max_open, over, served) = (
+            server.open.clone(),
+            server.max_open.clone(),
+            server.over.clone(),
+            server.served.clone(),
+        );
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let now = open.fetch_add(1, SeqCst) + 1;
+                max_open.fetch_max(now, SeqCst);
+                if now > limit {
+                    over.fetch_add(1, SeqCst);
+                }
+                let (open, served) = (open.clone(), served.clone());
+                let serve = move || {
+                    // The count drops just before the response goes out: a
+                    // client can free its slot (and so connect again) only
+                    // after it has the response, so any later connect is
+                    // caused by this one ending, while counting on to the
+                    // close would race the client's next connect.
+                    answer(stream, delay, || {
+                        open.fetch_sub(1, SeqCst);
+                    });
+                    served.fetch_add(1, SeqCst);
+                };
+                if threaded {
+                    std::thread::spawn(serve);
+                } else {
+                    serve();
+                }
+            }
+        });
+        server
+    }
+
+    fn urls(&self, n: usize) -> String {
+        (0..n)
+            .map(|i| json_line(&format!("http://127.0.0.1:{}/page/{i}", self.port)))
+            .collect()
+    }
+}
+
+/// A listening socket with the given backlog (std's is 128).
+fn listen(backlog: i32) -> std::net::TcpListener {
+    use std::os::fd::FromRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(listener);
+    // SAFETY: `fd` is a bound socket we own; listen only changes its queue.
+    unsafe {
+        assert_eq!(libc::listen(fd, backlog), 0);
+        std::net::TcpListener::from_raw_fd(fd)
+    }
+}
+
+/// Reads one request and answers it (calling `done` just before), then closes.
+fn answer(mut stream: std::net::TcpStream, delay: Duration, done: impl FnOnce()) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return done(),
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    if !delay.is_zero() {
+        std::thread::sleep(delay);
+    }
+    let body = "<title>small</title>";
+    done();
+    let _ = write!(
+        stream,
+        "HTTP/1.0 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.flush();
+}
+
+#[test]
+fn a_server_counting_connections_never_sees_more_than_per_host() {
+    for (args, limit) in [
+        (&["--workers", "2", "--per-host", "4"][..], 4),
+        (&["--workers", "3"][..], 8),
+        (&["--workers", "2", "--per-host", "auto"][..], usize::MAX),
+    ] {
+        let server = RawServer::start(128, true, Duration::from_millis(20), limit);
+        let output = run_fetch(args, &server.urls(300));
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert_eq!(records(&output.stdout).len(), 300);
+        let over = server.over.load(SeqCst);
+        assert_eq!(over, 0, "{args:?}: {over} connections past {limit}");
+        let max = server.max_open.load(SeqCst);
+        assert!(max >= 2, "{args:?}: the limit is used ({max})");
+    }
+}
+
+#[test]
+fn a_small_server_with_a_tiny_backlog_gets_every_page_with_default_flags() {
+    // Single-threaded, one request at a time, a listen backlog of 5: what
+    // thousands of simultaneous connects make drop handshakes.
+    let server = RawServer::start(5, false, Duration::ZERO, usize::MAX);
+    let output = run_fetch(&[], &server.urls(500));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let map = by_seq(&records(&output.stdout));
+    assert_eq!(map.len(), 500);
+    for record in map.values() {
+        assert_eq!(record["ok"]["status"], 200, "{record}");
+        assert_eq!(record["ok"]["attempts"], 1, "{record}");
+    }
+    assert_eq!(server.served.load(SeqCst), 500);
+
+    // The adaptive limit gets them all too.
+    let server = RawServer::start(5, false, Duration::ZERO, usize::MAX);
+    let output = run_fetch(&["--per-host", "auto"], &server.urls(500));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(records(&output.stdout).len(), 500);
+}
+
+#[test]
+fn under_ulimit_256_no_task_fails_for_want_of_descriptors() {
+    let server = Server::start();
+    let input: String = (0..1500)
+        .map(|i| json_line(&server.url(&format!("/hold/{i}"))))
+        .collect();
+    for per_host in [None, Some("0")] {
+        let mut command = supervisor();
+        for var in ["http_proxy", "https_proxy", "all_proxy", "no_proxy"] {
+            command.env_remove(var).env_remove(var.to_uppercase());
+        }
+        command.args(["--task", "fetch", "--input", "-", "--workers", "2"]);
+        if let Some(n) = per_host {
+            command.args(["--per-host", n]);
+        }
+        // SAFETY: setrlimit is async-signal-safe; no allocation here.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 256,
+                    rlim_max: 256,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let output = run_command(command, input.as_bytes());
+        let log = stderr(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "--per-host {per_host:?}: {log}"
+        );
+        let map = by_seq(&records(&output.stdout));
+        assert_eq!(map.len(), 1500);
+        assert!(map.values().all(|r| r["ok"]["status"] == 200));
+        assert!(!log.contains("os error 24"), "{log}");
+        if per_host.is_some() {
+            let max = server.seen.held_max.load(SeqCst);
+            assert!(max > 8, "many at once within the budget: {max}");
+            assert!(
+                log.contains("connection budget"),
+                "says once what limited it: {log}"
+            );
+        }
+    }
+}
+
+#[test]
+fn status_429_waits_for_retry_after_and_resets_are_retried() {
+    let server = Server::start();
+    let reset = resetting_port();
+    let input = format!(
+        "{}{}{}",
+        json_line(&server.url("/busy/a?fail=2")),
+        json_line(&format!("http://127.0.0.1:{reset}/")),
+        json_line(&server.url("/page/2")),
+    );
+    let output = run_fetch(&["--workers", "1"], &input);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let map = by_seq(&records(&output.stdout));
+    let busy = &map[&1]["ok"];
+    assert_eq!(busy["status"], 200, "{busy}");
+    assert_eq!(busy["attempts"], 3, "{busy}");
+    assert_eq!(
+        busy["retried"],
+        serde_json::json!(["status 429", "status 429"])
+    );
+    let times: Vec<std::time::Instant> = server
+        .seen
+        .busy_at
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, t)| *t)
+        .collect();
+    assert_eq!(times.len(), 3);
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(990),
+            "Retry-After: 1 honoured: {gap:?}"
+        );
+    }
+    let error = &map[&2]["error"];
+    assert_eq!(error["kind"], "failed", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("connection reset by peer (attempt 3; retried after: "),
+        "{message}"
+    );
+    // Other hosts did not wait for the busy one.
+    let page = &map[&3]["ok"];
+    assert_eq!(page["attempts"], 1);
+
+    // --retries 0: one attempt, the 429 is the answer.
+    let output = run_fetch(
+        &["--retries", "0"],
+        &json_line(&server.url("/busy/b?fail=1")),
+    );
+    let record = &records(&output.stdout)[0];
+    assert_eq!(record["ok"]["status"], 429, "{record}");
+    assert_eq!(record["ok"]["attempts"], 1, "{record}");
+}
+
+#[test]
+fn robots_obey_skips_disallowed_urls() {
+    let server = Server::start();
+    let input = format!(
+        "{}{}",
+        json_line(&server.url("/page/1")),
+        json_line(&server.url("/page/2")),
+    );
+    let output = run_fetch(&["--workers", "1", "--set", "robots=obey"], &input);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let map = by_seq(&records(&output.stdout));
+    let message = map[&1]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("skipped: ")
+            && message.contains("robots.txt disallows it (Disallow: /page/1)"),
+        "{message}"
+    );
+    assert_eq!(map[&2]["ok"]["status"], 200);
 }
 
 #[test]
@@ -568,8 +880,8 @@ fn retry_status_runs_the_task_again_and_keeps_the_last_answer() {
             "429,500-599",
             "--retries",
             "2",
-            "--retry-backoff",
-            "10ms",
+            "--set",
+            "retry_backoff_ms=10",
         ],
         &input,
     );
@@ -578,17 +890,19 @@ fn retry_status_runs_the_task_again_and_keeps_the_last_answer() {
     for (n, (path, status, attempts)) in lines.iter().enumerate() {
         let record = &map[&(n as u64 + 1)];
         assert_eq!(record["ok"]["status"], *status, "{path}: {record}");
-        assert_eq!(record["attempts"], *attempts, "{path}: {record}");
+        // Retried inside the worker: one supervisor attempt.
+        assert_eq!(record["ok"]["attempts"], *attempts, "{path}: {record}");
+        assert_eq!(record["attempts"], 1, "{path}: {record}");
     }
 
-    // Without --retry-status a 503 is an answer like any other.
+    // Statuses off the list are answers like any other.
     let output = run_fetch(
-        &["--retries", "2"],
+        &["--retry-status", "500", "--set", "retry_backoff_ms=10"],
         &json_line(&server.url("/flaky/f?fail=1")),
     );
     let record = &records(&output.stdout)[0];
     assert_eq!(record["ok"]["status"], 503, "{record}");
-    assert_eq!(record["attempts"], 1, "{record}");
+    assert_eq!(record["ok"]["attempts"], 1, "{record}");
 }
 
 #[test]
@@ -625,7 +939,8 @@ fn a_bad_setting_stops_the_run_with_its_name() {
         ],
         "\"http://127.0.0.1:9/\"\n",
     );
-    assert_ne!(output.status.code(), Some(0));
+    // A setup error, as promised: exit 2, not just any failure.
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     let stderr = stderr(&output);
     assert!(stderr.contains("timeout_ms"), "{stderr}");
 }

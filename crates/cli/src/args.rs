@@ -106,8 +106,12 @@ pub struct Args {
     )]
     pub python_interpreter: Option<PathBuf>,
 
-    /// Most tasks in flight in each worker's event loop.
-    #[arg(short, long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Most tasks in flight in each worker's event loop. A task waiting on
+    /// a timer or the network costs only memory (a few KiB), so the default
+    /// is high: it bounds a worker's memory and how many tasks a dying
+    /// worker takes down (they all run again). Sockets have their own
+    /// limits (fetch: --per-host and a connection budget per worker).
+    #[arg(short, long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: u32,
 
     /// Time limit per task, e.g. `30s`; over it the task is a `timeout`.
@@ -150,9 +154,13 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_crashes: u32,
 
-    /// Re-run tasks whose result is `failed` or `timeout` up to N times.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub retries: u32,
+    /// Re-run tasks whose result is `failed` or `timeout` up to N times
+    /// [default: 0]. fetch retries inside the worker instead [default: 2]:
+    /// network errors, timeouts and --retry-status, with backoff and
+    /// jitter, Retry-After honoured, the wait spent by that host alone;
+    /// `--retries 0` turns them off.
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
 
     /// First delay before a retry; it doubles with each attempt.
     #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
@@ -176,13 +184,17 @@ pub struct Args {
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
     pub settings: Vec<(String, String)>,
 
-    /// fetch: most concurrent requests to one host, per worker
-    /// (the same as `--set per_host=N`).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub per_host: Option<u32>,
+    /// fetch: most requests in flight to one host (host:port), in all
+    /// workers together [default: 8]; `0` = no limit; `auto` = a limit per
+    /// host that grows while responses stay fast and halves on timeouts,
+    /// refused or reset connections, 429 and 503 (the same as
+    /// `--set per_host=...`).
+    #[arg(long, value_name = "N|auto", value_parser = parse_per_host)]
+    pub per_host: Option<String>,
 
-    /// fetch: HTTP statuses worth another attempt under --retries, e.g.
-    /// `429,500-599` (the same as `--set retry_status=...`).
+    /// fetch: HTTP statuses worth another attempt [default:
+    /// 408,429,500,502,503,504]; `""` = none (the same as
+    /// `--set retry_status=...`).
     #[arg(long, value_name = "LIST")]
     pub retry_status: Option<String>,
 
@@ -245,6 +257,16 @@ fn parse_workers(text: &str) -> Result<Workers, String> {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(Workers::Count(n)),
         Err(_) => Err(format!("{text:?} is neither `auto` nor a number")),
+    }
+}
+
+fn parse_per_host(text: &str) -> Result<String, String> {
+    match text {
+        "auto" => Ok(text.to_string()),
+        _ => text
+            .parse::<u32>()
+            .map(|n| n.to_string())
+            .map_err(|_| format!("{text:?} is neither a number nor `auto`")),
     }
 }
 

@@ -102,6 +102,14 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
             HEARTBEAT * 2
         );
     }
+    let settings = settings(args, &kind);
+    // fetch retries inside the worker, per host; the supervisor retrying
+    // too would multiply the attempts.
+    let retries = if kind == "fetch" {
+        0
+    } else {
+        args.retries.unwrap_or(0)
+    };
     Ok(RunConfig {
         dispatch: DispatchConfig {
             workers,
@@ -118,7 +126,9 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
                 max: Duration::from_secs(5),
             },
             max_crashes: args.max_crashes,
-            retries: args.retries,
+            // fetch retries inside the worker, per host; the supervisor
+            // retrying too would multiply the attempts.
+            retries,
             retry_backoff: args.retry_backoff,
             max_tasks_per_worker: args.max_tasks_per_worker,
             max_worker_rss: args.max_worker_rss,
@@ -134,16 +144,19 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
         identity,
         journal,
         lines_as_strings: args.lines,
-        settings: settings(args),
+        settings,
         shard,
     })
 }
 
 /// `--set` plus the flags that are shorthands for settings.
-fn settings(args: &Args) -> Vec<(String, String)> {
+fn settings(args: &Args, kind: &str) -> Vec<(String, String)> {
     let mut settings = args.settings.clone();
-    if let Some(n) = args.per_host {
-        settings.push(("per_host".into(), n.to_string()));
+    if let Some(n) = &args.per_host {
+        settings.push(("per_host".into(), n.clone()));
+    }
+    if let (Some(n), "fetch") = (args.retries, kind) {
+        settings.push(("retries".into(), n.to_string()));
     }
     if let Some(list) = &args.retry_status {
         settings.push(("retry_status".into(), list.clone()));

@@ -7,7 +7,7 @@ mod sim;
 pub use chaos::{chaos, ChaosInput, Fault};
 pub use fetch::{
     fetch_setup, scan_html, FetchFuture, FetchInput, FetchOutput, FetchRequest, FetchSettings,
-    Fetcher, PageInfo, StatusList, Timings,
+    Fetcher, PageInfo, PerHost, StatusList, Timings, DEFAULT_PER_HOST, DEFAULT_RETRY_STATUS,
 };
 pub use sim::{expected_sum, sim, SimInput, SimOutput};
 

@@ -21,5 +21,6 @@ mod worker;
 pub use args::WorkerArgs;
 pub use handler::TaskError;
 pub use multiloop_protocol::ErrorKind;
+pub use os::raise_nofile_limit;
 pub use runtime::request_retry;
 pub use worker::{run, Worker, WorkerInfo};

@@ -4,7 +4,7 @@
 use std::os::fd::{FromRawFd, OwnedFd};
 
 use multiloop_protocol::Usage;
-use nix::sys::resource::{getrusage, UsageWho};
+use nix::sys::resource::{getrlimit, getrusage, setrlimit, Resource, UsageWho};
 use nix::sys::stat::{fstat, SFlag};
 use nix::sys::time::TimeValLike;
 
@@ -71,4 +71,28 @@ pub(crate) fn current_rss() -> u64 {
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |pages| pages * page)
+}
+
+/// Raises the soft limit on open descriptors to the hard limit: the soft
+/// limit is 1024 in many logins and containers, far below what a worker
+/// with thousands of sockets needs, and only the hard limit is a policy.
+/// Returns the soft limit in force afterwards; a failure keeps the old one.
+pub fn raise_nofile_limit() -> u64 {
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1024;
+    };
+    // An infinite hard limit cannot be a soft one on Linux: the ceiling is
+    // fs.nr_open.
+    let target = if hard == nix::libc::RLIM_INFINITY {
+        std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(soft)
+    } else {
+        hard
+    };
+    if target > soft && setrlimit(Resource::RLIMIT_NOFILE, target, hard).is_ok() {
+        return target;
+    }
+    soft
 }

@@ -185,6 +185,7 @@ impl Worker {
                 }
             },
         };
+        os::raise_nofile_limit();
         let tasks = os::inherited_pipe(TASK_FD, "task pipe")?;
         let results = os::inherited_pipe(RESULT_FD, "result pipe")?;
         os::set_process_name(args.index);

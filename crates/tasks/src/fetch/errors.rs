@@ -90,6 +90,58 @@ pub(crate) fn describe(error: &reqwest::Error, limits: Limits) -> TaskError {
     TaskError::failed(format!("{stage}: {cause}"))
 }
 
+/// Whether a failed request is worth another attempt, and whether it says
+/// the host is overloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// A certificate, a redirect loop, a body over the cap: the same again.
+    No,
+    /// A transient network error (Scrapy's list: DNS, refused, reset,
+    /// closed early, timeouts); `congestion` when it hints at an
+    /// overloaded host (timeouts, refused or reset connections).
+    Yes { congestion: bool },
+}
+
+pub(crate) fn retry_of(error: &reqwest::Error) -> Retry {
+    if find::<RedirectError>(error).is_some() || find_tls(error).is_some() {
+        return Retry::No;
+    }
+    if error.is_timeout() {
+        return Retry::Yes { congestion: true };
+    }
+    let io_kind = find_io(error).map(io::Error::kind);
+    let reset = matches!(
+        io_kind,
+        Some(io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionRefused)
+    );
+    if error.is_dns() {
+        return Retry::Yes { congestion: false };
+    }
+    if error.is_connect() || reset {
+        return Retry::Yes { congestion: true };
+    }
+    let closed = matches!(
+        io_kind,
+        Some(
+            io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof
+        )
+    ) || find::<hyper::Error>(error).is_some_and(|e| e.is_incomplete_message());
+    if closed {
+        return Retry::Yes { congestion: false };
+    }
+    Retry::No
+}
+
+/// True when the request failed because this process (or the system) is
+/// out of file descriptors: not the task's fault, so not its failure.
+pub(crate) fn out_of_descriptors(error: &reqwest::Error) -> bool {
+    chain(error)
+        .filter_map(|e| e.downcast_ref::<io::Error>())
+        .any(|io| matches!(io.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)))
+}
+
 fn ms(duration: Option<Duration>) -> String {
     match duration {
         Some(d) => format!("{} ms", d.as_millis()),

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use multiloop_worker::WorkerInfo;
 
+pub use super::hosts::PerHost;
+use super::slots::MAX_SLOTS;
+
 /// The `User-Agent` sent unless `--set user_agent=...` says otherwise.
 pub const DEFAULT_USER_AGENT: &str = concat!("multiloop/", env!("CARGO_PKG_VERSION"));
 
@@ -26,11 +29,30 @@ pub struct FetchSettings {
     pub max_redirects: usize,
     /// `user_agent`.
     pub user_agent: String,
-    /// `per_host`: most requests in flight to one host (`host:port`) in this
-    /// worker; unset = no limit but `--concurrency`.
-    pub per_host: Option<usize>,
-    /// `retry_status`: statuses for which the task asks to be run again.
+    /// `per_host`: most requests in flight to one host (`host:port`) in
+    /// all workers together: a number, `0` for no limit, or `auto`.
+    pub per_host: PerHost,
+    /// `retries`: further attempts after a network error, a timeout or a
+    /// `retry_status`; `0` = one attempt only.
+    pub retries: u32,
+    /// `retry_status`: statuses worth another attempt.
     pub retry_status: StatusList,
+    /// `retry_backoff_ms`: the wait before the first retry; it doubles for
+    /// each further one, times a random factor in 0.5-1.5.
+    pub retry_backoff: Duration,
+    /// `max_retry_wait_ms`: the longest wait before a retry, `Retry-After`
+    /// included; a server asking for more gets no retry.
+    pub max_retry_wait: Duration,
+    /// `delay_ms`: time between request starts to one host (in all
+    /// workers), times a random factor in 0.5-1.5; `0` = none.
+    pub delay: Option<Duration>,
+    /// `robots`: `obey` skips URLs that the host's `/robots.txt`
+    /// disallows; `ignore` (the default) does not fetch it.
+    pub robots: bool,
+    /// `connections`: most requests in flight in this worker; by default
+    /// half the descriptors the worker may open, less 64 for everything
+    /// else.
+    pub connections: Option<usize>,
 }
 
 impl Default for FetchSettings {
@@ -41,8 +63,14 @@ impl Default for FetchSettings {
             max_body: 10 * 1024 * 1024,
             max_redirects: 10,
             user_agent: DEFAULT_USER_AGENT.to_string(),
-            per_host: None,
-            retry_status: StatusList::default(),
+            per_host: PerHost::Fixed(DEFAULT_PER_HOST),
+            retries: 2,
+            retry_status: DEFAULT_RETRY_STATUS.parse().expect("a valid list"),
+            retry_backoff: Duration::from_millis(250),
+            max_retry_wait: Duration::from_secs(60),
+            delay: None,
+            robots: false,
+            connections: None,
         }
     }
 }
@@ -68,11 +96,34 @@ impl FetchSettings {
         if let Some(agent) = info.setting("user_agent") {
             settings.user_agent = agent.to_string();
         }
-        if let Some(n) = info.parse_setting::<usize>("per_host")? {
+        if let Some(text) = info.setting("per_host") {
+            settings.per_host =
+                parse_per_host(text).map_err(|e| format!("setting per_host={text:?}: {e}"))?;
+        }
+        if let Some(n) = info.parse_setting("retries")? {
+            settings.retries = n;
+        }
+        if let Some(ms) = info.parse_setting::<u64>("retry_backoff_ms")? {
+            settings.retry_backoff = Duration::from_millis(ms);
+        }
+        if let Some(ms) = info.parse_setting::<u64>("max_retry_wait_ms")? {
+            settings.max_retry_wait = Duration::from_millis(ms);
+        }
+        if let Some(ms) = info.parse_setting::<u64>("delay_ms")? {
+            settings.delay = (ms > 0).then(|| Duration::from_millis(ms));
+        }
+        if let Some(text) = info.setting("robots") {
+            settings.robots = match text {
+                "obey" => true,
+                "ignore" => false,
+                _ => return Err(format!("setting robots={text:?}: use obey or ignore")),
+            };
+        }
+        if let Some(n) = info.parse_setting::<usize>("connections")? {
             if n == 0 {
-                return Err("setting per_host=0: must be at least 1".into());
+                return Err("setting connections=0: must be at least 1".into());
             }
-            settings.per_host = Some(n);
+            settings.connections = Some(n);
         }
         if let Some(text) = info.setting("retry_status") {
             settings.retry_status = text
@@ -80,6 +131,28 @@ impl FetchSettings {
                 .map_err(|e| format!("setting retry_status={text:?}: {e}"))?;
         }
         Ok(settings)
+    }
+}
+
+/// Requests in flight to one host, in all workers, unless `per_host` says
+/// otherwise: Scrapy's `CONCURRENT_REQUESTS_PER_DOMAIN`, a little above
+/// the 6 of browsers.
+pub const DEFAULT_PER_HOST: usize = 8;
+
+/// Statuses retried unless `retry_status` says otherwise (Scrapy's list
+/// without 522/524, which are one CDN's).
+pub const DEFAULT_RETRY_STATUS: &str = "408,429,500,502,503,504";
+
+/// `8`, `0` (no limit) or `auto`.
+pub fn parse_per_host(text: &str) -> Result<PerHost, String> {
+    match text.trim() {
+        "auto" => Ok(PerHost::Auto),
+        "0" => Ok(PerHost::Unlimited),
+        n => match n.parse::<usize>() {
+            Ok(n) if n <= MAX_SLOTS => Ok(PerHost::Fixed(n)),
+            Ok(_) => Err(format!("at most {MAX_SLOTS}")),
+            Err(_) => Err("a number of requests, 0 for no limit, or auto".into()),
+        },
     }
 }
 
@@ -174,6 +247,18 @@ mod tests {
         assert!("5xx".parse::<StatusList>().is_err());
         assert!("600-500".parse::<StatusList>().is_err());
         assert!("42".parse::<StatusList>().is_err());
+    }
+
+    #[test]
+    fn per_host_takes_a_number_zero_or_auto() {
+        assert_eq!(parse_per_host("8"), Ok(PerHost::Fixed(8)));
+        assert_eq!(parse_per_host("0"), Ok(PerHost::Unlimited));
+        assert_eq!(parse_per_host("auto"), Ok(PerHost::Auto));
+        assert!(parse_per_host("many").is_err());
+        assert!(parse_per_host("99999999").is_err());
+        assert_eq!(FetchSettings::default().per_host, PerHost::Fixed(8));
+        assert!(FetchSettings::default().retry_status.contains(503));
+        assert!(!FetchSettings::default().retry_status.contains(501));
     }
 
     #[test]

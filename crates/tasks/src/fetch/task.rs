@@ -1,21 +1,28 @@
 //! One worker's fetcher: the HTTP client, the per-host limits and the
 //! settings, built once per worker process; and the `fetch` task itself.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use multiloop_worker::{request_retry, TaskError, WorkerInfo};
+use multiloop_worker::{TaskError, WorkerInfo};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::{redirect, Method, Url};
 use serde::Serialize;
+use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
 
-use super::errors::{describe, Limits, RedirectError};
-use super::hosts::HostLimits;
+use super::errors::{describe, out_of_descriptors, retry_of, Limits, RedirectError, Retry};
+use super::hosts::{Hosts, PerHost};
 use super::input::FetchInput;
+use super::jitter;
 use super::page::{scan_html, PageInfo};
+use super::robots::Robots;
 use super::settings::FetchSettings;
+use super::slots::SlotFile;
 
 /// What a `fetch` task answers.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -31,6 +38,12 @@ pub struct FetchOutput {
     /// BLAKE3 of the decoded body, hex.
     pub hash: String,
     pub timings: Timings,
+    /// Requests made for this task: 1, or more after retries.
+    pub attempts: u32,
+    /// Why each earlier attempt was tried again (`"status 503"`,
+    /// `"connection reset by peer"`); the last one's end is the record.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retried: Vec<String>,
 }
 
 /// Milliseconds from the request's start (after any wait for a per-host
@@ -53,7 +66,12 @@ pub type FetchFuture = Pin<Box<dyn Future<Output = Result<FetchOutput, TaskError
 pub async fn fetch_setup(
     info: WorkerInfo,
 ) -> Result<impl Fn(FetchInput) -> FetchFuture + 'static, String> {
-    let fetcher = Rc::new(Fetcher::new(FetchSettings::from_info(&info)?)?);
+    // The supervisor is our parent; its workers share the per-host slots.
+    let supervisor = std::os::unix::process::parent_id();
+    let fetcher = Rc::new(Fetcher::shared(
+        FetchSettings::from_info(&info)?,
+        supervisor,
+    )?);
     Ok(move |input: FetchInput| {
         let fetcher = fetcher.clone();
         Box::pin(async move { fetcher.fetch(input).await }) as FetchFuture
@@ -64,19 +82,50 @@ pub async fn fetch_setup(
 #[derive(Debug)]
 pub struct Fetcher {
     client: reqwest::Client,
-    hosts: HostLimits,
+    hosts: Rc<Hosts>,
+    budget: Budget,
+    robots: RefCell<HashMap<String, Rc<OnceCell<Robots>>>>,
     settings: FetchSettings,
 }
 
+/// How one attempt ended.
+enum Attempt {
+    /// A response: the output and the `Retry-After` it asked for.
+    Answer(FetchOutput, Option<Duration>),
+    Failed(TaskError, Retry),
+}
+
 impl Fetcher {
+    /// A fetcher whose per-host limits hold in this process only.
     pub fn new(settings: FetchSettings) -> Result<Self, String> {
+        Self::with_slots(settings, SlotFile::private()?)
+    }
+
+    /// A fetcher whose per-host limits hold across all the workers of the
+    /// supervisor `supervisor_pid`.
+    pub fn shared(settings: FetchSettings, supervisor_pid: u32) -> Result<Self, String> {
+        Self::with_slots(settings, SlotFile::shared(supervisor_pid)?)
+    }
+
+    fn with_slots(settings: FetchSettings, slots: SlotFile) -> Result<Self, String> {
         // reqwest is built without a default crypto provider so that
         // aws-lc-rs (cmake, a long build) stays out; ring is installed for
         // the process. An error only means one is installed already.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let nofile = nofile_limit();
+        let connections = settings
+            .connections
+            .unwrap_or_else(|| (nofile.saturating_sub(64) / 2).clamp(8, 1 << 16) as usize);
         let mut builder = reqwest::Client::builder()
             .user_agent(settings.user_agent.as_str())
-            .redirect(redirect_policy(settings.max_redirects));
+            .redirect(redirect_policy(settings.max_redirects))
+            // Idle keep-alive sockets hold descriptors too: few per host,
+            // and not for long.
+            .pool_max_idle_per_host(match settings.per_host {
+                PerHost::Fixed(n) => n.min(connections),
+                _ => connections,
+            })
+            .pool_idle_timeout(Duration::from_secs(15));
         if let Some(timeout) = settings.timeout {
             builder = builder.timeout(timeout);
         }
@@ -86,9 +135,12 @@ impl Fetcher {
         let client = builder
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let hosts = Hosts::new(settings.per_host, connections, settings.delay, slots);
         Ok(Self {
             client,
-            hosts: HostLimits::new(settings.per_host),
+            hosts: Rc::new(hosts),
+            budget: Budget::new(connections, nofile),
+            robots: RefCell::default(),
             settings,
         })
     }
@@ -97,70 +149,227 @@ impl Fetcher {
         &self.settings
     }
 
-    /// Runs one task. Network errors are `failed` or `timeout`; any HTTP
-    /// status, 4xx and 5xx included, is an ok output.
+    /// Runs one task: up to `1 + retries` attempts. Network errors are
+    /// `failed` or `timeout`; any HTTP status, 4xx and 5xx included, is an
+    /// ok output (the last attempt's, when a status was retried).
     pub async fn fetch(&self, input: FetchInput) -> Result<FetchOutput, TaskError> {
         let request = self.build_request(input)?;
         let host = host_key(request.url());
-        let slot = self.hosts.acquire(&host).await;
+        if self.settings.robots {
+            self.check_robots(request.url(), &host).await?;
+        }
+        let mut retried: Vec<String> = Vec::new();
+        loop {
+            let attempt = retried.len() as u32 + 1;
+            let copy = request
+                .try_clone()
+                .ok_or_else(|| TaskError::failed("request body cannot be sent twice"))?;
+            let (reason, asked) = match self.attempt(copy, &host).await {
+                Attempt::Answer(output, asked)
+                    if self.settings.retry_status.contains(output.status)
+                        && attempt <= self.settings.retries =>
+                {
+                    (format!("status {}", output.status), (asked, Ok(output)))
+                }
+                Attempt::Failed(error, Retry::Yes { .. }) if attempt <= self.settings.retries => {
+                    (error.message.clone(), (None, Err(error)))
+                }
+                Attempt::Answer(mut output, _) => {
+                    output.attempts = attempt;
+                    output.retried = retried;
+                    return Ok(output);
+                }
+                Attempt::Failed(error, _) => return Err(with_attempts(error, &retried)),
+            };
+            let (asked, last) = asked;
+            let backoff = self
+                .settings
+                .retry_backoff
+                .saturating_mul(1 << (attempt - 1).min(16))
+                .mul_f64(0.5 + jitter());
+            let wait = asked.map_or(backoff, |asked| asked.max(backoff));
+            if wait > self.settings.max_retry_wait {
+                // The server asks for more patience than we have: its
+                // answer stands.
+                return match last {
+                    Ok(mut output) => {
+                        output.attempts = attempt;
+                        output.retried = retried;
+                        Ok(output)
+                    }
+                    Err(error) => Err(with_attempts(error, &retried)),
+                };
+            }
+            if asked.is_some() {
+                self.hosts.pause(&host, Instant::now() + wait);
+            }
+            // The wait is this task's and its host's: other tasks, other
+            // hosts go on.
+            tokio::time::sleep(wait).await;
+            retried.push(reason);
+        }
+    }
+
+    /// One request: a slot on its host, a connection from the budget, the
+    /// response and its body. Running out of descriptors is no outcome:
+    /// the request waits for one and goes again.
+    async fn attempt(&self, request: reqwest::Request, host: &str) -> Attempt {
         let limits = Limits {
             timeout: self.settings.timeout,
             connect_timeout: self.settings.connect_timeout,
         };
-        let started = Instant::now();
-        let mut response = self
-            .client
-            .execute(request)
-            .await
-            .map_err(|e| describe(&e, limits))?;
-        let first_byte = started.elapsed();
-        let status = response.status().as_u16();
-        let url = response.url().to_string();
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
-        let max_body = self.settings.max_body;
-        let over = || TaskError::failed(format!("body over {max_body} bytes"));
-        // Known only for bodies that are not compressed: reqwest drops the
-        // header when it decodes. Compressed bodies are capped as they are
-        // decoded, which also stops a decompression bomb.
-        let declared = response.content_length().unwrap_or(0);
-        if declared > max_body {
-            return Err(over());
-        }
-        let mut body = Vec::with_capacity(declared as usize);
-        while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e, limits))? {
-            if (body.len() + chunk.len()) as u64 > max_body {
-                return Err(over());
+        loop {
+            let slot = self.hosts.acquire(host).await;
+            let connection = self.budget.acquire().await;
+            let copy = request.try_clone().expect("checked by the caller");
+            let started = Instant::now();
+            let mut response = match self.client.execute(copy).await {
+                Ok(response) => response,
+                Err(error) if out_of_descriptors(&error) => {
+                    self.budget.shrink(connection);
+                    continue;
+                }
+                Err(error) => {
+                    let retry = retry_of(&error);
+                    if retry == (Retry::Yes { congestion: true }) {
+                        slot.congestion();
+                    }
+                    return Attempt::Failed(describe(&error, limits), retry);
+                }
+            };
+            let first_byte = started.elapsed();
+            let status = response.status().as_u16();
+            let asked = retry_after(response.headers());
+            let url = response.url().to_string();
+            let content_type = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+            let max_body = self.settings.max_body;
+            let over = || {
+                Attempt::Failed(
+                    TaskError::failed(format!("body over {max_body} bytes")),
+                    Retry::No,
+                )
+            };
+            // Known only for bodies that are not compressed: reqwest drops
+            // the header when it decodes. Compressed bodies are capped as
+            // they are decoded, which also stops a decompression bomb.
+            let declared = response.content_length().unwrap_or(0);
+            if declared > max_body {
+                return over();
             }
-            body.extend_from_slice(&chunk);
-        }
-        let total = started.elapsed();
-        // The slot covers the network part only; parsing needs no host.
-        drop(slot);
+            let mut body = Vec::with_capacity(declared as usize);
+            loop {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => {
+                        if (body.len() + chunk.len()) as u64 > max_body {
+                            return over();
+                        }
+                        body.extend_from_slice(&chunk);
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        let retry = retry_of(&error);
+                        if retry == (Retry::Yes { congestion: true }) {
+                            slot.congestion();
+                        }
+                        return Attempt::Failed(describe(&error, limits), retry);
+                    }
+                }
+            }
+            let total = started.elapsed();
+            if status == 429 || status == 503 {
+                slot.congestion();
+            } else {
+                slot.success(total);
+            }
+            // The slot covers the network part only; parsing needs no host.
+            drop(connection);
+            drop(slot);
 
-        let page = if is_html(content_type.as_deref()) {
-            scan_html(&body)
-        } else {
-            PageInfo::default()
-        };
-        if self.settings.retry_status.contains(status) {
-            request_retry();
+            let page = if is_html(content_type.as_deref()) {
+                scan_html(&body)
+            } else {
+                PageInfo::default()
+            };
+            let output = FetchOutput {
+                status,
+                url,
+                bytes: body.len() as u64,
+                content_type,
+                title: page.title,
+                links: page.links,
+                hash: blake3::hash(&body).to_hex().to_string(),
+                timings: Timings {
+                    first_byte_ms: millis(first_byte),
+                    total_ms: millis(total),
+                },
+                attempts: 1,
+                retried: Vec::new(),
+            };
+            return Attempt::Answer(output, asked);
         }
-        Ok(FetchOutput {
-            status,
-            url,
-            bytes: body.len() as u64,
-            content_type,
-            title: page.title,
-            links: page.links,
-            hash: blake3::hash(&body).to_hex().to_string(),
-            timings: Timings {
-                first_byte_ms: millis(first_byte),
-                total_ms: millis(total),
-            },
-        })
+    }
+
+    /// Skips a URL that its host's `robots.txt` disallows; the file is
+    /// fetched once per host by this worker and kept for the run.
+    async fn check_robots(&self, url: &Url, host: &str) -> Result<(), TaskError> {
+        let cell = self
+            .robots
+            .borrow_mut()
+            .entry(host.to_string())
+            .or_default()
+            .clone();
+        let mut robots_url = url.clone();
+        robots_url.set_path("/robots.txt");
+        robots_url.set_query(None);
+        robots_url.set_fragment(None);
+        let rules = cell
+            .get_or_init(|| self.fetch_robots(robots_url.clone(), host))
+            .await;
+        let path = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_string(),
+        };
+        match rules.disallows(&path) {
+            None => Ok(()),
+            Some(rule) => Err(TaskError::failed(format!(
+                "skipped: {robots_url} disallows it ({rule})"
+            ))),
+        }
+    }
+
+    async fn fetch_robots(&self, url: Url, host: &str) -> Robots {
+        let agent = self
+            .settings
+            .user_agent
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let _slot = self.hosts.acquire(host).await;
+        let _connection = self.budget.acquire().await;
+        let Ok(mut response) = self.client.get(url).send().await else {
+            return Robots::disallow_all();
+        };
+        let status = response.status().as_u16();
+        if (400..500).contains(&status) {
+            return Robots::allow_all();
+        }
+        if !(200..300).contains(&status) {
+            return Robots::disallow_all();
+        }
+        // Google reads the first 500 KiB; so do we.
+        let mut body = Vec::new();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_ROBOTS_BYTES {
+                body.truncate(MAX_ROBOTS_BYTES);
+                break;
+            }
+        }
+        Robots::parse(&String::from_utf8_lossy(&body), &agent)
     }
 
     /// Checks the line's URL, method and headers; any problem is
@@ -219,6 +428,105 @@ fn host_key(url: &Url) -> String {
         url.host_str().unwrap_or(""),
         url.port_or_known_default().unwrap_or(0)
     )
+}
+
+/// Largest `robots.txt` read.
+const MAX_ROBOTS_BYTES: usize = 500 * 1024;
+
+/// The connection budget of one worker: requests in flight, each of which
+/// may hold a socket. Sized from the descriptor limit, and shrunk when the
+/// system still runs out, so that "too many open files" holds requests
+/// back instead of failing them.
+#[derive(Debug)]
+struct Budget {
+    permits: Semaphore,
+    size: Cell<usize>,
+    nofile: u64,
+    said_full: Cell<bool>,
+    said_out: Cell<bool>,
+}
+
+impl Budget {
+    fn new(size: usize, nofile: u64) -> Self {
+        Self {
+            permits: Semaphore::new(size),
+            size: Cell::new(size),
+            nofile,
+            said_full: Cell::new(false),
+            said_out: Cell::new(false),
+        }
+    }
+
+    async fn acquire(&self) -> SemaphorePermit<'_> {
+        if let Ok(permit) = self.permits.try_acquire() {
+            return permit;
+        }
+        if !self.said_full.replace(true) {
+            eprintln!(
+                "fetch: {} requests in flight, the connection budget of this worker \
+                 (half its descriptor limit of {}, or --set connections=N); more tasks wait for a connection",
+                self.size.get(),
+                self.nofile
+            );
+        }
+        self.permits.acquire().await.expect("never closed")
+    }
+
+    /// The system said "too many open files" with `permit` held: one
+    /// connection fewer from now on (never below one), and a wait for
+    /// another request to end before this one goes again.
+    fn shrink(&self, permit: SemaphorePermit<'_>) {
+        if !self.said_out.replace(true) {
+            eprintln!(
+                "fetch: out of file descriptors at {} connections (limit {}); \
+                 holding requests back until one is free",
+                self.size.get() - self.permits.available_permits(),
+                self.nofile
+            );
+        }
+        if self.size.get() > 1 {
+            self.size.set(self.size.get() - 1);
+            permit.forget();
+        }
+    }
+}
+
+/// This process's soft limit on open descriptors (already raised to the
+/// hard limit by the worker runtime).
+fn nofile_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid resource and a pointer to a live `rlimit`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    limit.rlim_cur
+}
+
+/// `Retry-After`: seconds, or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+/// The error of the last attempt, saying how many were made and why the
+/// earlier ones were retried.
+fn with_attempts(mut error: TaskError, retried: &[String]) -> TaskError {
+    if !retried.is_empty() {
+        error.message = format!(
+            "{} (attempt {}; retried after: {})",
+            error.message,
+            retried.len() + 1,
+            retried.join(", ")
+        );
+    }
+    error
 }
 
 /// HTML, or no content type at all (then the body is probably HTML too).
