@@ -10,11 +10,13 @@ mod lines;
 mod link;
 mod output;
 mod process;
+pub mod queue;
 mod record;
 mod reorder;
 mod resume;
 mod sample;
 mod shard;
+pub mod source;
 mod term;
 
 pub use demo::DemoBatch;

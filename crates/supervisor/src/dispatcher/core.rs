@@ -241,6 +241,7 @@ impl Dispatcher {
             self.read += 1;
             match item {
                 InputItem::Task(task) => self.queue.push_back(task),
+                InputItem::Answered(record) => self.emit(record),
                 InputItem::Rejected { id, seq, message } => self.emit(Record {
                     id,
                     seq,
