@@ -67,7 +67,14 @@ impl Redis {
             .unwrap();
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .stdin(Stdio::null())
@@ -250,7 +257,11 @@ fn nodes_killed_and_joining_late_still_record_every_line_once() {
         "someone recorded the poison task"
     );
 
-    let files = [victim.output_path(), steady.output_path(), late.output_path()];
+    let files = [
+        victim.output_path(),
+        steady.output_path(),
+        late.output_path(),
+    ];
     let (records, _) = merged(&files, &input);
     assert_eq!(records.len() as u64, n, "every line exactly once");
     for record in &records {
@@ -281,7 +292,9 @@ fn nodes_killed_and_joining_late_still_record_every_line_once() {
 
 #[test]
 fn a_redis_restart_mid_run_does_not_stop_the_run() {
-    let Some(mut redis) = Redis::start() else { return };
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
     let n = 4_000;
     let (lines, iters) = mixed(n);
     let dir = tempfile::tempdir().unwrap();
@@ -289,7 +302,14 @@ fn a_redis_restart_mid_run_does_not_stop_the_run() {
     push(&redis, "restart", &input);
 
     let url = redis.url("restart");
-    let args = ["--workers", "1", "--concurrency", "8", "--claim-after", "30s"];
+    let args = [
+        "--workers",
+        "1",
+        "--concurrency",
+        "8",
+        "--claim-after",
+        "30s",
+    ];
     let mut consumer = node(&url, &args);
     wait_until(LONG, "some records", || consumer.output_lines() >= 300);
     redis.stop();
@@ -317,7 +337,14 @@ fn a_drained_node_hands_its_unfinished_lines_back_at_once() {
     // Nobody claims anything for an hour: what the drained node held can
     // only come back because it handed it back.
     let url = redis.url("drain");
-    let args = ["--workers", "1", "--concurrency", "4", "--claim-after", "1h"];
+    let args = [
+        "--workers",
+        "1",
+        "--concurrency",
+        "4",
+        "--claim-after",
+        "1h",
+    ];
     let mut drained = node(&url, &args);
     wait_until(LONG, "some records", || drained.output_lines() >= 100);
     kill(drained.pid(), libc::SIGINT);
@@ -340,7 +367,11 @@ fn bad_queues_get_one_line_errors() {
 
     let wrong = queue(&["status", "--queue", "http://127.0.0.1/x"]);
     assert_eq!(wrong.status.code(), Some(2));
-    assert!(text(&wrong.stderr).contains("redis://"), "{}", text(&wrong.stderr));
+    assert!(
+        text(&wrong.stderr).contains("redis://"),
+        "{}",
+        text(&wrong.stderr)
+    );
 
     let missing = node(&redis.url("nothing"), &["--workers", "1"]).wait_output();
     assert_eq!(missing.0, 2, "{}", missing.1);
@@ -409,7 +440,10 @@ fn merge_resolves_repeats_only_in_queue_mode() {
     let nodes = run(true);
     let stderr = text(&nodes.stderr);
     assert_eq!(nodes.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("2 tasks recorded by more than one node"), "{stderr}");
+    assert!(
+        stderr.contains("2 tasks recorded by more than one node"),
+        "{stderr}"
+    );
     let kept: BTreeMap<u64, Value> = records(&nodes.stdout)
         .into_iter()
         .map(|r| (r["seq"].as_u64().unwrap(), r))

@@ -155,7 +155,9 @@ fn merge(args: &MergeArgs) -> Result<bool> {
         eprintln!("duplicated: {} tasks in all", duplicated.len());
     }
     if !duplicated.is_empty() {
-        eprintln!("(outputs of nodes sharing one --queue may repeat a task: merge them with --queue)");
+        eprintln!(
+            "(outputs of nodes sharing one --queue may repeat a task: merge them with --queue)"
+        );
     }
     Ok(missing.is_empty() && duplicated.is_empty())
 }
