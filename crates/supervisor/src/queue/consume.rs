@@ -104,6 +104,13 @@ pub async fn consume(
             .filter(|_| waiting)
             .unwrap_or_else(|| Instant::now() + node.spec.claim_after / 3)
             .min(node.next_hold)
+            // Acknowledgements that failed are retried soon, not at the
+            // next keep-alive.
+            .min(if node.to_ack.is_empty() {
+                node.next_hold
+            } else {
+                Instant::now() + node.retry_in()
+            })
             .max(Instant::now() + Duration::from_millis(1));
         let slot = reserve(feeding.clone());
         tokio::select! {
