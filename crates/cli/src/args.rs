@@ -50,6 +50,9 @@ pub enum Subcommand {
     /// A live table of a running supervisor's workers, sorted by CPU, with
     /// keys to restart or kill a worker and to scale.
     Top(crate::top::TopArgs),
+    /// A Redis Streams queue for many machines: push an input, show its
+    /// state. Consume with `supervisor --queue URL`.
+    Queue(crate::queue::QueueArgs),
 }
 
 /// Running a batch: the flags of `supervisor` itself.
@@ -219,6 +222,17 @@ pub struct Args {
     /// a Slurm array (SLURM_ARRAY_TASK_ID/_COUNT/_MIN).
     #[arg(long, value_name = "K/N|auto")]
     pub shard: Option<String>,
+
+    /// Pull tasks from this queue (filled by `supervisor queue push`)
+    /// instead of --input, beside any number of other supervisors:
+    /// redis://[:PASSWORD@]HOST[:PORT][/DB]/NAME or rediss://...
+    #[arg(long, value_name = "URL", conflicts_with_all = ["input", "demo", "shard", "keep_order"])]
+    pub queue: Option<String>,
+
+    /// With --queue: tasks held this long by a silent node (dead, or cut
+    /// off) are taken over by the others.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, requires = "queue")]
+    pub claim_after: Duration,
 
     /// Number of shards for `--shard auto` under Kubernetes.
     #[arg(long, value_name = "N", env = "MULTILOOP_SHARD_COUNT", value_parser = clap::value_parser!(u64).range(1..))]

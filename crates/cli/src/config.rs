@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use multiloop_supervisor::fingerprint::Fingerprint;
+use multiloop_supervisor::queue::QueueSpec;
 use multiloop_supervisor::{
     Backoff, DemoBatch, DispatchConfig, Identity, InputSource, Journal, OutputTarget, RunConfig,
 };
@@ -35,7 +36,10 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
     let worker = worker_command(args)?;
     let kinds = list_kinds(&worker).await?;
     let kind = choose_kind(args.task.as_deref(), &kinds, &worker.name())?;
-    let input = input_source(args)?;
+    let input = match &args.queue {
+        Some(url) => queue_source(args, url, workers)?,
+        None => input_source(args)?,
+    };
     if args.lines && args.key.is_some() {
         bail!("--key needs JSON object lines; with --lines, tasks are known by line number");
     }
@@ -178,7 +182,8 @@ pub fn count_total(config: &RunConfig, set_total: Arc<dyn Fn(u64) + Send + Sync>
     };
     match &config.input {
         InputSource::Demo(demo) => set_total(adjust(demo.tasks)),
-        InputSource::Stdin => {}
+        // A node's share of a queue is not known in advance.
+        InputSource::Stdin | InputSource::Queue(_) => {}
         InputSource::File(path) => {
             let path = path.clone();
             std::thread::spawn(move || {
@@ -466,6 +471,40 @@ fn choose_kind(wanted: Option<&str>, kinds: &[String], program: &str) -> Result<
             served()
         ),
     }
+}
+
+/// `--queue`: this node's place in the consumer group.
+fn queue_source(args: &Args, url: &str, workers: usize) -> Result<InputSource> {
+    let url = crate::queue::parse_url(url)?;
+    if args.claim_after < Duration::from_millis(100) {
+        bail!("--claim-after must be at least 100ms");
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "node".into());
+    // The output file names the node: a restarted node (`--resume`) finds
+    // the lines it held, and two nodes never share an output (it is locked).
+    let consumer = match args.output.as_deref().filter(|p| p.as_os_str() != "-") {
+        Some(path) => format!(
+            "{host}:{}",
+            std::path::absolute(path)
+                .unwrap_or_else(|_| path.to_path_buf())
+                .display()
+        ),
+        None => format!("{host}:pid{}", std::process::id()),
+    };
+    let concurrency = args.concurrency as usize;
+    let window = args
+        .window
+        .map_or(concurrency + concurrency / 2, |w| w as usize);
+    Ok(InputSource::Queue(QueueSpec {
+        url,
+        consumer,
+        claim_after: args.claim_after,
+        max_deliveries: u64::from(args.max_crashes) + 2,
+        // Small enough that a node does not hoard what others could run.
+        batch: (window * workers).clamp(1, 1000),
+    }))
 }
 
 fn input_source(args: &Args) -> Result<InputSource> {

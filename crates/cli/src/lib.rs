@@ -7,6 +7,7 @@ mod ctl;
 mod exit;
 mod logging;
 mod merge;
+mod queue;
 mod report;
 mod shard;
 mod size;
@@ -28,7 +29,7 @@ pub fn main() -> i32 {
     match cli.command {
         None => {}
         Some(args::Subcommand::Merge(merge)) => return merge::main(&merge),
-        Some(args::Subcommand::Ctl(_) | args::Subcommand::Top(_)) => {}
+        Some(args::Subcommand::Ctl(_) | args::Subcommand::Top(_) | args::Subcommand::Queue(_)) => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -45,6 +46,7 @@ pub fn main() -> i32 {
         match &cli.command {
             Some(args::Subcommand::Ctl(ctl)) => return ctl::main(ctl).await,
             Some(args::Subcommand::Top(top)) => return top::main(top).await,
+            Some(args::Subcommand::Queue(queue)) => return queue::main(queue).await,
             _ => {}
         }
         let config = match config::build(&args).await {

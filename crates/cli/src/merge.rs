@@ -28,6 +28,12 @@ pub struct MergeArgs {
     /// Where to write the merged records [default: stdout].
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// The files come from nodes of one queue (`--queue`), whose delivery
+    /// is at least once: a task recorded by several nodes is not a
+    /// conflict; its ok record wins, else the latest one.
+    #[arg(long)]
+    pub queue: bool,
 }
 
 /// One record and where it came from.
@@ -66,16 +72,23 @@ fn merge(args: &MergeArgs) -> Result<bool> {
     };
     let mut duplicated = Vec::new();
     let mut superseded = 0u64;
+    let mut redelivered = 0u64;
     for (seq, entries) in &records {
         // Last record wins: a later attempt (--resume-failed) supersedes
-        // an earlier failure. Anything else recorded twice is a conflict.
+        // an earlier failure. Anything else recorded twice is a conflict,
+        // except across the nodes of a queue, which may run a task twice.
         let (last, earlier) = entries.split_last().expect("at least one record");
-        if earlier.iter().all(|e| e.failed && e.file == last.file) {
+        let kept = if earlier.iter().all(|e| e.failed && e.file == last.file) {
             superseded += earlier.len() as u64;
+            last
+        } else if args.queue {
+            redelivered += 1;
+            entries.iter().rev().find(|e| !e.failed).unwrap_or(last)
         } else {
             duplicated.push((*seq, entries));
-        }
-        out.write_all(&last.text)?;
+            last
+        };
+        out.write_all(&kept.text)?;
     }
     out.flush()?;
 
@@ -113,6 +126,11 @@ fn merge(args: &MergeArgs) -> Result<bool> {
     if superseded > 0 {
         report.push_str(&format!(
             "; {superseded} failed records superseded by a later attempt"
+        ));
+    }
+    if redelivered > 0 {
+        report.push_str(&format!(
+            "; {redelivered} tasks recorded by more than one node (at-least-once delivery) resolved: the ok or the latest record kept"
         ));
     }
     eprintln!("{report}");
@@ -163,6 +181,11 @@ fn merge(args: &MergeArgs) -> Result<bool> {
     }
     if duplicated.len() > NAMED {
         eprintln!("duplicated: {} tasks in all", duplicated.len());
+    }
+    if !duplicated.is_empty() {
+        eprintln!(
+            "(outputs of nodes sharing one --queue may repeat a task: merge them with --queue)"
+        );
     }
     Ok(missing.is_empty() && duplicated.is_empty() && unexpected.is_empty())
 }

@@ -16,13 +16,14 @@ use crate::control::{self, ControlAnswer, ControlCall, ControlSocket};
 use crate::dispatcher::{
     Command, DispatchConfig, Dispatcher, Event, Progress, RunReport, Tick, WorkerId, WorkerRow,
 };
-use crate::input::{read_input, InputFilter, InputMessage, InputSource};
+use crate::input::{InputFilter, InputMessage, InputSource};
 use crate::link;
 use crate::output::{OutputEnd, OutputTarget, OutputWriter};
 use crate::process::{Spawner, WorkerSpec};
 use crate::resume::{Identity, Journal};
 use crate::sample::Sampler;
 use crate::shard::Shard;
+use crate::source::Source;
 
 /// Everything a run needs.
 #[derive(Debug, Clone)]
@@ -83,7 +84,8 @@ struct WorkerChannels {
 
 /// Runs a whole batch; returns how it went.
 pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunReport, RunError> {
-    let output = OutputWriter::start(&config.output).map_err(RunError::Output)?;
+    let (source, acks) = Source::new(config.input.clone());
+    let output = OutputWriter::start(&config.output, acks).map_err(RunError::Output)?;
     let spawner = Spawner::start(tokio::runtime::Handle::current()).map_err(RunError::Setup)?;
     let mut signals = Signals::new().map_err(RunError::Setup)?;
     let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -95,7 +97,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
         lines_as_strings: config.lines_as_strings,
         shard: config.shard,
     };
-    tokio::spawn(read_input(config.input.clone(), filter, input_tx));
+    let source = source.start(filter, input_tx);
 
     let (calls_tx, mut calls) = mpsc::channel::<ControlCall>(16);
     let _socket = match ControlSocket::bind() {
@@ -168,6 +170,9 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
         .await
         .map_err(|e| RunError::Output(std::io::Error::other(e)))?
         .map_err(RunError::Output)?;
+    // The writer is done, so every record is flushed: a queue acknowledges
+    // the last ones and hands back the lines it held but did not finish.
+    source.finish().await;
     let mut report = dispatcher.report(Instant::now());
     if let OutputEnd::BrokenPipe = end {
         report.outcome = crate::dispatcher::RunOutcome::Interrupted(libc::SIGPIPE);

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::demo::DemoBatch;
 use crate::lines::{Line, LineReader};
+use crate::queue::QueueSpec;
 use crate::record::{InputItem, TaskEntry};
 use crate::resume::{Identity, Journal};
 use crate::shard::Shard;
@@ -23,6 +24,8 @@ pub enum InputSource {
     File(PathBuf),
     Stdin,
     Demo(DemoBatch),
+    /// Tasks pulled from a shared queue (`--queue`); see `crate::queue`.
+    Queue(QueueSpec),
 }
 
 impl std::fmt::Display for InputSource {
@@ -31,6 +34,7 @@ impl std::fmt::Display for InputSource {
             InputSource::File(path) => write!(f, "{}", path.display()),
             InputSource::Stdin => f.write_str("stdin"),
             InputSource::Demo(_) => f.write_str("the demo batch"),
+            InputSource::Queue(spec) => write!(f, "queue {}", spec.url),
         }
     }
 }
@@ -73,6 +77,8 @@ pub async fn read_input(source: InputSource, filter: InputFilter, tx: mpsc::Send
         },
         InputSource::Stdin => read_lines(tokio::io::stdin(), &filter, &tx).await,
         InputSource::Demo(demo) => read_lines(demo.to_jsonl().as_slice(), &filter, &tx).await,
+        // `crate::source` starts a queue's own reader instead.
+        InputSource::Queue(_) => Err("a queue is not read line by line".into()),
     };
     let message = match result {
         Ok(lines) => InputMessage::End { lines },
@@ -117,64 +123,75 @@ struct Numbering {
 impl Numbering {
     fn push(&mut self, line: Line<'_>, filter: &InputFilter, batch: &mut Vec<InputItem>) {
         self.seq += 1;
-        let seq = self.seq;
-        let (payload, key) = match line {
-            Line::Complete(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => return,
-            Line::Complete(bytes) => match &filter.identity {
-                Identity::Line => (Ok(bytes), None),
-                Identity::Key(field) => match key_of(bytes, field) {
-                    Ok(key) => (Ok(bytes), Some(key)),
-                    Err(message) => (Err(format!("line {seq}: {message}")), None),
-                },
-            },
-            Line::TooLong { len } => (
-                Err(format!(
-                    "line {seq}: {len} bytes is over the frame limit of {} bytes (see --max-frame)",
-                    filter.max_line
-                )),
-                None,
-            ),
-        };
-        if let Some(shard) = &filter.shard {
-            if !shard.takes(seq, key.as_deref()) {
-                return;
-            }
+        if let Some(item) = line_item(self.seq, self.next_id, line, filter) {
+            self.next_id += 1;
+            batch.push(item);
         }
-        if let Some(journal) = &filter.journal {
-            if journal.contains(seq, key.as_deref()) {
-                return;
-            }
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        let payload = payload.and_then(|bytes| {
-            if filter.lines_as_strings {
-                // Escaping can make a line several times longer.
-                as_json_string(bytes)
-                    .and_then(|json| match json.len() {
-                        len if len > filter.max_line => Err(format!(
-                            "{len} bytes as a JSON string is over the frame limit of {} bytes (see --max-frame)",
-                            filter.max_line
-                        )),
-                        _ => Ok(json),
-                    })
-                    .map_err(|message| format!("line {seq}: {message}"))
-            } else {
-                Ok(Bytes::copy_from_slice(bytes))
-            }
-        });
-        batch.push(match payload {
-            Ok(payload) => InputItem::Task(TaskEntry {
-                id,
-                seq,
-                payload,
-                key,
-                attempts: 0,
-                blame: Default::default(),
-            }),
-            Err(message) => InputItem::Rejected { id, seq, message },
-        });
     }
+}
+
+/// What input line `seq` becomes as task `id`: `None` when it is blank,
+/// another shard's, or already answered in the output being resumed.
+pub(crate) fn line_item(
+    seq: u64,
+    id: u64,
+    line: Line<'_>,
+    filter: &InputFilter,
+) -> Option<InputItem> {
+    let (payload, key) = match line {
+        Line::Complete(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => return None,
+        Line::Complete(bytes) => match &filter.identity {
+            Identity::Line => (Ok(bytes), None),
+            Identity::Key(field) => match key_of(bytes, field) {
+                Ok(key) => (Ok(bytes), Some(key)),
+                Err(message) => (Err(format!("line {seq}: {message}")), None),
+            },
+        },
+        Line::TooLong { len } => (
+            Err(format!(
+                "line {seq}: {len} bytes is over the frame limit of {} bytes (see --max-frame)",
+                filter.max_line
+            )),
+            None,
+        ),
+    };
+    if let Some(shard) = &filter.shard {
+        if !shard.takes(seq, key.as_deref()) {
+            return None;
+        }
+    }
+    if let Some(journal) = &filter.journal {
+        if journal.contains(seq, key.as_deref()) {
+            return None;
+        }
+    }
+    let payload = payload.and_then(|bytes| {
+        if filter.lines_as_strings {
+            // Escaping can make a line several times longer.
+            as_json_string(bytes)
+                .and_then(|json| match json.len() {
+                    len if len > filter.max_line => Err(format!(
+                        "{len} bytes as a JSON string is over the frame limit of {} bytes (see --max-frame)",
+                        filter.max_line
+                    )),
+                    _ => Ok(json),
+                })
+                .map_err(|message| format!("line {seq}: {message}"))
+        } else {
+            Ok(Bytes::copy_from_slice(bytes))
+        }
+    });
+    Some(match payload {
+        Ok(payload) => InputItem::Task(TaskEntry {
+            id,
+            seq,
+            payload,
+            key,
+            attempts: 0,
+            blame: Default::default(),
+        }),
+        Err(message) => InputItem::Rejected { id, seq, message },
+    })
 }
 
 /// A bare line as a JSON string (`--lines`), trimmed.

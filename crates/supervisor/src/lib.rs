@@ -12,12 +12,14 @@ mod lines;
 mod link;
 mod output;
 mod process;
+pub mod queue;
 mod record;
 mod reorder;
 mod resume;
 mod sample;
 mod shard;
 pub mod socket_dir;
+pub mod source;
 mod term;
 
 pub use demo::DemoBatch;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::record::Record;
+use crate::source::{AckSink, Flushed, Settled};
 
 /// Batches of records queued for the writer before the dispatcher waits.
 const QUEUED_BATCHES: usize = 64;
@@ -45,7 +46,9 @@ pub struct OutputWriter {
 impl OutputWriter {
     /// Opens the target (so that a bad path fails before any work) and
     /// starts the writer thread.
-    pub fn start(target: &OutputTarget) -> io::Result<Self> {
+    /// With `acks`, each flushed batch is reported (after an fsync of a
+    /// file, so that an acknowledged record survives a machine crash).
+    pub fn start(target: &OutputTarget, acks: Option<AckSink>) -> io::Result<Self> {
         let sink: Box<dyn Sink> = match target {
             OutputTarget::Stdout => Box::new(io::stdout()),
             OutputTarget::File { path, append, lock } => {
@@ -70,7 +73,7 @@ impl OutputWriter {
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
         let thread = std::thread::Builder::new()
             .name("multiloop-output".into())
-            .spawn(move || write_records(sink, rx))?;
+            .spawn(move || write_records(sink, rx, acks))?;
         Ok(Self { tx, thread })
     }
 
@@ -86,17 +89,23 @@ impl OutputWriter {
 fn write_records(
     sink: Box<dyn Sink>,
     mut rx: mpsc::Receiver<Vec<Record>>,
+    acks: Option<AckSink>,
 ) -> io::Result<OutputEnd> {
     let mut out = BufWriter::with_capacity(256 * 1024, sink);
+    let mut flushed = Vec::new();
     let result = (|| {
         while let Some(batch) = rx.blocking_recv() {
-            write_batch(&mut out, &batch)?;
+            write_batch(&mut out, &batch, &acks, &mut flushed)?;
             while let Ok(batch) = rx.try_recv() {
-                write_batch(&mut out, &batch)?;
+                write_batch(&mut out, &batch, &acks, &mut flushed)?;
             }
             // Flushed once the queue is empty: a killed supervisor loses at
             // most the batch in hand, and a reader sees records promptly.
             out.flush()?;
+            if let Some(acks) = &acks {
+                out.get_mut().sync()?;
+                acks.flushed(std::mem::take(&mut flushed));
+            }
         }
         out.flush()?;
         out.get_mut().flush()?;
@@ -110,7 +119,18 @@ fn write_records(
     }
 }
 
-fn write_batch(out: &mut impl Write, batch: &[Record]) -> io::Result<()> {
+fn write_batch(
+    out: &mut impl Write,
+    batch: &[Record],
+    acks: &Option<AckSink>,
+    flushed: &mut Vec<Flushed>,
+) -> io::Result<()> {
+    if acks.is_some() {
+        flushed.extend(batch.iter().map(|record| Flushed {
+            id: record.id,
+            settled: Settled::of(&record.outcome),
+        }));
+    }
     batch.iter().try_for_each(|record| record.write_line(out))
 }
 

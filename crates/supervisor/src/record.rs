@@ -42,6 +42,9 @@ pub enum InputItem {
         seq: u64,
         message: String,
     },
+    /// A line its source answered without running it (a queue task
+    /// delivered too often: the nodes that held it died).
+    Answered(Record),
 }
 
 /// One output line.

@@ -199,6 +199,7 @@ impl Dispatcher {
             self.run.read_one();
             match item {
                 InputItem::Task(task) => self.book.push(task),
+                InputItem::Answered(record) => self.emit(record),
                 InputItem::Rejected { id, seq, message } => self.emit(Record {
                     id,
                     seq,

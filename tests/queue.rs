@@ -1,0 +1,469 @@
+//! Many machines on one Redis Streams queue: real `redis-server`s on
+//! 127.0.0.1, real supervisors pulling from them, nodes killed, drained
+//! and joining late, Redis restarted under them; `merge --queue` turns
+//! the nodes' outputs into every line exactly once.
+//!
+//! Without `redis-server` these tests skip with a loud message, unless
+//! `CI` is set: there they fail (`.ci/run` installs it).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const LONG: Duration = Duration::from_secs(90);
+
+/// A `redis-server` of our own, in a temporary directory, with an
+/// append-only file so that a restart keeps the queue.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// Starts one, or `None` (after a loud message) when the machine has no
+    /// `redis-server` and this is not CI.
+    fn start() -> Option<Self> {
+        let found = std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|dir| dir.join("redis-server").is_file())
+        });
+        if !found {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "redis-server is not installed, and CI must run the queue tests (apt-get install redis-server)"
+            );
+            eprintln!(
+                "\n!!!!!!!! SKIPPED: redis-server is not installed; the queue tests did not run !!!!!!!!\n\
+                 !!!!!!!! install it (apt-get install redis-server) to run them             !!!!!!!!\n"
+            );
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = Redis {
+            child: None,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        redis.launch();
+        Some(redis)
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("redis.log"))
+            .unwrap();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        wait_until(LONG, "redis-server to answer PING", || self.ping());
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let mut answer = [0u8; 7];
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut answer).is_ok()
+            && &answer == b"+PONG\r\n"
+    }
+
+    /// Stops it the way a maintenance restart does (SIGTERM) and waits.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill(child.id(), libc::SIGTERM);
+            child.wait().unwrap();
+        }
+    }
+
+    fn url(&self, queue: &str) -> String {
+        format!("redis://127.0.0.1:{}/{queue}", self.port)
+    }
+
+    /// Runs a raw command through redis-cli.
+    fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `supervisor queue ARGS...`, to the end.
+fn queue(args: &[&str]) -> Output {
+    supervisor()
+        .arg("queue")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("supervisor queue runs")
+}
+
+fn push(redis: &Redis, name: &str, input: &Path) -> Output {
+    let url = redis.url(name);
+    let output = queue(&["push", "--queue", &url, "--input", input.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    output
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A consuming supervisor writing to its own directory.
+fn node(url: &str, args: &[&str]) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = std::fs::File::create(dir.path().join("stderr.txt")).unwrap();
+    let child = supervisor()
+        .args(["--queue", url])
+        .args(args)
+        .arg("--output")
+        .arg(dir.path().join("out.jsonl"))
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("supervisor starts");
+    Running {
+        child,
+        dir,
+        input: None,
+    }
+}
+
+/// `supervisor merge --queue FILES --input INPUT`: the merged records,
+/// after checking that nothing is missing or in conflict.
+fn merged(files: &[PathBuf], input: &Path) -> (Vec<Value>, String) {
+    let output = Command::new(SUPERVISOR)
+        .arg("merge")
+        .arg("--queue")
+        .args(files)
+        .arg("--input")
+        .arg(input)
+        .stdin(Stdio::null())
+        .output()
+        .expect("merge runs");
+    let stderr = text(&output.stderr);
+    assert!(
+        !stderr.contains("missing") && !stderr.contains("duplicated"),
+        "{stderr}"
+    );
+    (records(&output.stdout), stderr)
+}
+
+/// Mixed tasks: sleeps of 0-9 ms and sums of various lengths.
+fn mixed(n: u64) -> (String, impl Fn(u64) -> u64) {
+    let iters = |i: u64| (i * 7919) % 20_000;
+    (sim_lines(n, |i| i % 10, iters), iters)
+}
+
+fn write_input(dir: &Path, lines: &str) -> PathBuf {
+    let path = dir.join("in.jsonl");
+    std::fs::write(&path, lines).unwrap();
+    path
+}
+
+#[test]
+fn nodes_killed_and_joining_late_still_record_every_line_once() {
+    let Some(redis) = Redis::start() else { return };
+    let n = 20_000;
+    let (mut lines, iters) = mixed(n);
+    // One poison task among them: it aborts every worker that runs it.
+    let poison = 12_345;
+    lines = lines
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            if i as u64 + 1 == poison {
+                r#"{"sleep_ms":1,"iters":3,"fault":"abort"}"#.to_string()
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &lines);
+    push(&redis, "mixed", &input);
+
+    let url = redis.url("mixed");
+    let args = [
+        "--task",
+        "chaos",
+        "--workers",
+        "2",
+        "--concurrency",
+        "16",
+        "--claim-after",
+        "1s",
+    ];
+    let mut victim = node(&url, &args);
+    let mut steady = node(&url, &args);
+    wait_until(LONG, "the victim to record some tasks", || {
+        victim.output_lines() >= 1_500
+    });
+    kill(victim.pid(), libc::SIGKILL);
+    victim.wait(LONG);
+    assert!(
+        victim.output_lines() < 15_000,
+        "killed mid-run, not at the end"
+    );
+    let mut late = node(&url, &args);
+
+    let steady_code = steady.wait(LONG);
+    let late_code = late.wait(LONG);
+    // The node that met the poison task exits 1 (a task failed).
+    for (code, who) in [(steady_code, &steady), (late_code, &late)] {
+        assert!(code == 0 || code == 1, "exit {code}: {}", who.stderr());
+    }
+    assert!(
+        steady_code == 1 || late_code == 1,
+        "someone recorded the poison task"
+    );
+
+    let files = [
+        victim.output_path(),
+        steady.output_path(),
+        late.output_path(),
+    ];
+    let (records, _) = merged(&files, &input);
+    assert_eq!(records.len() as u64, n, "every line exactly once");
+    for record in &records {
+        let seq = record["seq"].as_u64().unwrap();
+        if seq == poison {
+            assert_eq!(record["error"]["kind"], "crashed", "{record}");
+            continue;
+        }
+        assert_eq!(
+            record["ok"]["sum"].as_u64(),
+            Some(expected_sum(iters(seq - 1))),
+            "line {seq}: {record}"
+        );
+    }
+    let crashed: usize = [&steady, &late]
+        .iter()
+        .flat_map(|node| node.output_records())
+        .filter(|r| r["error"]["kind"] == "crashed")
+        .count();
+    assert_eq!(crashed, 1, "the poison task is recorded crashed once");
+
+    let status = queue(&["status", "--queue", &url, "--json"]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["done"], n, "{status}");
+    assert_eq!(status["in_flight"], 0, "{status}");
+    assert_eq!(status["dead"], 1, "{status}");
+}
+
+#[test]
+fn a_redis_restart_mid_run_does_not_stop_the_run() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let n = 4_000;
+    let (lines, iters) = mixed(n);
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &lines);
+    push(&redis, "restart", &input);
+
+    let url = redis.url("restart");
+    let args = [
+        "--workers",
+        "1",
+        "--concurrency",
+        "8",
+        "--claim-after",
+        "30s",
+    ];
+    let mut consumer = node(&url, &args);
+    wait_until(LONG, "some records", || consumer.output_lines() >= 300);
+    redis.stop();
+    let during = consumer.output_lines();
+    redis.launch();
+    assert_eq!(consumer.wait(LONG), 0, "{}", consumer.stderr());
+    assert!(during < n as usize, "Redis went away mid-run");
+    let stderr = consumer.stderr();
+    assert!(stderr.contains("cannot reach"), "{stderr}");
+    assert!(stderr.contains("Redis is back"), "{stderr}");
+
+    let (records, _) = merged(&[consumer.output_path()], &input);
+    assert_all_sums(&records, n, iters);
+}
+
+#[test]
+fn a_drained_node_hands_its_unfinished_lines_back_at_once() {
+    let Some(redis) = Redis::start() else { return };
+    let n = 3_000;
+    let (lines, iters) = mixed(n);
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &lines);
+    push(&redis, "drain", &input);
+
+    // Nobody claims anything for an hour: what the drained node held can
+    // only come back because it handed it back.
+    let url = redis.url("drain");
+    let args = [
+        "--workers",
+        "1",
+        "--concurrency",
+        "4",
+        "--claim-after",
+        "1h",
+    ];
+    let mut drained = node(&url, &args);
+    wait_until(LONG, "some records", || drained.output_lines() >= 100);
+    kill(drained.pid(), libc::SIGINT);
+    assert_eq!(drained.wait(LONG), 130, "{}", drained.stderr());
+    let stderr = drained.stderr();
+    assert!(stderr.contains("unfinished line(s) back"), "{stderr}");
+
+    let mut other = node(&url, &["--workers", "2", "--claim-after", "1h"]);
+    assert_eq!(other.wait(LONG), 0, "{}", other.stderr());
+    let (records, _) = merged(&[drained.output_path(), other.output_path()], &input);
+    assert_all_sums(&records, n, iters);
+    assert!(other.stderr().contains("took over"), "{}", other.stderr());
+}
+
+#[test]
+fn bad_queues_get_one_line_errors() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &sim_lines(10, |_| 0, |i| i));
+
+    let wrong = queue(&["status", "--queue", "http://127.0.0.1/x"]);
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(
+        text(&wrong.stderr).contains("redis://"),
+        "{}",
+        text(&wrong.stderr)
+    );
+
+    let missing = node(&redis.url("nothing"), &["--workers", "1"]).wait_output();
+    assert_eq!(missing.0, 2, "{}", missing.1);
+    assert!(missing.1.contains("does not exist"), "{}", missing.1);
+
+    redis.cli(&["SET", "multiloop:{foreign}:tasks", "hello"]);
+    let foreign = node(&redis.url("foreign"), &["--workers", "1"]).wait_output();
+    assert_eq!(foreign.0, 2, "{}", foreign.1);
+    assert!(foreign.1.contains("not a multiloop queue"), "{}", foreign.1);
+
+    push(&redis, "twice", &input);
+    let again = push(&redis, "twice", &input);
+    assert!(text(&again.stderr).contains("10 were already there"));
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_input = write_input(other_dir.path(), "{\"iters\":1}\n");
+    let refused = queue(&[
+        "push",
+        "--queue",
+        &redis.url("twice"),
+        "--input",
+        other_input.to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = text(&refused.stderr);
+    assert!(stderr.contains("holds another input"), "{stderr}");
+
+    // Nothing listens on a port just freed: retried, then a clear error.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}/q");
+    let unreachable = node(&url, &["--workers", "1", "--claim-after", "100ms"]).wait_output();
+    assert_eq!(unreachable.0, 2, "{}", unreachable.1);
+    assert!(unreachable.1.contains("cannot reach"), "{}", unreachable.1);
+    assert!(unreachable.1.contains("retrying"), "{}", unreachable.1);
+}
+
+#[test]
+fn merge_resolves_repeats_only_in_queue_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.jsonl");
+    let b = dir.path().join("b.jsonl");
+    std::fs::write(
+        &a,
+        "{\"seq\":1,\"ok\":1}\n{\"seq\":2,\"ok\":\"a\"}\n{\"seq\":3,\"error\":{\"kind\":\"timeout\"}}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &b,
+        "{\"seq\":2,\"ok\":\"b\"}\n{\"seq\":3,\"ok\":3}\n{\"seq\":4,\"ok\":4}\n",
+    )
+    .unwrap();
+    let run = |queue: bool| {
+        let mut command = Command::new(SUPERVISOR);
+        command.arg("merge").arg(&a).arg(&b);
+        if queue {
+            command.arg("--queue");
+        }
+        command.output().unwrap()
+    };
+    let shards = run(false);
+    assert_eq!(shards.status.code(), Some(1));
+    assert!(text(&shards.stderr).contains("duplicated: line 2"));
+
+    let nodes = run(true);
+    let stderr = text(&nodes.stderr);
+    assert_eq!(nodes.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("2 tasks recorded by more than one node"),
+        "{stderr}"
+    );
+    let kept: BTreeMap<u64, Value> = records(&nodes.stdout)
+        .into_iter()
+        .map(|r| (r["seq"].as_u64().unwrap(), r))
+        .collect();
+    assert_eq!(kept[&2]["ok"], "b", "the later one");
+    assert_eq!(kept[&3]["ok"], 3, "the ok one");
+    assert_eq!(kept.len(), 4);
+}
+
+trait WaitOutput {
+    fn wait_output(self) -> (i32, String);
+}
+
+impl WaitOutput for Running {
+    fn wait_output(mut self) -> (i32, String) {
+        let code = self.wait(LONG);
+        (code, self.stderr())
+    }
+}
