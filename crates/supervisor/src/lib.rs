@@ -8,6 +8,7 @@ mod engine;
 mod input;
 mod lines;
 mod link;
+pub mod loop_watch;
 mod output;
 mod process;
 mod record;

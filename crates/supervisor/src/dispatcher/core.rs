@@ -26,6 +26,10 @@ pub struct DispatchConfig {
     /// Most records held back by `--keep-order` before input pauses.
     pub reorder_limit: usize,
     pub worker_timeout: Duration,
+    /// `--task-timeout`: also the longest a task may compute on a loop.
+    pub task_timeout: Option<Duration>,
+    /// Interval of worker heartbeats.
+    pub heartbeat: Duration,
     pub grace: Duration,
     pub max_restarts: usize,
     pub restart_window: Duration,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use multiloop_protocol::{Heartbeat, Usage};
 
 use super::events::WorkerId;
+use crate::loop_watch::{show_limit, Action, LoopWatch};
 use crate::record::TaskEntry;
 
 /// Tasks by id. Ids are dense, unique counters, so they are their own hash:
@@ -58,6 +59,22 @@ pub enum KillReason {
     NoHandshake {
         waited: Duration,
     },
+    /// The watchdog named a task that computed on the event loop past
+    /// `--task-timeout`: that task is a `timeout`, the others are innocent.
+    TaskTimeout {
+        task: u64,
+        message: String,
+    },
+    /// The watchdog named a task that blocked the loop without using CPU
+    /// past `--worker-timeout`: that task alone is blamed, as a crash.
+    Stuck {
+        task: u64,
+        message: String,
+    },
+    /// The loop was held outside any task past `--worker-timeout`.
+    Blocked {
+        held: Duration,
+    },
     Violation(String),
     /// An operator asked (`ctl kill`): handled like a kill from outside.
     Operator,
@@ -78,6 +95,13 @@ impl std::fmt::Display for KillReason {
                 silent.as_secs_f64(),
                 lag.as_millis()
             ),
+            KillReason::TaskTimeout { message, .. } => write!(f, "{message}; killed"),
+            KillReason::Stuck { message, .. } => write!(f, "stuck: {message}, killed"),
+            KillReason::Blocked { held } => write!(
+                f,
+                "hung: event loop blocked outside any task for {:.1}s, killed",
+                held.as_secs_f64()
+            ),
             KillReason::NoHandshake { waited } => {
                 write!(
                     f,
@@ -91,6 +115,53 @@ impl std::fmt::Display for KillReason {
                 f.write_str("still busy --grace after being told to finish, killed")
             }
             KillReason::Shutdown => f.write_str("killed at shutdown"),
+        }
+    }
+}
+
+impl KillReason {
+    /// The reason for killing a worker whose loop the watchdog reported.
+    pub fn of_loop(action: Action, in_flight: &TaskMap) -> Self {
+        let name = |task: u64| match in_flight.get(&task) {
+            Some(entry) => format!("seq {}", entry.seq),
+            None => format!("task id {task}"),
+        };
+        match action {
+            Action::TimeOut {
+                task,
+                held,
+                cpu,
+                limit,
+            } => KillReason::TaskTimeout {
+                task,
+                message: format!(
+                    "{} held the event loop for {:.1} s ({:.1} s of CPU; over --task-timeout {}): \
+                     move CPU-heavy work off the loop or raise the limit",
+                    name(task),
+                    held.as_secs_f64(),
+                    cpu.as_secs_f64(),
+                    show_limit(limit)
+                ),
+            },
+            Action::Blame { task, held, limit } => KillReason::Stuck {
+                task,
+                message: format!(
+                    "{} blocked the event loop for {:.1} s without using CPU (over --worker-timeout {}): \
+                     a blocking call or a lock on the loop",
+                    name(task),
+                    held.as_secs_f64(),
+                    show_limit(limit)
+                ),
+            },
+            Action::Hung { held } => KillReason::Blocked { held },
+        }
+    }
+
+    /// The task the watchdog named, if it named one.
+    pub fn named_task(&self) -> Option<u64> {
+        match self {
+            KillReason::TaskTimeout { task, .. } | KillReason::Stuck { task, .. } => Some(*task),
+            _ => None,
         }
     }
 }
@@ -130,10 +201,17 @@ pub struct Incarnation {
     pub killed: Option<KillReason>,
     /// The last `/proc` sample.
     pub sample: Option<super::events::Sample>,
+    /// What its event loop is doing, from its heartbeats.
+    pub watch: LoopWatch,
 }
 
 impl Incarnation {
-    pub fn new(id: WorkerId, now: Instant, recycle_after: Option<u64>) -> Self {
+    pub fn new(
+        id: WorkerId,
+        now: Instant,
+        recycle_after: Option<u64>,
+        heartbeat: Duration,
+    ) -> Self {
         Self {
             id,
             pid: None,
@@ -148,6 +226,7 @@ impl Incarnation {
             recycle_after,
             killed: None,
             sample: None,
+            watch: LoopWatch::new(heartbeat),
         }
     }
 

@@ -10,10 +10,12 @@ use super::blame::Evidence;
 use super::core::{Dispatcher, Phase, Place};
 use super::events::{Command, ExitStatus, WorkerId};
 use super::fleet::{CloseReason, Incarnation, KillReason, Life};
+use crate::loop_watch::{judge, Limits};
 use crate::record::{Record, TaskEntry};
 
 impl Dispatcher {
     pub(super) fn spawn(&mut self, index: usize, now: Instant) {
+        let heartbeat = self.config.heartbeat;
         let recycle_after = self
             .config
             .max_tasks_per_worker
@@ -21,7 +23,7 @@ impl Dispatcher {
         let slot = &mut self.slots[index];
         let id = slot.next_id();
         slot.restart_at = None;
-        slot.current = Some(Incarnation::new(id, now, recycle_after));
+        slot.current = Some(Incarnation::new(id, now, recycle_after, heartbeat));
         self.out.push(Command::Spawn { worker: id });
     }
 
@@ -97,16 +99,31 @@ impl Dispatcher {
         now: Instant,
     ) {
         let max_rss = self.config.max_worker_rss;
+        let limits = Limits {
+            task_timeout: self.config.task_timeout,
+            worker_timeout: self.config.worker_timeout,
+        };
         let Some(inc) = self.incarnation(worker) else {
             return;
         };
+        let pid = inc.pid;
         inc.last_heard = now;
         inc.heartbeat = heartbeat;
+        inc.watch.heartbeat(&heartbeat, now);
+        // Silence is judged by `check_timers`; here, a loop that a task
+        // holds, busy or stuck, while heartbeats still come.
+        let action = judge(inc.watch.state(now), limits).filter(|_| inc.killed.is_none());
+        let reason = action.map(|action| KillReason::of_loop(action, &inc.in_flight));
         let over_rss =
             max_rss.filter(|&limit| heartbeat.rss_bytes > limit && inc.life == Life::Running);
         let slot = &mut self.slots[worker.index];
         slot.totals.peak_rss = slot.totals.peak_rss.max(heartbeat.rss_bytes);
         slot.totals.max_lag_us = slot.totals.max_lag_us.max(heartbeat.max_lag_us);
+        if let Some(reason) = reason {
+            warn!("worker {} (pid {:?}): {reason}", worker.index, pid);
+            self.kill(worker, reason);
+            return;
+        }
         if let Some(limit) = over_rss {
             if self.phase == Phase::Running && slot.current.as_ref().map(|c| c.id) == Some(worker) {
                 info!(
@@ -244,7 +261,15 @@ impl Dispatcher {
             None => status.to_string(),
         };
         // In input order, so that re-runs keep the reorder buffer small.
-        let mut tasks: Vec<TaskEntry> = inc.in_flight.into_values().collect();
+        let mut in_flight = inc.in_flight;
+        // The task the watchdog named takes the whole blame; the others
+        // shared the worker by chance and run again as innocent.
+        let named = inc
+            .killed
+            .as_ref()
+            .and_then(KillReason::named_task)
+            .and_then(|id| in_flight.remove(&id));
+        let mut tasks: Vec<TaskEntry> = in_flight.into_values().collect();
         tasks.sort_unstable_by_key(|task| task.id);
         let shutting_down = matches!(inc.killed, Some(KillReason::Shutdown)) || !self.accepting();
         if shutting_down {
@@ -268,6 +293,16 @@ impl Dispatcher {
             }
             (None, _) => Evidence::Strong,
         };
+        if let Some(task) = named {
+            for task in tasks.drain(..).rev() {
+                self.queue.push_front(task);
+            }
+            if let Some(KillReason::TaskTimeout { message, .. }) = &inc.killed {
+                self.loop_timeout(worker, task, message.clone(), now);
+            } else {
+                tasks.push(task);
+            }
+        }
         if !tasks.is_empty() {
             let verdict = self.blame.on_death(tasks, evidence, inc.probe);
             for task in verdict.rerun.into_iter().rev() {
@@ -287,6 +322,27 @@ impl Dispatcher {
         if was_current {
             self.after_death(worker.index, inc.probe, now);
         }
+    }
+
+    /// `task` computed on its worker's loop past `--task-timeout`: a
+    /// timeout, retried as `--retries` allow like one the worker reports.
+    fn loop_timeout(&mut self, worker: WorkerId, task: TaskEntry, message: String, now: Instant) {
+        if task.attempts <= self.config.retries {
+            let delay = self
+                .config
+                .retry_backoff
+                .saturating_mul(1 << (task.attempts - 1).min(16));
+            self.retry_wait.insert((now + delay, task.id), task);
+            return;
+        }
+        let totals = &mut self.slots[worker.index].totals;
+        totals.done += 1;
+        totals.failed += 1;
+        let outcome = Outcome::Err {
+            kind: ErrorKind::Timeout,
+            message,
+        };
+        self.emit(Record::of(task, worker.index, 0, outcome));
     }
 
     /// A slot's process is gone: schedule its replacement, or give up.
