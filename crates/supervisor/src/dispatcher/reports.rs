@@ -7,6 +7,7 @@ use super::core::Dispatcher;
 use super::events::WorkerId;
 use super::fleet::Incarnation;
 use super::status::{Progress, RunOutcome, RunReport, WorkerRow};
+use crate::loop_watch::LoopState;
 
 impl Dispatcher {
     /// One row per worker slot, for status tables and the summary.
@@ -50,6 +51,8 @@ impl Dispatcher {
                         .max(current.map_or(0, Incarnation::peak_rss)),
                     lag_us: current.map_or(0, |c| c.heartbeat.lag_us),
                     max_lag_us: slot.totals.max_lag_us,
+                    held: current.map_or_else(String::new, |c| held(c, now)),
+                    blocked_share: current.map_or(0.0, |c| c.watch.blocked_share(now)),
                     uptime: current.map(|c| now.saturating_duration_since(c.started)),
                 }
             })
@@ -97,5 +100,26 @@ impl Dispatcher {
     /// Number of worker slots (including retired ones), for request checks.
     pub fn slot_count(&self) -> usize {
         self.slots.len()
+    }
+}
+
+/// What holds a worker's loop, for people: `busy: seq 17 for 14.2 s`.
+fn held(inc: &Incarnation, now: Instant) -> String {
+    let name = |task: Option<u64>| match task {
+        Some(id) => inc
+            .in_flight
+            .get(&id)
+            .map_or_else(|| format!("task id {id}"), |t| format!("seq {}", t.seq)),
+        None => "outside any task".to_string(),
+    };
+    match inc.watch.state(now) {
+        LoopState::Turning => String::new(),
+        LoopState::Busy { task, held, .. } => {
+            format!("busy: {} for {:.1} s", name(task), held.as_secs_f64())
+        }
+        LoopState::Stuck { task, held } => {
+            format!("stuck: {} for {:.1} s", name(task), held.as_secs_f64())
+        }
+        LoopState::Silent { for_ } => format!("silent for {:.1} s", for_.as_secs_f64()),
     }
 }
