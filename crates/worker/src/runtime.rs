@@ -60,11 +60,20 @@ pub(crate) async fn serve(
 ) -> Result<(), ServeError> {
     let receiver = pipe::Receiver::from_owned_fd(tasks).map_err(|e| ServeError::Tasks(e.into()))?;
     os::set_blocking(&results).map_err(|e| ServeError::Results(e.into()))?;
-    let watchdog = Watchdog::start(results, &GAUGE, config.heartbeat, config.max_frame)
-        .map_err(|e| ServeError::Results(e.into()))?;
-    let mut out = FrameWriter::new(watchdog, config.max_frame);
     let hello = Hello::new(std::process::id(), config.kinds.clone(), "rust");
-    out.send(&FromWorker::Hello(hello))?;
+    let mut hello_frame = BytesMut::new();
+    FrameCodec::new(config.max_frame)
+        .encode(&FromWorker::Hello(hello), &mut hello_frame)
+        .map_err(ServeError::Results)?;
+    let watchdog = Watchdog::start(
+        results,
+        &GAUGE,
+        config.heartbeat,
+        config.max_frame,
+        hello_frame.freeze(),
+    )
+    .map_err(|e| ServeError::Results(e.into()))?;
+    let mut out = FrameWriter::new(watchdog, config.max_frame);
 
     let (result_tx, mut result_rx) = mpsc::unbounded_channel();
     let reader = tokio::task::spawn_local(read_tasks(

@@ -125,12 +125,15 @@ pub(crate) struct Watchdog {
 }
 
 impl Watchdog {
-    /// Starts the thread that owns `pipe` (fd 4).
+    /// Starts the thread that owns `pipe` (fd 4); it writes `hello` (the
+    /// encoded handshake) before anything else, so that no heartbeat can
+    /// come first however late the thread is scheduled.
     pub fn start(
         pipe: OwnedFd,
         gauge: &'static LoopGauge,
         heartbeat: Duration,
         max_frame: usize,
+        hello: Bytes,
     ) -> std::io::Result<Self> {
         let (frames, queue) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -145,7 +148,7 @@ impl Watchdog {
                     done: 0,
                     blocked_us: 0,
                 }
-                .run(queue)
+                .run(&hello, queue)
             })?;
         Ok(Self {
             frames: Some(frames),
@@ -214,7 +217,8 @@ struct Stretch {
 }
 
 impl Writer {
-    fn run(mut self, queue: Receiver<Outgoing>) -> Result<(), WriteError> {
+    fn run(mut self, hello: &[u8], queue: Receiver<Outgoing>) -> Result<(), WriteError> {
+        self.pipe.write_all(hello)?;
         let start = Instant::now();
         let (generation, current) = self.gauge.sample();
         let mut stretch = Stretch {
