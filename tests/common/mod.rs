@@ -20,8 +20,11 @@ pub const WORKER: &str = env!("CARGO_BIN_EXE_worker");
 /// user's own (`start` gives each run one of its own).
 pub fn supervisor() -> Command {
     let mut command = Command::new(SUPERVISOR);
+    // A panic's backtrace is symbolized on the worker's event loop, which
+    // can hold it past a short --task-timeout on a loaded machine.
     command
         .env("RUST_LOG", "info")
+        .env("RUST_BACKTRACE", "0")
         .env("XDG_RUNTIME_DIR", shared_runtime_dir())
         .stdin(Stdio::null());
     command

@@ -118,6 +118,9 @@ pub struct Args {
     pub concurrency: u32,
 
     /// Time limit per task, e.g. `30s`; over it the task is a `timeout`.
+    /// Also the longest a task may compute on its worker's event loop: then
+    /// the worker is replaced and only that task is a `timeout`. Without
+    /// it, a task that computes (busy) runs however long it needs.
     #[arg(long, value_name = "DURATION", value_parser = parse_task_timeout)]
     pub task_timeout: Option<Duration>,
 
@@ -135,7 +138,10 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
     pub max_frame: u64,
 
-    /// A worker silent (no heartbeat) this long is killed and replaced.
+    /// A worker silent (no heartbeat) this long, or whose event loop a task
+    /// blocks this long without using CPU (stuck), is killed and replaced;
+    /// a stuck loop's task is blamed. A task computing on the loop (busy)
+    /// is not limited by this: see --task-timeout.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub worker_timeout: Duration,
 

@@ -122,6 +122,8 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
             keep_order: args.keep_order,
             reorder_limit: (window * workers * 16).max(100_000),
             worker_timeout: args.worker_timeout,
+            task_timeout: args.task_timeout,
+            heartbeat: HEARTBEAT,
             grace: args.grace,
             max_restarts: args.max_restarts,
             restart_window: args.restart_window,

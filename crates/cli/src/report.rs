@@ -162,7 +162,7 @@ pub fn status_table(rows: &[WorkerRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:>6} {:>8} {:<10} {:>8} {:>9} {:>7} {:>8} {:>6} {:>9} {:>10} {:>8} {:>8}",
+        "{:>6} {:>8} {:<10} {:>8} {:>9} {:>7} {:>8} {:>6} {:>9} {:>10} {:>8} {:>8} {:>7}  loop",
         "worker",
         "pid",
         "state",
@@ -174,12 +174,12 @@ pub fn status_table(rows: &[WorkerRow]) -> String {
         "cpu s",
         "rss",
         "lag ms",
-        "max lag"
+        "max lag",
+        "blocked",
     );
     for row in rows {
-        let _ = writeln!(
-            out,
-            "{:>6} {:>8} {:<10} {:>8} {:>9} {:>7} {:>8} {:>6.1} {:>9.2} {:>10} {:>8.1} {:>8.1}",
+        let line = format!(
+            "{:>6} {:>8} {:<10} {:>8} {:>9} {:>7} {:>8} {:>6.1} {:>9.2} {:>10} {:>8.1} {:>8.1} {:>6.0}%  {}",
             row.index,
             row.pid.map_or("-".to_string(), |p| p.to_string()),
             row.state,
@@ -192,7 +192,10 @@ pub fn status_table(rows: &[WorkerRow]) -> String {
             mib(row.rss_bytes),
             row.lag_us as f64 / 1e3,
             row.max_lag_us as f64 / 1e3,
+            row.blocked_share * 100.0,
+            row.held,
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     out
 }

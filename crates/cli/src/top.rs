@@ -101,6 +101,8 @@ pub fn render(frame: &mut Frame, view: &View) {
         "rss MiB",
         "lag ms",
         "max lag",
+        "blocked",
+        "loop",
     ])
     .style(Style::new().add_modifier(Modifier::REVERSED));
     let rows = view.rows.iter().map(|r| {
@@ -117,9 +119,12 @@ pub fn render(frame: &mut Frame, view: &View) {
             format!("{:.1}", r.rss_bytes as f64 / 1048576.0),
             format!("{:.1}", r.lag_us as f64 / 1e3),
             format!("{:.1}", r.max_lag_us as f64 / 1e3),
+            format!("{:.0} %", r.blocked_share * 100.0),
+            r.held.clone(),
         ])
     });
-    let widths = [Constraint::Length(9); 12];
+    let mut widths = [Constraint::Length(9); 14];
+    widths[13] = Constraint::Min(24);
     let table_widget = Table::new(rows, widths)
         .header(header)
         .block(Block::bordered().title(" workers (busiest first) "))

@@ -10,6 +10,7 @@ mod input;
 pub mod limits;
 mod lines;
 mod link;
+pub mod loop_watch;
 mod output;
 mod process;
 pub mod queue;
@@ -24,8 +25,7 @@ mod term;
 
 pub use demo::DemoBatch;
 pub use dispatcher::{
-    Backoff, DispatchConfig, Progress, RunOutcome, RunReport, WorkerRow,
-    WorkerState,
+    Backoff, DispatchConfig, Progress, RunOutcome, RunReport, WorkerRow, WorkerState,
 };
 pub use engine::{run, Observer, Quiet, RunConfig, RunError};
 pub use input::InputSource;

@@ -36,6 +36,9 @@ pub enum Fault {
     Garbage,
     /// `"leak:MIB"`: allocates and touches MIB mebibytes, never freed.
     Leak(usize),
+    /// `"spin:MS"`: computes on the event-loop thread until it has used MS
+    /// milliseconds of CPU (measured, so it is the same on a busy machine).
+    Spin(u64),
 }
 
 impl std::str::FromStr for Fault {
@@ -45,6 +48,7 @@ impl std::str::FromStr for Fault {
         Ok(match s.split_once(':') {
             Some(("exit", code)) => Fault::Exit(code.parse().map_err(|_| not_a_number(s))?),
             Some(("leak", mib)) => Fault::Leak(mib.parse().map_err(|_| not_a_number(s))?),
+            Some(("spin", ms)) => Fault::Spin(ms.parse().map_err(|_| not_a_number(s))?),
             None if s == "abort" => Fault::Abort,
             None if s == "block" => Fault::Block,
             None if s == "stall" => Fault::Stall,
@@ -54,7 +58,7 @@ impl std::str::FromStr for Fault {
             _ => {
                 return Err(format!(
                     "unknown fault {s:?} (expected abort, exit:N, block, stall, panic, stdout, \
-                     garbage or leak:MIB)"
+                     garbage, leak:MIB or spin:MS)"
                 ))
             }
         })
@@ -97,8 +101,31 @@ pub async fn chaos(input: ChaosInput) -> Result<SimOutput, TaskError> {
             // Touch every page so the memory is resident, then forget it.
             std::mem::forget(vec![1u8; mib << 20]);
         }
+        Fault::Spin(ms) => spin(Duration::from_millis(ms)),
     }
     Ok(sim(after).await.unwrap_or_else(|never| match never {}))
+}
+
+/// Computes until this thread has used `cpu` of CPU time.
+fn spin(cpu: Duration) {
+    let start = thread_cpu();
+    let mut x = 0u64;
+    while thread_cpu().saturating_sub(start) < cpu {
+        for i in 0..100_000u64 {
+            x = std::hint::black_box(x.wrapping_add(i));
+        }
+    }
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec that we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    Duration::new(now.tv_sec.max(0) as u64, now.tv_nsec.max(0) as u32)
 }
 
 /// A frame header announcing 5 bytes, then 5 bytes that decode to nothing.
@@ -120,6 +147,7 @@ mod tests {
         assert_eq!("abort".parse(), Ok(Fault::Abort));
         assert_eq!("exit:3".parse(), Ok(Fault::Exit(3)));
         assert_eq!("leak:64".parse(), Ok(Fault::Leak(64)));
+        assert_eq!("spin:1500".parse(), Ok(Fault::Spin(1500)));
         assert!("exit:x".parse::<Fault>().is_err());
         assert!("nope"
             .parse::<Fault>()

@@ -16,6 +16,7 @@ mod args;
 mod handler;
 mod os;
 mod runtime;
+mod watchdog;
 mod worker;
 
 pub use args::WorkerArgs;

@@ -96,3 +96,13 @@ pub fn raise_nofile_limit() -> u64 {
     }
     soft
 }
+
+/// Clears `O_NONBLOCK` on a descriptor: the watchdog thread writes the
+/// result pipe with plain blocking writes.
+pub(crate) fn set_blocking(fd: &OwnedFd) -> std::io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(std::io::Error::from)?;
+    let flags = OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK;
+    fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(std::io::Error::from)?;
+    Ok(())
+}

@@ -1,20 +1,23 @@
 //! The worker's event loop: read task frames, run handlers with bounded
-//! concurrency, batch results and heartbeats into frames.
+//! concurrency, batch results into frames for the watchdog thread, and
+//! tell the watchdog which task each poll is for.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::panic::AssertUnwindSafe;
-use std::rc::Rc;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures::{FutureExt, StreamExt};
 use multiloop_protocol::{
-    decode_to_worker, FrameCodec, FromWorker, Heartbeat, Hello, Outcome, ProtocolError, Task,
-    TaskResult, ToWorker,
+    decode_to_worker, FrameCodec, FromWorker, Hello, Outcome, ProtocolError, Task, TaskResult,
+    ToWorker,
 };
-use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::MissedTickBehavior;
@@ -22,6 +25,7 @@ use tokio_util::codec::{Encoder, FramedRead};
 
 use crate::handler::{ErasedHandler, TaskError};
 use crate::os;
+use crate::watchdog::{Outgoing, Watchdog, GAUGE};
 
 /// Most results gathered into one frame before it is written.
 const MAX_RESULTS_PER_FRAME: usize = 8192;
@@ -47,12 +51,6 @@ pub(crate) struct ServeConfig {
     pub kinds: Vec<String>,
 }
 
-/// Counters shared by the task reader and the result writer.
-#[derive(Default)]
-struct Counters {
-    received: Cell<u64>,
-}
-
 /// Serves tasks from `tasks` until it ends, then sends the final usage.
 pub(crate) async fn serve(
     config: ServeConfig,
@@ -60,29 +58,38 @@ pub(crate) async fn serve(
     tasks: OwnedFd,
     results: OwnedFd,
 ) -> Result<(), ServeError> {
-    let io_error = |e: std::io::Error| ServeError::Results(e.into());
     let receiver = pipe::Receiver::from_owned_fd(tasks).map_err(|e| ServeError::Tasks(e.into()))?;
-    let sender = pipe::Sender::from_owned_fd(results).map_err(io_error)?;
-    let mut out = FrameWriter::new(sender, config.max_frame);
+    os::set_blocking(&results).map_err(|e| ServeError::Results(e.into()))?;
     let hello = Hello::new(std::process::id(), config.kinds.clone(), "rust");
-    out.send(&FromWorker::Hello(hello)).await?;
+    let mut hello_frame = BytesMut::new();
+    FrameCodec::new(config.max_frame)
+        .encode(&FromWorker::Hello(hello), &mut hello_frame)
+        .map_err(ServeError::Results)?;
+    let watchdog = Watchdog::start(
+        results,
+        &GAUGE,
+        config.heartbeat,
+        config.max_frame,
+        hello_frame.freeze(),
+    )
+    .map_err(|e| ServeError::Results(e.into()))?;
+    let mut out = FrameWriter::new(watchdog, config.max_frame);
 
-    let counters = Rc::new(Counters::default());
     let (result_tx, mut result_rx) = mpsc::unbounded_channel();
     let reader = tokio::task::spawn_local(read_tasks(
         receiver,
         handler,
         result_tx,
-        counters.clone(),
         config.concurrency,
         config.task_timeout,
         config.max_frame,
     ));
 
+    // The loop's own timer: how late it fires is the loop's lag. The
+    // watchdog thread sends the heartbeats, with the last lag measured here.
     let mut heartbeat = tokio::time::interval(config.heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut max_lag = Duration::ZERO;
-    let mut done: u64 = 0;
     let mut batch = Vec::with_capacity(1024);
     loop {
         tokio::select! {
@@ -90,23 +97,13 @@ pub(crate) async fn serve(
                 if n == 0 {
                     break; // The reader and every task have finished.
                 }
-                done += n as u64;
-                out.send_results(&mut batch).await?;
+                out.send_results(&mut batch)?;
             }
             deadline = heartbeat.tick() => {
                 let lag = deadline.elapsed();
                 max_lag = max_lag.max(lag);
-                let usage = os::usage();
-                out.send(&FromWorker::Heartbeat(Heartbeat {
-                    lag_us: lag.as_micros() as u64,
-                    max_lag_us: max_lag.as_micros() as u64,
-                    in_flight: (counters.received.get() - done) as u32,
-                    done,
-                    cpu_us: usage.user_us + usage.system_us,
-                    rss_bytes: os::current_rss(),
-                    held: None,
-                    blocked_us: 0,
-                })).await?;
+                GAUGE.lag_us.store(lag.as_micros() as u64, Ordering::Relaxed);
+                GAUGE.max_lag_us.store(max_lag.as_micros() as u64, Ordering::Relaxed);
             }
         }
     }
@@ -114,7 +111,25 @@ pub(crate) async fn serve(
         Ok(result) => result?,
         Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
     }
-    out.send(&FromWorker::Bye(os::usage())).await
+    out.send(&FromWorker::Bye(os::usage()))?;
+    out.watchdog.finish().map_err(ServeError::Results)
+}
+
+/// A task's future that tells the watchdog which task the loop is polling.
+struct Tracked<F> {
+    id: u64,
+    future: Pin<Box<F>>,
+}
+
+impl<F: Future<Output = ()>> Future for Tracked<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let previous = GAUGE.enter(self.id);
+        let polled = self.future.as_mut().poll(cx);
+        GAUGE.leave(previous);
+        polled
+    }
 }
 
 /// Reads task frames and starts one local task per task, at most
@@ -123,7 +138,6 @@ async fn read_tasks(
     receiver: pipe::Receiver,
     handler: ErasedHandler,
     results: mpsc::UnboundedSender<TaskResult>,
-    counters: Rc<Counters>,
     concurrency: usize,
     timeout: Option<Duration>,
     max_frame: usize,
@@ -141,19 +155,26 @@ async fn read_tasks(
                 .acquire_owned()
                 .await
                 .expect("semaphore is never closed");
-            counters.received.set(counters.received.get() + 1);
+            GAUGE.received.store(
+                GAUGE.received.load(Ordering::Relaxed) + 1,
+                Ordering::Relaxed,
+            );
             let handler = handler.clone();
             let results = results.clone();
-            let mut run = Box::pin(async move {
-                let result = run_task(&handler, task, timeout, max_output).await;
-                // The writer outlives every task, so a send cannot fail
-                // unless the worker is already going down.
-                let _ = results.send(result);
-                drop(slot);
-            });
+            let id = task.id;
+            let mut run = Tracked {
+                id,
+                future: Box::pin(async move {
+                    let result = run_task(&handler, task, timeout, max_output).await;
+                    // The writer outlives every task, so a send cannot fail
+                    // unless the worker is already going down.
+                    let _ = results.send(result);
+                    drop(slot);
+                }),
+            };
             // A task that finishes without waiting (pure CPU, a cache hit)
             // is done here, without the cost of scheduling a task for it.
-            if futures::poll!(run.as_mut()).is_pending() {
+            if futures::poll!(&mut run).is_pending() {
                 tokio::task::spawn_local(run);
             }
         }
@@ -249,43 +270,46 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Encodes messages into frames on the result pipe, one write per batch.
+/// Encodes messages into frames for the watchdog thread, which owns the
+/// result pipe; one hand-over per batch.
 struct FrameWriter {
-    sender: pipe::Sender,
+    watchdog: Watchdog,
     codec: FrameCodec,
     buf: BytesMut,
 }
 
 impl FrameWriter {
-    fn new(sender: pipe::Sender, max_frame: usize) -> Self {
+    fn new(watchdog: Watchdog, max_frame: usize) -> Self {
         Self {
-            sender,
+            watchdog,
             codec: FrameCodec::new(max_frame),
             buf: BytesMut::with_capacity(64 * 1024),
         }
     }
 
-    async fn send(&mut self, message: &FromWorker) -> Result<(), ServeError> {
+    fn send(&mut self, message: &FromWorker) -> Result<(), ServeError> {
         self.codec
             .encode(message, &mut self.buf)
             .map_err(ServeError::Results)?;
-        self.flush().await
+        self.flush(0)
     }
 
     /// Sends `batch` in as few frames as the frame limit allows; leaves it
     /// empty with its allocation kept.
-    async fn send_results(&mut self, batch: &mut Vec<TaskResult>) -> Result<(), ServeError> {
+    fn send_results(&mut self, batch: &mut Vec<TaskResult>) -> Result<(), ServeError> {
+        let count = batch.len() as u64;
         let (codec, buf) = (&mut self.codec, &mut self.buf);
         multiloop_protocol::pack(batch.drain(..), codec.max_frame(), |chunk| {
             codec.encode(&FromWorker::Results(chunk), buf)
         })
         .map_err(ServeError::Results)?;
-        self.flush().await
+        self.flush(count)
     }
 
-    async fn flush(&mut self) -> Result<(), ServeError> {
-        let written = self.sender.write_all(&self.buf).await;
-        self.buf.clear();
-        written.map_err(|e| ServeError::Results(e.into()))
+    fn flush(&mut self, results: u64) -> Result<(), ServeError> {
+        let bytes = self.buf.split().freeze();
+        self.watchdog
+            .send(Outgoing { bytes, results })
+            .map_err(ServeError::Results)
     }
 }

@@ -14,6 +14,7 @@ use crate::args::WorkerArgs;
 use crate::handler::{erase, ErasedHandler};
 use crate::os;
 use crate::runtime::{serve, ServeConfig};
+use crate::watchdog::GAUGE;
 
 /// Exit status of a worker that could not serve (bad arguments, no pipes,
 /// broken protocol); the supervisor reports it as a crash.
@@ -196,8 +197,12 @@ impl Worker {
             max_frame: args.max_frame,
             kinds: names,
         };
+        // The watchdog must tell a parked loop (waiting for I/O) from one
+        // that runs code outside any task.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .on_thread_park(|| GAUGE.park())
+            .on_thread_unpark(|| GAUGE.unpark())
             .build()
             .map_err(|e| format!("cannot start the event loop: {e}"))?;
         let info = WorkerInfo {

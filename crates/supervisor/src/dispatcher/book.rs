@@ -99,6 +99,11 @@ impl TaskBook {
         self.in_flight.get(&worker).map_or(0, HashMap::len)
     }
 
+    /// The input line of `task`, if `worker` holds it.
+    pub fn seq(&self, worker: WorkerId, task: u64) -> Option<u64> {
+        Some(self.in_flight.get(&worker)?.get(&task)?.seq)
+    }
+
     /// Nothing is left to answer.
     pub fn is_empty(&self) -> bool {
         self.entered == self.left
@@ -212,6 +217,40 @@ impl TaskBook {
         }
         self.left += culprits.len() as u64;
         (culprits, probe)
+    }
+
+    /// `worker` was killed because its watchdog named `task` (held the
+    /// loop past a limit). If `worker` held it, that task leaves the book
+    /// and is returned, with whether `worker` was probing; the other tasks
+    /// shared the worker by chance and go to the front of the queue as
+    /// innocent, not as suspects. None (and nothing moved) if `worker` does
+    /// not hold `task`: then the usual blame applies.
+    pub fn worker_died_named(&mut self, worker: WorkerId, task: u64) -> Option<(TaskEntry, bool)> {
+        self.in_flight.get(&worker)?.get(&task)?;
+        let (tasks, probe) = self.take_worker(worker);
+        let mut named = None;
+        for entry in tasks.into_iter().rev() {
+            if entry.id == task {
+                named = Some(entry);
+            } else {
+                self.queue.push_front(entry);
+            }
+        }
+        self.left += 1;
+        named.map(|named| (named, probe))
+    }
+
+    /// The task a watchdog named as stuck is blamed alone, so that it keeps
+    /// its own crash count: it runs again (probed alone) or, out of
+    /// chances, is returned as a culprit.
+    pub fn blame_alone(&mut self, task: TaskEntry, probe: bool) -> Vec<TaskEntry> {
+        self.entered += 1;
+        let Verdict { rerun, culprits } = self.blame.on_death(vec![task], Evidence::Strong, probe);
+        for task in rerun.into_iter().rev() {
+            self.queue.push_front(task);
+        }
+        self.left += culprits.len() as u64;
+        culprits
     }
 
     /// `worker` is gone while the run stops: its tasks are left for

@@ -12,13 +12,13 @@ use tracing::{debug, info, warn};
 use super::blame::Evidence;
 use super::book::TaskBook;
 use super::events::{Command, Event, ExitStatus, LinkFailure, Request, Tick, WorkerId};
-use super::fleet::{CloseReason, Fleet, FleetConfig, KillReason, RecycleReason, Taker};
+use super::fleet::{AfterBeat, CloseReason, Fleet, FleetConfig, KillReason, RecycleReason, Taker};
 use super::policy::Backoff;
 use super::run::{Phase, RunState};
 use super::status::{Progress, RunOutcome, RunReport, WorkerRow};
 use crate::control::{ControlAnswer, ControlRequest, StatusAnswer};
 use crate::limits::check_fleet_size;
-use crate::record::{InputItem, Record};
+use crate::record::{InputItem, Record, TaskEntry};
 use crate::reorder::ReorderBuffer;
 
 /// The dispatcher's settings.
@@ -32,6 +32,10 @@ pub struct DispatchConfig {
     /// Most records held back by `--keep-order` before input pauses.
     pub reorder_limit: usize,
     pub worker_timeout: Duration,
+    /// `--task-timeout`: also the longest a task may compute on a loop.
+    pub task_timeout: Option<Duration>,
+    /// Interval of worker heartbeats.
+    pub heartbeat: Duration,
     pub grace: Duration,
     pub max_restarts: usize,
     pub restart_window: Duration,
@@ -63,6 +67,8 @@ impl Dispatcher {
             config.workers,
             FleetConfig {
                 worker_timeout: config.worker_timeout,
+                task_timeout: config.task_timeout,
+                heartbeat: config.heartbeat,
                 grace: config.grace,
                 backoff: config.backoff,
                 max_tasks_per_worker: config.max_tasks_per_worker,
@@ -98,8 +104,22 @@ impl Dispatcher {
             Event::Hello { worker, hello } => self.hello(worker, hello.kinds, now),
             Event::Results { worker, results } => self.results(worker, results, now),
             Event::Heartbeat { worker, heartbeat } => {
-                if self.fleet.heartbeat(worker, heartbeat, now) && self.run.accepting() {
-                    self.replace(worker.index, CloseReason::Recycled(RecycleReason::Rss), now);
+                match self.fleet.heartbeat(worker, heartbeat, now) {
+                    AfterBeat::Nothing => {}
+                    AfterBeat::Recycle if self.run.accepting() => {
+                        self.replace(worker.index, CloseReason::Recycled(RecycleReason::Rss), now);
+                    }
+                    AfterBeat::Recycle => {}
+                    AfterBeat::Kill(action) => {
+                        let reason =
+                            KillReason::of_loop(action, |task| self.book.seq(worker, task));
+                        warn!(
+                            "worker {} ({}): {reason}",
+                            worker.index,
+                            self.fleet.pid(worker)
+                        );
+                        self.kill(worker, reason);
+                    }
                 }
             }
             Event::Bye { worker, usage } => self.fleet.bye(worker, usage, now),
@@ -168,8 +188,12 @@ impl Dispatcher {
 
     /// One row per worker slot, for status tables and the summary.
     pub fn rows(&self, now: Instant) -> Vec<WorkerRow> {
-        self.fleet
-            .rows(now, |id| self.book.in_flight(id), self.book.probe())
+        self.fleet.rows(
+            now,
+            |id| self.book.in_flight(id),
+            |id, task| self.book.seq(id, task),
+            self.book.probe(),
+        )
     }
 
     /// Run-wide counters for progress displays.
@@ -422,17 +446,9 @@ impl Dispatcher {
                         ..
                     }
                 );
-            if retryable && task.attempts <= self.config.retries {
-                let delay = self
-                    .config
-                    .retry_backoff
-                    .saturating_mul(1 << (task.attempts - 1).min(16));
-                let due = now
-                    .checked_add(delay)
-                    .unwrap_or(now + Duration::from_secs(86_400));
-                self.book.retry_at(due, task);
+            let Some(task) = self.retry(task, retryable, now) else {
                 continue;
-            }
+            };
             let outcome = match result.outcome {
                 Outcome::Err {
                     kind: ErrorKind::BadInput,
@@ -460,6 +476,23 @@ impl Dispatcher {
                 now,
             );
         }
+    }
+
+    /// Puts `task` in the retry wait if it may run again (`--retries`);
+    /// else gives it back for its record.
+    fn retry(&mut self, task: TaskEntry, retryable: bool, now: Instant) -> Option<TaskEntry> {
+        if !retryable || task.attempts > self.config.retries {
+            return Some(task);
+        }
+        let delay = self
+            .config
+            .retry_backoff
+            .saturating_mul(1 << (task.attempts - 1).min(16));
+        let due = now
+            .checked_add(delay)
+            .unwrap_or(now + Duration::from_secs(86_400));
+        self.book.retry_at(due, task);
+        None
     }
 
     fn link_failed(&mut self, worker: WorkerId, failure: LinkFailure, now: Instant) {
@@ -534,7 +567,21 @@ impl Dispatcher {
             }
             (None, _) => Evidence::Strong,
         };
-        let (culprits, probe) = self.book.worker_died(worker, evidence);
+        // The task the watchdog named takes the whole blame; the others
+        // shared the worker by chance and run again as innocent.
+        let named = ended
+            .killed
+            .as_ref()
+            .and_then(KillReason::named_task)
+            .and_then(|task| self.book.worker_died_named(worker, task));
+        let (culprits, probe) = match (named, &ended.killed) {
+            (Some((task, probe)), Some(KillReason::TaskTimeout { message, .. })) => {
+                self.loop_timeout(worker, task, message.clone(), now);
+                (Vec::new(), probe)
+            }
+            (Some((task, probe)), _) => (self.book.blame_alone(task, probe), probe),
+            (None, _) => self.book.worker_died(worker, evidence),
+        };
         // A verdict is progress, like a completed task: poison tasks must
         // not make the run give up. (Bisection between two verdicts costs
         // about log2(in flight) + --max-crashes deaths, well under the
@@ -573,6 +620,24 @@ impl Dispatcher {
                 now,
             );
         }
+    }
+
+    /// `task` computed on its worker's loop past `--task-timeout`: a
+    /// `timeout` record, or a retry as `--retries` allow, like a timeout
+    /// the worker reports itself.
+    fn loop_timeout(&mut self, worker: WorkerId, task: TaskEntry, message: String, now: Instant) {
+        self.run.progress();
+        let Some(task) = self.retry(task, true, now) else {
+            return;
+        };
+        let totals = self.fleet.totals(worker.index);
+        totals.done += 1;
+        totals.failed += 1;
+        let outcome = Outcome::Err {
+            kind: ErrorKind::Timeout,
+            message,
+        };
+        self.emit(Record::of(task, worker.index, 0, outcome));
     }
 
     /// A slot's process is gone: schedule its replacement, or give up.

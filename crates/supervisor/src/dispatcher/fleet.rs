@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use super::events::{Pid, Sample, WorkerId};
 use super::policy::Backoff;
 use super::status::{WorkerRow, WorkerState};
+use crate::loop_watch::{judge, show_limit, Action, Limits, LoopState, LoopWatch};
 
 /// Why a worker was recycled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,22 @@ pub enum KillReason {
     NoHandshake {
         waited: Duration,
     },
+    /// The watchdog named a task that computed on the event loop past
+    /// `--task-timeout`: that task is a `timeout`, the others are innocent.
+    TaskTimeout {
+        task: u64,
+        message: String,
+    },
+    /// The watchdog named a task that blocked the loop without using CPU
+    /// past `--worker-timeout`: that task alone is blamed, as a crash.
+    Stuck {
+        task: u64,
+        message: String,
+    },
+    /// The loop was held outside any task past `--worker-timeout`.
+    Blocked {
+        held: Duration,
+    },
     Violation(String),
     /// An operator asked (`ctl kill`, `top`'s `k`): no evidence against
     /// its tasks at all.
@@ -78,6 +95,13 @@ impl std::fmt::Display for KillReason {
                 silent.as_secs_f64(),
                 lag.as_millis()
             ),
+            KillReason::TaskTimeout { message, .. } => write!(f, "{message}; killed"),
+            KillReason::Stuck { message, .. } => write!(f, "stuck: {message}, killed"),
+            KillReason::Blocked { held } => write!(
+                f,
+                "hung: event loop blocked outside any task for {:.1}s, killed",
+                held.as_secs_f64()
+            ),
             KillReason::NoHandshake { waited } => {
                 write!(
                     f,
@@ -95,10 +119,72 @@ impl std::fmt::Display for KillReason {
     }
 }
 
+impl KillReason {
+    /// The reason for killing a worker whose loop the watchdog reported;
+    /// `seq` gives the input line of a task the worker holds, by id.
+    pub fn of_loop(action: Action, seq: impl Fn(u64) -> Option<u64>) -> Self {
+        let name = |task: u64| match seq(task) {
+            Some(seq) => format!("seq {seq}"),
+            None => format!("task id {task}"),
+        };
+        match action {
+            Action::TimeOut {
+                task,
+                held,
+                cpu,
+                limit,
+            } => KillReason::TaskTimeout {
+                task,
+                message: format!(
+                    "{} held the event loop for {:.1} s ({:.1} s of CPU; over --task-timeout {}): \
+                     move CPU-heavy work off the loop or raise the limit",
+                    name(task),
+                    held.as_secs_f64(),
+                    cpu.as_secs_f64(),
+                    show_limit(limit)
+                ),
+            },
+            Action::Blame { task, held, limit } => KillReason::Stuck {
+                task,
+                message: format!(
+                    "{} blocked the event loop for {:.1} s without using CPU (over --worker-timeout {}): \
+                     a blocking call or a lock on the loop",
+                    name(task),
+                    held.as_secs_f64(),
+                    show_limit(limit)
+                ),
+            },
+            Action::Hung { held } => KillReason::Blocked { held },
+        }
+    }
+
+    /// The task the watchdog named, if it named one.
+    pub fn named_task(&self) -> Option<u64> {
+        match self {
+            KillReason::TaskTimeout { task, .. } | KillReason::Stuck { task, .. } => Some(*task),
+            _ => None,
+        }
+    }
+}
+
+/// What a heartbeat calls for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum AfterBeat {
+    Nothing,
+    /// Over `--max-worker-rss` as its slot's running incarnation.
+    Recycle,
+    /// The watchdog's report says the worker must be killed.
+    Kill(Action),
+}
+
 /// The fleet's own settings.
 #[derive(Debug, Clone)]
 pub(super) struct FleetConfig {
     pub worker_timeout: Duration,
+    /// `--task-timeout`: also the longest a task may compute on a loop.
+    pub task_timeout: Option<Duration>,
+    /// Interval of worker heartbeats.
+    pub heartbeat: Duration,
     pub grace: Duration,
     pub backoff: Backoff,
     pub max_tasks_per_worker: Option<u64>,
@@ -211,10 +297,12 @@ struct Incarnation {
     recycle_after: Option<u64>,
     /// The last `/proc` sample.
     sample: Option<Sample>,
+    /// What its event loop is doing, from its heartbeats.
+    watch: LoopWatch,
 }
 
 impl Incarnation {
-    fn new(id: WorkerId, now: Instant, recycle_after: Option<u64>) -> Self {
+    fn new(id: WorkerId, now: Instant, recycle_after: Option<u64>, heartbeat: Duration) -> Self {
         Self {
             id,
             pid: None,
@@ -226,6 +314,7 @@ impl Incarnation {
             completed: 0,
             recycle_after,
             sample: None,
+            watch: LoopWatch::new(heartbeat),
         }
     }
 
@@ -283,6 +372,24 @@ impl Incarnation {
     fn peak_rss(&self) -> u64 {
         let from_usage = self.usage.map_or(0, |u| u.max_rss_bytes);
         from_usage.max(self.life.heartbeat().rss_bytes)
+    }
+
+    /// What holds its loop, for people: `busy: seq 17 for 14.2 s`.
+    fn held(&self, now: Instant, seq: impl Fn(u64) -> Option<u64>) -> String {
+        let name = |task: Option<u64>| match task {
+            Some(id) => seq(id).map_or_else(|| format!("task id {id}"), |s| format!("seq {s}")),
+            None => "outside any task".to_string(),
+        };
+        match self.watch.state(now) {
+            LoopState::Turning => String::new(),
+            LoopState::Busy { task, held, .. } => {
+                format!("busy: {} for {:.1} s", name(task), held.as_secs_f64())
+            }
+            LoopState::Stuck { task, held } => {
+                format!("stuck: {} for {:.1} s", name(task), held.as_secs_f64())
+            }
+            LoopState::Silent { for_ } => format!("silent for {:.1} s", for_.as_secs_f64()),
+        }
     }
 
     fn state(&self, probing: bool) -> WorkerState {
@@ -500,7 +607,12 @@ impl Fleet {
             .max_tasks_per_worker
             .map(|n| jitter(n, index, slot.generation));
         slot.restart_at = None;
-        slot.current = Some(Incarnation::new(id, now, recycle_after));
+        slot.current = Some(Incarnation::new(
+            id,
+            now,
+            recycle_after,
+            self.config.heartbeat,
+        ));
         id
     }
 
@@ -548,22 +660,37 @@ impl Fleet {
         Some(closed)
     }
 
-    /// A heartbeat. Returns whether the worker is now over
-    /// `--max-worker-rss` as its slot's running incarnation.
-    pub fn heartbeat(&mut self, id: WorkerId, heartbeat: Heartbeat, now: Instant) -> bool {
+    /// A heartbeat: what it calls for. The watchdog's report in it is
+    /// judged first — busy past `--task-timeout`, or stuck past
+    /// `--worker-timeout` — then `--max-worker-rss`. Silence is judged by
+    /// [`Self::overdue`].
+    pub fn heartbeat(&mut self, id: WorkerId, heartbeat: Heartbeat, now: Instant) -> AfterBeat {
         let max_rss = self.config.max_worker_rss;
+        let limits = Limits {
+            task_timeout: self.config.task_timeout,
+            worker_timeout: self.config.worker_timeout,
+        };
         let current = self.is_current(id);
         let Some(inc) = self.get_mut(id) else {
-            return false;
+            return AfterBeat::Nothing;
         };
         let running = matches!(inc.life, Life::Running { .. });
-        if let Some(live) = inc.life.live_mut() {
-            live.last_heard = now;
-            live.heartbeat = heartbeat;
-        }
+        // A killed worker's late heartbeats change nothing about it.
+        let action = match inc.life.live_mut() {
+            Some(live) => {
+                live.last_heard = now;
+                live.heartbeat = heartbeat;
+                inc.watch.heartbeat(&heartbeat, now);
+                judge(inc.watch.state(now), limits)
+            }
+            None => None,
+        };
         let totals = &mut self.slots[id.index].totals;
         totals.peak_rss = totals.peak_rss.max(heartbeat.rss_bytes);
         totals.max_lag_us = totals.max_lag_us.max(heartbeat.max_lag_us);
+        if let Some(action) = action {
+            return AfterBeat::Kill(action);
+        }
         match max_rss {
             Some(limit) if running && current && heartbeat.rss_bytes > limit => {
                 info!(
@@ -572,9 +699,9 @@ impl Fleet {
                     heartbeat.rss_bytes >> 20,
                     limit >> 20
                 );
-                true
+                AfterBeat::Recycle
             }
-            _ => false,
+            _ => AfterBeat::Nothing,
         }
     }
 
@@ -888,11 +1015,13 @@ impl Fleet {
 
     // ----- views --------------------------------------------------------
 
-    /// One row per worker slot, for status tables and the summary.
+    /// One row per worker slot, for status tables and the summary; `seq`
+    /// gives the input line of a task a worker holds.
     pub fn rows(
         &self,
         now: Instant,
         in_flight: impl Fn(WorkerId) -> usize,
+        seq: impl Fn(WorkerId, u64) -> Option<u64>,
         probe: Option<WorkerId>,
     ) -> Vec<WorkerRow> {
         self.slots
@@ -934,6 +1063,8 @@ impl Fleet {
                         .max(current.map_or(0, Incarnation::peak_rss)),
                     lag_us: current.map_or(0, |c| c.life.heartbeat().lag_us),
                     max_lag_us: slot.totals.max_lag_us,
+                    held: current.map_or_else(String::new, |c| c.held(now, |task| seq(c.id, task))),
+                    blocked_share: current.map_or(0.0, |c| c.watch.blocked_share(now)),
                     uptime: current.map(|c| now.saturating_duration_since(c.started)),
                 }
             })

@@ -63,6 +63,14 @@ pub struct WorkerRow {
     pub peak_rss_bytes: u64,
     pub lag_us: u64,
     pub max_lag_us: u64,
+    /// What holds the event loop, from the watchdog: `busy: seq 17 for
+    /// 14.2 s`, `stuck: ...`, `silent for ...`; empty while it turns.
+    #[serde(default)]
+    pub held: String,
+    /// Share of this process's time its loop was held by single polls
+    /// (0-1): high means CPU work is starving the I/O.
+    #[serde(default)]
+    pub blocked_share: f64,
     #[serde(skip)]
     pub uptime: Option<Duration>,
 }

@@ -18,6 +18,8 @@ fn config(workers: usize, window: usize) -> DispatchConfig {
         keep_order: false,
         reorder_limit: 1000,
         worker_timeout: Duration::from_secs(10),
+        task_timeout: None,
+        heartbeat: Duration::from_millis(500),
         grace: Duration::from_secs(5),
         max_restarts: 3,
         restart_window: Duration::from_secs(60),
