@@ -208,7 +208,7 @@ mod tests {
         let (tx, rx) = mpsc::channel(1);
         tx.try_send(Vec::new()).unwrap();
         drop(tx);
-        let result = write_records(Box::new(FailingSync(Vec::new())), rx);
+        let result = write_records(Box::new(FailingSync(Vec::new())), rx, None);
         assert_eq!(result.unwrap_err().to_string(), "sync failed");
     }
 }
