@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -12,25 +11,9 @@ use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// `supervisor ctl --pid PID ARGS...`: (exit code, stdout, stderr).
-fn ctl(pid: u32, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(SUPERVISOR)
-        .arg("ctl")
-        .args(["--pid", &pid.to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 /// Worker 0's row from `ctl status`, once the socket answers.
-fn worker0(pid: u32) -> Option<Value> {
-    let (code, stdout, _) = ctl(pid, &["status", "--json"]);
+fn worker0(running: &Running) -> Option<Value> {
+    let (code, stdout, _) = running.ctl(&["status", "--json"]);
     if code != 0 {
         return None;
     }
@@ -43,7 +26,7 @@ fn worker0(pid: u32) -> Option<Value> {
 fn wait_for_task_on_worker0(running: &Running, old: Option<u64>) -> u64 {
     let mut pid = 0;
     wait_until(LONG, "worker 0 running the task", || {
-        match worker0(running.pid()) {
+        match worker0(running) {
             // After a few outside kills the task runs alone as a suspect.
             Some(row)
                 if (row["state"] == "running" || row["state"] == "probing")
@@ -68,7 +51,7 @@ fn killing_a_worker_on_request_again_and_again_never_fails_its_task() {
     let mut pid = None;
     for _ in 0..4 {
         pid = Some(wait_for_task_on_worker0(&running, pid));
-        let (code, _, stderr) = ctl(running.pid(), &["kill", "0"]);
+        let (code, _, stderr) = running.ctl(&["kill", "0"]);
         assert_eq!(code, 0, "{stderr}");
     }
     assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
@@ -176,9 +159,9 @@ fn scale_beyond_the_machine_is_refused_with_one_line() {
     let input = sim_lines(200, |_| 20, |i| i);
     let mut running = start(&["--workers", "1", "--concurrency", "10"], &input);
     wait_until(LONG, "the control socket", || {
-        ctl(running.pid(), &["status"]).0 == 0
+        running.ctl(&["status"]).0 == 0
     });
-    let (code, _, stderr) = ctl(running.pid(), &["scale", "100000"]);
+    let (code, _, stderr) = running.ctl(&["scale", "100000"]);
     assert_ne!(code, 0);
     assert!(
         stderr.contains("100000 workers is more than this machine can hold"),

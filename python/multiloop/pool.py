@@ -200,7 +200,8 @@ class Result:
 # -- options ----------------------------------------------------------------
 
 # keyword -> (flag, how the value is written). Every supervisor option has a
-# keyword, except --input and --demo (the items are the input) and --lines
+# keyword, except --input, --demo and --queue/--claim-after (the items are
+# the input) and --lines
 # (items are JSON-encoded here, so a str item already arrives as a string).
 _FLAG = "flag"
 _VALUE = "value"

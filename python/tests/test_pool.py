@@ -368,8 +368,12 @@ def test_every_supervisor_option_has_a_keyword():
     covered = {flag for flag, _ in driver.OPTIONS.values()} | {"--verbose"}
     # The items are the input, encoded here as JSON (so --lines is moot);
     # --python/--python-interpreter are how the driver runs the function;
-    # --progress is the driver's own bar (progress=).
-    by_driver = {"--input", "--demo", "--lines", "--progress", "--help", "--version", "--python", "--python-interpreter"}
+    # --progress is the driver's own bar (progress=); --queue/--claim-after
+    # pull the input from Redis, where the driver's items are the input.
+    by_driver = {
+        "--input", "--demo", "--lines", "--progress", "--help", "--version",
+        "--python", "--python-interpreter", "--queue", "--claim-after",
+    }
     assert flags - covered - by_driver == set()
 
 
