@@ -584,3 +584,57 @@ fn pids_print_as_numbers() {
     assert_eq!(super::events::Pid(Some(19547)).to_string(), "pid 19547");
     assert_eq!(super::events::Pid(None).to_string(), "pid ?");
 }
+
+#[test]
+fn a_task_busy_on_the_loop_past_task_timeout_is_a_timeout_alone() {
+    use multiloop_protocol::{ErrorKind, Heartbeat, Held};
+    let mut h = Harness::new(DispatchConfig {
+        task_timeout: Some(Duration::from_secs(3)),
+        ..config(1, 8)
+    });
+    let worker = sent(&h.handle(Event::Input(tasks(0..5))))[0].0;
+    // The watchdog names task 2 holding the loop while CPU time advances.
+    let mut killed = false;
+    for step in 0..10u64 {
+        let heartbeat = Heartbeat {
+            held: Some(Held {
+                task: Some(2),
+                for_us: 50_000 + step * 500_000,
+            }),
+            cpu_us: step * 500_000,
+            ..Heartbeat::default()
+        };
+        let commands = h.handle(Event::Heartbeat { worker, heartbeat });
+        if commands.iter().any(|c| {
+            matches!(c, Command::Signal { worker: w, signal } if *w == worker && *signal == libc::SIGKILL)
+        }) {
+            assert!(step >= 5, "killed before --task-timeout, at step {step}");
+            killed = true;
+            break;
+        }
+        h.now += Duration::from_millis(500);
+    }
+    assert!(killed, "busy past --task-timeout must kill the worker");
+    crash(&mut h, worker, ExitStatus::Signal(libc::SIGKILL));
+    assert_eq!(h.emitted.len(), 1, "{:?}", h.emitted);
+    match &h.emitted[0].outcome {
+        Outcome::Err {
+            kind: ErrorKind::Timeout,
+            message,
+        } => assert!(
+            message.contains("seq 3 held the event loop for ")
+                && message.contains("--task-timeout 3s"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // The neighbours are innocent: they run again on the replacement in
+    // one ordinary batch, no probe.
+    let (worker, commands) = restart(&mut h, 0);
+    assert_eq!(sent(&commands), vec![(worker, vec![0, 1, 3, 4])]);
+    h.answer(worker, &[0, 1, 3, 4]);
+    assert_eq!(h.emitted.len(), 5);
+    assert!(h.emitted[1..]
+        .iter()
+        .all(|r| matches!(r.outcome, Outcome::Ok(_))));
+}
