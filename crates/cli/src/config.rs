@@ -31,7 +31,6 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
     };
     // Before anything starts: a fleet the machine cannot hold would fail
     // only after a flood of spawn errors.
-    multiloop_supervisor::limits::raise_descriptor_limit();
     multiloop_supervisor::limits::check_fleet_size(workers).context("--workers")?;
     let worker = worker_command(args)?;
     let kinds = list_kinds(&worker).await?;

@@ -24,8 +24,9 @@ pub fn main() -> i32 {
     let args = cli.run;
     logging::init(args.verbose, args.quiet);
     // Each worker holds a pipe pair and the supervisor forwards their
-    // output: a big fleet outgrows a soft limit of 1024.
-    raise_nofile_limit();
+    // output: a big fleet outgrows a soft limit of 1024. (The workers
+    // raise their own.)
+    multiloop_supervisor::limits::raise_descriptor_limit();
     match cli.command {
         None => {}
         Some(args::Subcommand::Merge(merge)) => return merge::main(&merge),
@@ -84,24 +85,4 @@ pub fn main() -> i32 {
             }
         }
     })
-}
-
-/// Raises the soft limit on open descriptors to the hard limit (the
-/// workers do the same for themselves); a failure keeps the old limit.
-fn raise_nofile_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        // An infinite hard limit cannot be a soft one on Linux.
-        let target = if hard == nix::libc::RLIM_INFINITY {
-            std::fs::read_to_string("/proc/sys/fs/nr_open")
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(soft)
-        } else {
-            hard
-        };
-        if target > soft {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, target, hard);
-        }
-    }
 }

@@ -131,9 +131,19 @@ pub fn limit_for(cores: usize, descriptors: Option<u64>, processes: Option<u64>)
 pub fn raise_descriptor_limit() -> Option<u64> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
-    if soft < hard {
+    // An infinite hard limit cannot be a soft one on Linux: the kernel's
+    // ceiling for one process is fs.nr_open.
+    let target = if hard == nix::sys::resource::RLIM_INFINITY {
+        std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(soft)
+    } else {
+        hard
+    };
+    if soft < target {
         // Failing to raise it is no error: the check then uses the old one.
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, target, hard);
     }
     soft_limit(Resource::RLIMIT_NOFILE)
 }
