@@ -26,6 +26,7 @@ from pathlib import Path
 SCRIPTS = Path(__file__).resolve().parent
 ROOT = SCRIPTS.parent
 sys.path.insert(0, str(SCRIPTS))
+import provenance  # noqa: E402
 from bench import machine_info, run_timed, table  # noqa: E402
 
 
@@ -34,7 +35,10 @@ def main():
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--no-save", action="store_true")
     p.add_argument("--bin-dir", default=str(ROOT / "target" / "release"))
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="run on a tree with uncommitted changes; results are marked DIRTY (not for the README)")
     args = p.parse_args()
+    git = provenance.check_tree(ROOT, args.allow_dirty)
     bins = Path(args.bin_dir)
     data = SCRIPTS / "data"
     data.mkdir(exist_ok=True)
@@ -51,7 +55,7 @@ def main():
         log.append(text)
 
     m = machine_info()
-    say(f"=== defaults  {m['date']}  git {m['git']}")
+    say(f"=== defaults  {m['date']}  git {git}")
     say(f"machine: {m['host']}")
     say(f"loadavg before: {m['load']}")
     say("10,000 sim tasks, sleep 200-1000 ms, iters 100k-500k (seed 1)")
