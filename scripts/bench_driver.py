@@ -39,6 +39,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import provenance  # noqa: E402
 SEED = 42
 
 
@@ -224,8 +226,7 @@ def bench_overhead(args) -> list:
     ]
 
 
-def machine() -> str:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+def machine(commit: str) -> str:
     model = ""
     try:
         model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
@@ -253,8 +254,11 @@ def main() -> None:
     parser.add_argument("--contenders", nargs="+", default=["multiloop", "aiomultiprocess", "article"])
     parser.add_argument("--items", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="run on a tree with uncommitted changes; results are marked DIRTY (not for the README)")
     args = parser.parse_args()
-    lines = [machine()] + (bench_seed(args) if args.bench == "seed" else bench_overhead(args))
+    commit = provenance.check_tree(str(HERE.parent), args.allow_dirty)
+    lines = [machine(commit)] + (bench_seed(args) if args.bench == "seed" else bench_overhead(args))
     text = "\n".join(lines)
     print(text)
     results = HERE / "results"

@@ -39,6 +39,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "peers"))
+sys.path.insert(0, str(HERE))
+import provenance  # noqa: E402
 import seed  # noqa: E402
 
 CORES = os.cpu_count() or 1
@@ -252,7 +254,10 @@ def main():
     parser.add_argument("--skip-kill", action="store_true")
     parser.add_argument("--skip-trivial", action="store_true")
     parser.add_argument("--only", help="comma-separated contenders (multiloop,single,article,even,aiomultiprocess)")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="run on a tree with uncommitted changes; results are marked DIRTY (not for the README)")
     args = parser.parse_args()
+    commit = provenance.check_tree(str(HERE.parent), args.allow_dirty)
 
     lines = []
 
@@ -260,8 +265,6 @@ def main():
         print(text, flush=True)
         lines.append(text)
 
-    commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
     cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     say(f"# bench_python {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, commit {commit}")
     say(f"# {CORES} cores ({cpu_model}), load average at start {os.getloadavg()[0]:.1f}, "

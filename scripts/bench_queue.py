@@ -31,6 +31,8 @@ from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parent
 ROOT = SCRIPTS.parent
+sys.path.insert(0, str(SCRIPTS))
+import provenance  # noqa: E402
 SUPERVISOR = ROOT / "target" / "release" / "supervisor"
 PY = sys.executable or "python3"
 
@@ -171,15 +173,17 @@ def main():
     p.add_argument("--cpu-tasks", type=int, default=10_000)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--no-save", action="store_true")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="run on a tree with uncommitted changes; results are marked DIRTY (not for the README)")
     a = p.parse_args()
+    commit = provenance.check_tree(str(ROOT), a.allow_dirty)
     if not SUPERVISOR.exists():
         sys.exit("build first: cargo build --release --bins")
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True).stdout
     load = os.getloadavg()[0]
     header = (
         f"# queue benchmark {datetime.datetime.now().isoformat(timespec='seconds')} "
-        f"commit {commit.stdout.strip()} | {cpu.partition(':')[2].strip() or platform.processor()} "
+        f"commit {commit} | {cpu.partition(':')[2].strip() or platform.processor()} "
         f"x{os.cpu_count()} | load {load:.1f} | {a.runs} runs, median [min-max]"
     )
     out = [header]
