@@ -9,6 +9,7 @@ mod core;
 mod events;
 mod fleet;
 mod policy;
+mod reasons;
 mod run;
 mod status;
 #[cfg(test)]

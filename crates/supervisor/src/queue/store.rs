@@ -273,17 +273,7 @@ impl Store {
             Err(QueueError::Refused { message, .. }) if message.contains("BUSYGROUP") => {}
             Err(error) => return Err(error),
         }
-        let last = self
-            .query(
-                redis::cmd("XREVRANGE")
-                    .arg(&self.stream)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(1),
-            )
-            .await?;
-        Ok(entries(&last).first().map_or(0, |entry| entry.seq))
+        self.last_seq().await
     }
 
     /// Appends lines. Ids are line numbers, so a line that is already
