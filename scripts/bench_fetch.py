@@ -20,7 +20,8 @@ same CPU work per page (decompress, find <title>, count <a href>, hash):
 
 Every aiohttp event loop gets --concurrency requests in flight (default
 1024); the supervisor runs with its own defaults (tasks in flight 10,000 per
-worker, connections bounded by its descriptor budget). A dirty git tree is
+worker, requests in flight bounded by its connection budget, 1,024 per
+worker). A dirty git tree is
 marked "(dirty)" in the results header.
 
 The server shares the cores with the clients: its own CPU time per request
@@ -152,8 +153,8 @@ def main():
             f.writelines(f"{server.base}/page/{i}\n" for i in range(args.count))
         say(
             f"{args.count:,} URLs, {args.pages} distinct pages (3-6 KB HTML, gzip), server delay "
-            f"{args.delay_ms} ms, {args.server_threads} server threads, concurrency {args.concurrency} "
-            f"per event loop, median of {args.repeat}"
+            f"{args.delay_ms} ms, {args.server_threads} server threads, aiohttp concurrency {args.concurrency} "
+            f"per event loop, supervisor defaults (1,024 connections per worker), median of {args.repeat}"
         )
         conc = str(args.concurrency)
         sup = [str(supervisor), "--task", "fetch", "--lines", "-i", str(urls), "-q"]
@@ -208,7 +209,7 @@ def main():
             f"= {1e6 / max(us_per_request, 1e-9):,.0f} requests/s per core"
         )
         bound = args.concurrency * 1000 / max(args.delay_ms, 1)
-        say(f"latency bound of one event loop: {args.concurrency} in flight / {args.delay_ms} ms = {bound:,.0f} pages/s")
+        say(f"latency bound of one event loop: {args.concurrency} requests in flight / {args.delay_ms} ms = {bound:,.0f} pages/s")
     finally:
         server.stop()
     if not args.no_save:

@@ -21,7 +21,7 @@ use super::input::FetchInput;
 use super::jitter;
 use super::page::{scan_html, PageInfo};
 use super::robots::Robots;
-use super::settings::FetchSettings;
+use super::settings::{FetchSettings, DEFAULT_CONNECTIONS};
 use super::slots::SlotFile;
 
 /// What a `fetch` task answers.
@@ -115,7 +115,7 @@ impl Fetcher {
         let nofile = nofile_limit();
         let connections = settings
             .connections
-            .unwrap_or_else(|| (nofile.saturating_sub(64) / 2).clamp(8, 1 << 16) as usize);
+            .unwrap_or_else(|| default_connections(nofile));
         let mut builder = reqwest::Client::builder()
             .user_agent(settings.user_agent.as_str())
             .redirect(redirect_policy(settings.max_redirects))
@@ -464,7 +464,7 @@ impl Budget {
         if !self.said_full.replace(true) {
             eprintln!(
                 "fetch: {} requests in flight, the connection budget of this worker \
-                 (half its descriptor limit of {}, or --set connections=N); more tasks wait for a connection",
+                 (descriptor limit {}; --set connections=N changes it); more tasks wait for a connection",
                 self.size.get(),
                 self.nofile
             );
@@ -489,6 +489,17 @@ impl Budget {
             permit.forget();
         }
     }
+}
+
+/// Requests in flight per worker without `--set connections=N`: the
+/// default budget, or half the descriptor limit (less 64 for everything
+/// else) when that is lower. The cap matters as much as the descriptors:
+/// a pool only reuses a connection that is idle, so a worker with 10,000
+/// tasks in flight and no cap opens 10,000 connections to one host and
+/// pays a handshake per request on both ends (twice the CPU per page, and
+/// a listen queue no small server has).
+fn default_connections(nofile: u64) -> usize {
+    (nofile.saturating_sub(64) / 2).clamp(8, DEFAULT_CONNECTIONS as u64) as usize
 }
 
 /// This process's soft limit on open descriptors (already raised to the
@@ -558,6 +569,14 @@ mod tests {
         assert!(is_html(None));
         assert!(!is_html(Some("application/json")));
         assert!(!is_html(Some("image/png")));
+    }
+
+    #[test]
+    fn the_default_budget_is_capped_and_fits_the_descriptors() {
+        assert_eq!(default_connections(1 << 20), DEFAULT_CONNECTIONS);
+        assert_eq!(default_connections(1024), 480);
+        assert_eq!(default_connections(100), 18);
+        assert_eq!(default_connections(10), 8);
     }
 
     #[test]
