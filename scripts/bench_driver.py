@@ -76,18 +76,18 @@ def expected(task) -> int:
 # -- contenders (each run in its own process by `--one NAME`) --------------------
 
 
-def run_multiloop(tasks):
+def run_multiloop(tasks, concurrency):
     import multiloop
 
-    return multiloop.run(seed_task, tasks, progress=False)
+    return multiloop.run(seed_task, tasks, concurrency=concurrency, progress=False)
 
 
 def run_aiomultiprocess(tasks, concurrency):
     import aiomultiprocess
 
     async def main():
-        # childconcurrency = multiloop's --concurrency default, so both run
-        # the same number of tasks in flight per process.
+        # childconcurrency = multiloop's concurrency here (--concurrency),
+        # so both run the same number of tasks in flight per process.
         async with aiomultiprocess.Pool(childconcurrency=concurrency) as pool:
             return await pool.map(seed_task, tasks)
 
@@ -121,7 +121,7 @@ def one(name: str, path: str, concurrency: int) -> None:
     tasks = json.loads(Path(path).read_text())
     start = time.perf_counter()
     if name == "multiloop":
-        results = run_multiloop(tasks)
+        results = run_multiloop(tasks, concurrency)
     elif name == "aiomultiprocess":
         results = run_aiomultiprocess(tasks, concurrency)
     elif name == "article":

@@ -49,6 +49,12 @@ TICK = 0.010
 #: Python thread needs the GIL to look, so it looks less often).
 SAMPLE = 0.020
 
+#: Longest time a finished task's result waits in the worker. Results of
+#: one loop iteration go out together, but one iteration of CPU-heavy steps
+#: can last seconds; past this they go out mid-iteration, so the
+#: supervisor's credit, progress and a crash's losses stay current.
+FLUSH_EVERY = 0.010
+
 #: Settings values that turn an option off.
 _OFF = ("0", "false", "no", "off")
 
@@ -206,6 +212,7 @@ class Runtime:
         self.pending: Deque[Tuple[int, bytes]] = collections.deque()
         self.results: List[proto.TaskResult] = []
         self.flush_scheduled = False
+        self.last_flush = time.monotonic()
         self.reading = False
         self.eof = False
         self.received = 0
@@ -403,7 +410,9 @@ class Runtime:
         self.running -= 1
         self.done += 1
         self.results.append(result)
-        if not self.flush_scheduled:
+        if time.monotonic() - self.last_flush >= FLUSH_EVERY:
+            self._flush()
+        elif not self.flush_scheduled:
             # Results of one loop iteration go out in one frame: batching
             # without a timer.
             self.flush_scheduled = True
@@ -415,6 +424,7 @@ class Runtime:
 
     def _flush(self) -> None:
         self.flush_scheduled = False
+        self.last_flush = time.monotonic()
         results, self.results = self.results, []
         if not results:
             return

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import time
 
 
 async def sim(task):
@@ -22,3 +23,23 @@ async def sim(task):
 
 async def echo(task):
     return task
+
+
+_gathered = []
+
+
+async def busy_together(task):
+    """Waits until ``task["n"]`` of these have arrived in this worker, so that
+    all become ready in one loop iteration, then holds the loop for
+    ``task["ms"]`` without awaiting; returns the monotonic time it finished."""
+    if not _gathered:
+        _gathered.append(asyncio.Event())
+    go = _gathered[0]
+    _gathered.append(task)
+    if len(_gathered) - 1 >= task["n"]:
+        go.set()
+    await go.wait()
+    end = time.monotonic() + task["ms"] / 1000
+    while time.monotonic() < end:
+        pass
+    return time.monotonic()

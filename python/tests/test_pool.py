@@ -126,6 +126,25 @@ def test_map_yields_results_with_their_items_and_workers():
         assert r.seq == r.index + 1 and r.attempts == 1 and r.worker in (0, 1)
 
 
+def test_results_stream_out_while_cpu_heavy_steps_hold_the_loop():
+    # Twenty steps of 40 ms become ready in one loop iteration: the first
+    # results must reach the caller while the later steps still run, not
+    # when the whole iteration ends.
+    async def main():
+        arrivals = []
+        async with multiloop.Pool(workers=1, progress=False) as pool:
+            items = [{"n": 20, "ms": 40} for _ in range(20)]
+            async for r in pool.map(pool_jobs.busy_together, items):
+                assert r.ok, r.error
+                arrivals.append((time.monotonic(), r.value))
+        return arrivals
+
+    arrivals = asyncio.run(main())
+    first_arrival = min(arrived for arrived, _ in arrivals)
+    last_finish = max(finished for _, finished in arrivals)
+    assert first_arrival < last_finish, "results were held until the loop iteration ended"
+
+
 def test_await_map_gives_values_in_order_like_aiomultiprocess():
     async def main():
         async with multiloop.Pool(workers=2, progress=False) as pool:
