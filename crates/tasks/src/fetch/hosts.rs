@@ -164,7 +164,7 @@ impl Hosts {
                         cooldown: Vec::new(),
                         cursor: 0,
                         not_before: None,
-                        aimd: Aimd::new(self.auto_max),
+                        aimd: Aimd::new(self.auto_max, Instant::now()),
                         flagged: false,
                     }),
                 })
@@ -204,7 +204,7 @@ impl Hosts {
         state.cooldown.retain(|&(_, until)| until > now);
         let held = state.held.iter().filter(|&&h| h).count();
         if held >= limit {
-            state.aimd.saw_full();
+            state.aimd.saw_full(now);
             return None;
         }
         let span = limit.min(super::slots::MAX_SLOTS);
@@ -224,7 +224,7 @@ impl Hosts {
             state.busy += 1;
             return Some((slot, now));
         }
-        state.aimd.saw_full();
+        state.aimd.saw_full(now);
         None
     }
 
@@ -297,7 +297,7 @@ impl HostPermit {
     /// The request ended well after `rtt`: the adaptive limit may grow.
     pub(crate) fn success(&self, rtt: Duration) {
         if let Some(host) = &self.host {
-            host.state.borrow_mut().aimd.success(rtt);
+            host.state.borrow_mut().aimd.success(rtt, Instant::now());
         }
     }
 
@@ -305,7 +305,7 @@ impl HostPermit {
     /// 429, 503): the adaptive limit halves.
     pub(crate) fn congestion(&self) {
         if let Some(host) = &self.host {
-            host.state.borrow_mut().aimd.congestion();
+            host.state.borrow_mut().aimd.congestion(Instant::now());
         }
     }
 }
@@ -336,7 +336,8 @@ impl Drop for HostPermit {
 /// responses come back no slower than twice the fastest seen (slow start,
 /// a doubling per round trip), then by one per round trip; a timeout, a
 /// refused or reset connection, a 429 or a 503 halves it, at most once per
-/// round trip. It only grows while the limit is what holds requests back.
+/// round trip. It only grows while the limit is what holds requests back:
+/// a request found no slot while the succeeding one was in flight.
 #[derive(Debug, Clone)]
 pub(crate) struct Aimd {
     limit: f64,
@@ -345,7 +346,8 @@ pub(crate) struct Aimd {
     min_rtt: Option<Duration>,
     min_since: Instant,
     last_cut: Option<Instant>,
-    full: bool,
+    /// When a request last found every slot taken.
+    last_full: Option<Instant>,
 }
 
 /// Start of the adaptive limit.
@@ -355,15 +357,15 @@ pub(crate) const AUTO_START: usize = 2;
 const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 
 impl Aimd {
-    pub(crate) fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize, now: Instant) -> Self {
         Self {
             limit: AUTO_START as f64,
             max: max.max(1) as f64,
             slow_start: true,
             min_rtt: None,
-            min_since: Instant::now(),
+            min_since: now,
             last_cut: None,
-            full: false,
+            last_full: None,
         }
     }
 
@@ -371,14 +373,15 @@ impl Aimd {
         (self.limit as usize).clamp(1, self.max as usize)
     }
 
-    fn saw_full(&mut self) {
-        self.full = true;
+    fn saw_full(&mut self, now: Instant) {
+        self.last_full = Some(now);
     }
 
-    pub(crate) fn success(&mut self, rtt: Duration) {
-        if self.min_since.elapsed() > MIN_RTT_WINDOW {
+    /// A request that took `rtt` ended well at `now`.
+    pub(crate) fn success(&mut self, rtt: Duration, now: Instant) {
+        if now.saturating_duration_since(self.min_since) > MIN_RTT_WINDOW {
             self.min_rtt = None;
-            self.min_since = Instant::now();
+            self.min_since = now;
         }
         let min = *self.min_rtt.get_or_insert(rtt);
         if rtt < min {
@@ -390,10 +393,13 @@ impl Aimd {
             self.slow_start = false;
             return;
         }
-        if !self.full {
+        // Responses come in batches: several successes of one batch all
+        // count, as long as the limit held a request back while they flew
+        // (a flag cleared per success would count one per batch).
+        let started = now.checked_sub(rtt).unwrap_or(now);
+        if self.last_full.is_none_or(|full| full < started) {
             return;
         }
-        self.full = false;
         self.limit += if self.slow_start {
             1.0
         } else {
@@ -402,15 +408,18 @@ impl Aimd {
         self.limit = self.limit.min(self.max);
     }
 
-    pub(crate) fn congestion(&mut self) {
+    pub(crate) fn congestion(&mut self, now: Instant) {
         let round = self
             .min_rtt
             .unwrap_or(Duration::from_millis(100))
             .max(Duration::from_millis(50));
-        if self.last_cut.is_some_and(|t| t.elapsed() < round) {
+        if self
+            .last_cut
+            .is_some_and(|t| now.saturating_duration_since(t) < round)
+        {
             return;
         }
-        self.last_cut = Some(Instant::now());
+        self.last_cut = Some(now);
         self.slow_start = false;
         self.limit = (self.limit / 2.0).max(1.0);
     }
@@ -482,38 +491,47 @@ mod tests {
 
     #[test]
     fn aimd_grows_while_fast_and_halves_on_congestion() {
-        let mut aimd = Aimd::new(100);
+        let rtt = Duration::from_millis(20);
+        let mut now = Instant::now();
+        let mut aimd = Aimd::new(100, now);
         assert_eq!(aimd.current(), AUTO_START);
+        // A round trip in which requests waited for a slot; its ten
+        // responses arrive in one batch, and every one of them counts.
+        aimd.saw_full(now + Duration::from_millis(1));
+        now += rtt;
         for _ in 0..10 {
-            aimd.saw_full();
-            aimd.success(Duration::from_millis(20));
+            aimd.success(rtt, now);
         }
         assert_eq!(
             aimd.current(),
             AUTO_START + 10,
             "slow start: one per success"
         );
-        aimd.congestion();
+        aimd.congestion(now);
         assert_eq!(aimd.current(), 6);
-        aimd.congestion();
+        aimd.congestion(now + Duration::from_millis(10));
         assert_eq!(aimd.current(), 6, "at most one cut per round trip");
+        aimd.saw_full(now + Duration::from_millis(1));
+        now += rtt;
         for _ in 0..6 {
-            aimd.saw_full();
-            aimd.success(Duration::from_millis(20));
+            aimd.success(rtt, now);
         }
         assert_eq!(aimd.current(), 6, "then about one per round trip");
-        // Without demand (the limit is not what holds requests back), no growth.
+        // Without demand (no request waited during these), no growth.
         for _ in 0..50 {
-            aimd.success(Duration::from_millis(20));
+            now += rtt;
+            aimd.success(rtt, now);
         }
         assert!(aimd.current() <= 7);
         // Slow answers stop growth.
-        let mut slow = Aimd::new(100);
-        slow.saw_full();
-        slow.success(Duration::from_millis(10));
+        let mut slow = Aimd::new(100, now);
+        slow.saw_full(now);
+        now += Duration::from_millis(10);
+        slow.success(Duration::from_millis(10), now);
         for _ in 0..20 {
-            slow.saw_full();
-            slow.success(Duration::from_millis(200));
+            slow.saw_full(now);
+            now += Duration::from_millis(200);
+            slow.success(Duration::from_millis(200), now);
         }
         assert_eq!(slow.current(), AUTO_START + 1);
     }
