@@ -5,7 +5,11 @@ taking tasks, and throughput lost while one worker per second is killed
 invocation).
 
     scripts/bench_kill.py [--count 20000] [--iters 1800000] [--sleep-ms 5]
-                          [--concurrency 64] [--bin-dir target/release]
+                          [--concurrency 64] [--repeat 3] [--bin-dir target/release]
+
+Undisturbed and killed runs alternate (--repeat pairs); the table gives
+medians with min-max, and the ratio of each pair (the machine's speed
+drifts between pairs, less within one).
 
 Appends its table to scripts/results/kill-<date>.txt.
 """
@@ -15,6 +19,7 @@ import datetime
 import os
 import random
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -99,7 +104,7 @@ def replacement_latencies(stderr):
         if d:
             died[d.group(1)] = when
             continue
-        u = re.match(r"worker (\d+) \(pid Some\(\d+\)\) is up", text)
+        u = re.match(r"worker (\d+) \(pid (?:Some\()?\d+\)?\) is up", text)
         if u and u.group(1) in died:
             latencies.append(when - died.pop(u.group(1)))
     return latencies
@@ -112,6 +117,7 @@ def main():
     ap.add_argument("--sleep-ms", type=int, default=5)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--workers", default="2")
+    ap.add_argument("--repeat", type=int, default=3, help="undisturbed/killed pairs (default 3)")
     ap.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"))
     ap.add_argument("--allow-dirty", action="store_true",
                     help="run on a tree with uncommitted changes; results are marked DIRTY (not for the README)")
@@ -123,23 +129,42 @@ def main():
             f.write(f'{{"sleep_ms":{a.sleep_ms},"iters":{a.iters}}}\n')
         tasks = f.name
     args = ["--workers", a.workers, "--concurrency", str(a.concurrency)]
-    calm, _, lines_calm, _ = run(supervisor, args, tasks)
-    rough, kills, lines_rough, stderr = run(supervisor, args, tasks, kill_every=1.0)
+    calms, roughs, ratios, kills_seen, lat = [], [], [], [], []
+    for _ in range(a.repeat):
+        calm, _, lines_calm, _ = run(supervisor, args, tasks)
+        rough, kills, lines_rough, stderr = run(supervisor, args, tasks, kill_every=1.0)
+        for lines in (lines_calm, lines_rough):
+            if lines != a.count:
+                sys.exit(f"{lines} records for {a.count} tasks")
+        calms.append(calm)
+        roughs.append(rough)
+        ratios.append(calm / rough)
+        kills_seen.append(kills)
+        lat.extend(replacement_latencies(stderr))
     os.unlink(tasks)
-    lat = sorted(replacement_latencies(stderr))
+    lat.sort()
     nproc = os.cpu_count()
+
+    def spread(values, fmt):
+        return f"{fmt(statistics.median(values))} [{fmt(min(values))}-{fmt(max(values))}]"
+
+    seconds = lambda v: f"{v:.2f} s"  # noqa: E731
     report = [
         f"=== kill  {datetime.datetime.now().isoformat(timespec='seconds')}  git {git}  nproc={nproc}",
-        f"{a.count} tasks (sleep {a.sleep_ms} ms, iters {a.iters}), --workers {a.workers} --concurrency {a.concurrency}",
-        f"undisturbed: {calm:.2f} s ({a.count / calm:,.0f} tasks/s), {lines_calm} records",
-        f"one worker SIGKILLed per second: {rough:.2f} s ({a.count / rough:,.0f} tasks/s), {kills} kills, {lines_rough} records",
-        f"throughput under kills / undisturbed: {calm / rough:.2f}x",
+        f"{a.count} tasks (sleep {a.sleep_ms} ms, iters {a.iters}), --workers {a.workers} --concurrency {a.concurrency}, "
+        f"{a.repeat} alternating pairs, median [min-max]",
+        f"undisturbed: {spread(calms, seconds)} ({a.count / statistics.median(calms):,.0f} tasks/s), every record present",
+        f"one worker SIGKILLed per second: {spread(roughs, seconds)} ({a.count / statistics.median(roughs):,.0f} tasks/s), "
+        f"{sum(kills_seen)} kills, every record present",
+        f"throughput under kills / undisturbed, per pair: {spread(ratios, lambda v: f'{v:.2f}x')}",
     ]
     if lat:
         mid = lat[len(lat) // 2]
         report.append(
             f"death -> replacement taking tasks: median {mid * 1000:.1f} ms, max {lat[-1] * 1000:.1f} ms "
             f"over {len(lat)} deaths (includes the 20 ms minimum restart backoff)")
+    else:
+        report.append("death -> replacement: no pair of log lines found (log format changed?)")
     text = "\n".join(report)
     print(text)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)

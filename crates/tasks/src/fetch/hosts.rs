@@ -333,17 +333,22 @@ impl Drop for HostPermit {
 /// The adaptive limit of one host in one worker: additive increase,
 /// multiplicative decrease (TCP's congestion control, as a crawler's
 /// "AutoThrottle"). It starts at 2 and grows by one per success while
-/// responses come back no slower than twice the fastest seen (slow start,
-/// a doubling per round trip), then by one per round trip; a timeout, a
-/// refused or reset connection, a 429 or a 503 halves it, at most once per
-/// round trip. It only grows while the limit is what holds requests back:
-/// a request found no slot while the succeeding one was in flight.
+/// responses come back, on average, no slower than twice the fastest seen
+/// (slow start, a doubling per round trip), then by one per round trip; a
+/// timeout, a refused or reset connection, a 429 or a 503 halves it, at
+/// most once per round trip. It only grows while the limit is what holds
+/// requests back: a request found no slot while the succeeding one was in
+/// flight. The average is TCP's smoothed round trip (an EWMA of 1/8), so
+/// one response delayed by this client's own busy loop does not end the
+/// slow start; a server that queues delays them all.
 #[derive(Debug, Clone)]
 pub(crate) struct Aimd {
     limit: f64,
     max: f64,
     slow_start: bool,
     min_rtt: Option<Duration>,
+    /// Smoothed round trip (RFC 6298's SRTT).
+    srtt: Option<Duration>,
     min_since: Instant,
     last_cut: Option<Instant>,
     /// When a request last found every slot taken.
@@ -363,6 +368,7 @@ impl Aimd {
             max: max.max(1) as f64,
             slow_start: true,
             min_rtt: None,
+            srtt: None,
             min_since: now,
             last_cut: None,
             last_full: None,
@@ -387,9 +393,15 @@ impl Aimd {
         if rtt < min {
             self.min_rtt = Some(rtt);
         }
+        // RFC 6298: SRTT <- 7/8 SRTT + 1/8 R.
+        let srtt = match self.srtt {
+            None => rtt,
+            Some(srtt) => (srtt * 7 + rtt) / 8,
+        };
+        self.srtt = Some(srtt);
         // Queueing at the server (or in this client) shows as latency
         // before it shows as errors: stop growing there.
-        if rtt > min * 2 + Duration::from_millis(5) {
+        if srtt > min * 2 + Duration::from_millis(5) {
             self.slow_start = false;
             return;
         }
@@ -534,5 +546,15 @@ mod tests {
             slow.success(Duration::from_millis(200), now);
         }
         assert_eq!(slow.current(), AUTO_START + 1);
+
+        // One late response among fast ones does not end the slow start.
+        let mut bumpy = Aimd::new(100, now);
+        for late in [20, 20, 20, 100, 20, 20] {
+            bumpy.saw_full(now);
+            now += Duration::from_millis(late);
+            bumpy.success(Duration::from_millis(late), now);
+        }
+        assert_eq!(bumpy.current(), AUTO_START + 6, "the average stayed low");
+        assert!(bumpy.slow_start);
     }
 }
