@@ -278,8 +278,12 @@ def main():
             names = [n for n in names if n in args.only.split(",")]
         walls = {}
         say(f"{'contender':<18} {'wall s median (min-max)':>26} {'CPU s median (min-max)':>26}  correct")
-        for name in names:
-            runs = [run_one(name, tasks_file, args.tasks) for _ in range(args.repeat)]
+        # Rounds interleave the contenders (A B C, A B C, ...): the VM's
+        # speed drifts over minutes, and a block per contender would charge
+        # the drift to whoever ran last.
+        rounds = [[run_one(name, tasks_file, args.tasks) for name in names] for _ in range(args.repeat)]
+        for index, name in enumerate(names):
+            runs = [each[index] for each in rounds]
             walls[name] = statistics.median(r[0] for r in runs)
             say(f"{name:<18} {spread([r[0] for r in runs]):>26} {spread([r[1] for r in runs]):>26}  "
                 f"{min(r[2] for r in runs)}/{args.tasks}  {runs[-1][3]}")
