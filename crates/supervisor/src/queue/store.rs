@@ -177,7 +177,7 @@ impl Store {
         let kind = self.query(redis::cmd("TYPE").arg(&self.stream)).await?;
         let kind = text(&kind);
         let fields = self.query(redis::cmd("HGETALL").arg(&self.meta)).await?;
-        let fields = pairs(&fields);
+        let fields = Fields::of(&fields);
         let not_ours = |key: &str, why: String| QueueError::NotOurs {
             url: self.url.to_string(),
             key: key.to_string(),
@@ -194,14 +194,8 @@ impl Store {
             }
             (other, _) => return Err(not_ours(&self.stream, format!("a {other}, not a stream"))),
         }
-        let get = |name: &str| {
-            fields
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
-        let number = |name: &str| get(name).parse::<u64>().unwrap_or(0);
+        let get = |name: &str| fields.get(name).unwrap_or_default().to_string();
+        let number = |name: &str| fields.number(name).unwrap_or(0);
         if get("format") != FORMAT {
             return Err(not_ours(
                 &self.meta,
@@ -526,21 +520,15 @@ impl Store {
             });
         };
         for group in &groups {
-            let fields = pairs(group);
-            let get = |name: &str| {
-                fields
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
-            };
-            if get("name").as_deref() == Some(GROUP) {
-                let pending = get("pending").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let fields = Fields::of(group);
+            if fields.get("name") == Some(GROUP) {
+                let pending = fields.number("pending").unwrap_or(0);
                 // `lag` is nil when Redis cannot tell (after deletions); then
                 // compare the last delivered id with the last entry.
-                let lag = match get("lag").and_then(|v| v.parse().ok()) {
+                let lag = match fields.number("lag") {
                     Some(lag) => lag,
                     None => {
-                        let delivered = get("last-delivered-id").unwrap_or_default();
+                        let delivered = fields.get("last-delivered-id").unwrap_or_default();
                         let last = self.last_seq().await?;
                         u64::from(seq_of(delivered.as_bytes()).unwrap_or(0) < last)
                     }
@@ -583,18 +571,11 @@ impl Store {
         let mut nodes = Vec::new();
         if let Value::Array(consumers) = reply {
             for consumer in &consumers {
-                let fields = pairs(consumer);
-                let get = |name: &str| {
-                    fields
-                        .iter()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, v)| v.clone())
-                        .unwrap_or_default()
-                };
+                let fields = Fields::of(consumer);
                 nodes.push(NodeStatus {
-                    name: get("name"),
-                    in_flight: get("pending").parse().unwrap_or(0),
-                    idle_ms: get("idle").parse().unwrap_or(0),
+                    name: fields.get("name").unwrap_or_default().to_string(),
+                    in_flight: fields.number("pending").unwrap_or(0),
+                    idle_ms: fields.number("idle").unwrap_or(0),
                 });
             }
         }
@@ -633,16 +614,36 @@ fn int(value: &Value) -> u64 {
     }
 }
 
-/// A flat `[k, v, k, v]` array (or a RESP3 map) as string pairs.
-fn pairs(value: &Value) -> Vec<(String, String)> {
-    match value {
-        Value::Array(items) => items
-            .chunks(2)
-            .filter(|pair| pair.len() == 2)
-            .map(|pair| (text(&pair[0]), text(&pair[1])))
-            .collect(),
-        Value::Map(items) => items.iter().map(|(k, v)| (text(k), text(v))).collect(),
-        _ => Vec::new(),
+/// A reply of field/value pairs: an array (RESP2) or a map (RESP3).
+struct Fields(Vec<(String, String)>);
+
+impl Fields {
+    fn of(value: &Value) -> Self {
+        Self(match value {
+            Value::Array(items) => items
+                .chunks(2)
+                .filter(|pair| pair.len() == 2)
+                .map(|pair| (text(&pair[0]), text(&pair[1])))
+                .collect(),
+            Value::Map(items) => items.iter().map(|(k, v)| (text(k), text(v))).collect(),
+            _ => Vec::new(),
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// A field that holds a number; `None` when absent, nil or not one.
+    fn number(&self, name: &str) -> Option<u64> {
+        self.get(name)?.parse().ok()
     }
 }
 

@@ -1,6 +1,7 @@
 //! `fetch`: a real HTTP client as a task kind. A URL in; status, final URL,
 //! size, `<title>`, link count, content hash and timings out.
 
+mod budget;
 mod errors;
 mod hosts;
 mod input;
