@@ -214,6 +214,18 @@ async fn respond(seen: &Seen, request: Request<Incoming>) -> Reply {
             reply(code, "text/html", format!("<title>status {code}</title>"))
         }
         ["json"] => reply(200, "application/json", r#"{"title":"<title>no</title>"}"#),
+        // "Привет & мир" in windows-1251, declared by the header.
+        ["charset", "header"] => reply(
+            200,
+            "text/html; charset=windows-1251",
+            &b"<title>\xcf\xf0\xe8\xe2\xe5\xf2 &amp; \xec\xe8\xf0</title>"[..],
+        ),
+        // "日本" in Shift_JIS, declared by a meta.
+        ["charset", "meta"] => reply(
+            200,
+            "text/html",
+            &b"<meta http-equiv=content-type content='text/html; charset=Shift_JIS'><title>\x93\xfa\x96\x7b</title>"[..],
+        ),
         ["slow"] => {
             tokio::time::sleep(Duration::from_secs(30)).await;
             reply(200, "text/html", "<title>too late</title>")
@@ -368,6 +380,8 @@ enum Expect {
         path: String,
     },
     Status(u16),
+    /// A page whose title is in another encoding than UTF-8.
+    Title(&'static str),
     Echo,
     Error {
         kind: &'static str,
@@ -414,6 +428,12 @@ fn two_thousand_urls_each_answered_once_with_the_right_fields() {
         specials.push((url("/bomb"), error("failed", "body over 1000000 bytes")));
     }
     specials.push((json_line(&server.url("/chain/10")), Expect::Status(200)));
+    for (path, title) in [
+        ("/charset/header", "Привет & мир"),
+        ("/charset/meta", "日本"),
+    ] {
+        specials.push((json_line(&server.url(path)), Expect::Title(title)));
+    }
     for _ in 0..3 {
         specials.push((
             json_line(&server.url("/slow")),
@@ -517,6 +537,10 @@ fn two_thousand_urls_each_answered_once_with_the_right_fields() {
             Expect::Status(code) => {
                 assert_eq!(ok["status"], *code, "{what}");
                 assert_eq!(ok["links"], 0, "{what}");
+            }
+            Expect::Title(title) => {
+                assert_eq!(ok["status"], 200, "{what}");
+                assert_eq!(ok["title"], *title, "{what}");
             }
             Expect::Echo => {
                 let version = env!("CARGO_PKG_VERSION");

@@ -2,6 +2,7 @@
 //! size, `<title>`, link count, content hash and timings out.
 
 mod budget;
+mod charset;
 mod errors;
 mod hosts;
 mod input;

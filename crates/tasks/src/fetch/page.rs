@@ -3,9 +3,12 @@
 //! comments and raw text finds them without building tokens; html5gum
 //! decodes the title's character references.
 
+use encoding_rs::{Encoding, UTF_8};
 use html5gum::emitters::callback::{CallbackEmitter, CallbackEvent};
 use html5gum::{Emitter, ForwardingEmitter, Span, State, Tokenizer};
 use memchr::{memchr, memchr2, memmem};
+
+use super::charset;
 
 /// Longest title kept, in bytes; a page can put megabytes in its title, and
 /// the record should stay a line a person can read.
@@ -25,23 +28,41 @@ pub struct PageInfo {
 /// `<title>`, `<textarea>` and the other raw-text elements the scanner
 /// skips to their end tag (the tokenizer's "naive" state switching, as
 /// html5gum and lol-html do it), so markup inside scripts and comments is
-/// not counted. Invalid UTF-8 in the title is replaced, as a browser would
-/// show it.
+/// not counted. The title is decoded from the page's encoding (see
+/// [`charset`]: a byte order mark, the `Content-Type` header's charset, a
+/// `<meta>` in the first 1,024 bytes, else UTF-8); bytes invalid in it are
+/// replaced, as a browser would show them.
 ///
 /// Why not html5gum for all of it: a full tokenizer handles every byte of
 /// the page through its state machine and cost a seventh of the worker's
 /// CPU per page; this scanner jumps from `<` to `<` with memchr and is
 /// checked against html5gum by a property test.
-pub fn scan_html(body: &[u8]) -> PageInfo {
+pub fn scan_html(body: &[u8], content_type: Option<&str>) -> PageInfo {
+    let declared =
+        charset::of_bom(body).or_else(|| content_type.and_then(charset::of_content_type));
+    match declared {
+        // UTF-16: not even the markup is ASCII; read it as UTF-8.
+        Some(encoding) if !encoding.is_ascii_compatible() => {
+            let (text, _) = encoding.decode_with_bom_removal(body);
+            scan(text.as_bytes(), Some(UTF_8))
+        }
+        _ => scan(body, declared),
+    }
+}
+
+/// The scan of an ASCII-compatible page, in `declared` or else the
+/// encoding its `<meta>` names.
+fn scan(body: &[u8], declared: Option<&'static Encoding>) -> PageInfo {
     let mut scanner = Scanner { page: body, pos: 0 };
     let mut info = PageInfo::default();
     let mut title = None;
+    let mut meta = None;
     while let Some(tag) = scanner.next_tag() {
-        let Tag::Start { name, href } = tag else {
+        let Tag::Start { name, attributes } = tag else {
             continue;
         };
         let is = |element: &[u8]| name.eq_ignore_ascii_case(element);
-        if is(b"a") && href {
+        if is(b"a") && attributes.href {
             info.links += 1;
         } else if is(b"script") {
             scanner.skip_script();
@@ -52,9 +73,20 @@ pub fn scan_html(body: &[u8]) -> PageInfo {
             scanner.skip_raw_text(name);
         } else if is(b"plaintext") {
             break;
+        } else if is(b"meta") && meta.is_none() && scanner.pos <= charset::META_WITHIN {
+            meta = charset::of_meta(
+                attributes.charset,
+                attributes.http_equiv,
+                attributes.content,
+            );
         }
     }
-    info.title = title.map(|raw| clean_title(&decode_text(raw)));
+    let encoding = declared.or(meta).unwrap_or(UTF_8);
+    info.title = title.map(|raw| {
+        let raw = &raw[..raw.len().min(MAX_TITLE_BYTES * 2)];
+        let text = encoding.decode_without_bom_handling(raw).0;
+        clean_title(&decode_text(text.as_bytes()))
+    });
     info
 }
 
@@ -73,13 +105,38 @@ const RAW_TEXT: [&[u8]; 7] = [
 /// A tag the scanner finished (one cut off by the end of the page is none).
 #[derive(Debug, PartialEq, Eq)]
 enum Tag<'a> {
-    /// The name as written (any case), and whether an `href` attribute
-    /// was among the attributes.
+    /// The name as written (any case) and the attributes the scan reads.
     Start {
         name: &'a [u8],
-        href: bool,
+        attributes: Attributes<'a>,
     },
     End,
+}
+
+/// The attributes the scan reads (the first of each name, as the
+/// tokenizer keeps it): `href` on links, the rest on `<meta>`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Attributes<'a> {
+    href: bool,
+    charset: Option<&'a [u8]>,
+    http_equiv: Option<&'a [u8]>,
+    content: Option<&'a [u8]>,
+}
+
+impl<'a> Attributes<'a> {
+    fn note(&mut self, name: &[u8], value: &'a [u8]) {
+        let slot = match name.len() {
+            4 if name.eq_ignore_ascii_case(b"href") => {
+                self.href = true;
+                return;
+            }
+            7 if name.eq_ignore_ascii_case(b"charset") => &mut self.charset,
+            7 if name.eq_ignore_ascii_case(b"content") => &mut self.content,
+            10 if name.eq_ignore_ascii_case(b"http-equiv") => &mut self.http_equiv,
+            _ => return,
+        };
+        slot.get_or_insert(value);
+    }
 }
 
 /// A position in the page, moved forward tag by tag.
@@ -138,8 +195,8 @@ impl<'a> Scanner<'a> {
                     }
                 }
                 letter if letter.is_ascii_alphabetic() => {
-                    let (name, href) = self.tag()?;
-                    return Some(Tag::Start { name, href });
+                    let (name, attributes) = self.tag()?;
+                    return Some(Tag::Start { name, attributes });
                 }
                 // A `<` before anything else is text.
                 _ => {}
@@ -148,22 +205,22 @@ impl<'a> Scanner<'a> {
     }
 
     /// A tag from its name (the scanner is on its first letter) to its
-    /// `>`: the name, and whether an attribute is named `href`. `None`
-    /// when the page ends inside the tag, which then is no tag.
-    fn tag(&mut self) -> Option<(&'a [u8], bool)> {
+    /// `>`: the name and the attributes the scan reads. `None` when the
+    /// page ends inside the tag, which then is no tag.
+    fn tag(&mut self) -> Option<(&'a [u8], Attributes<'a>)> {
         let start = self.pos;
         while !matches!(self.peek()?, b'/' | b'>') && !self.peek().is_some_and(is_space) {
             self.pos += 1;
         }
         let name = &self.page[start..self.pos];
-        let mut href = false;
+        let mut attributes = Attributes::default();
         loop {
             // Before an attribute name.
             self.skip_spaces();
             match self.peek()? {
                 b'>' => {
                     self.pos += 1;
-                    return Some((name, href));
+                    return Some((name, attributes));
                 }
                 // `/` before `>` closes the tag, anywhere else it is dropped.
                 b'/' => self.pos += 1,
@@ -176,12 +233,15 @@ impl<'a> Scanner<'a> {
                     {
                         self.pos += 1;
                     }
-                    href |= self.page[start..self.pos].eq_ignore_ascii_case(b"href");
+                    let name = &self.page[start..self.pos];
                     self.skip_spaces();
-                    if self.peek()? == b'=' {
+                    let value = if self.peek()? == b'=' {
                         self.pos += 1;
-                        self.attribute_value()?;
-                    }
+                        self.attribute_value()?
+                    } else {
+                        b""
+                    };
+                    attributes.note(name, value);
                 }
             }
         }
@@ -189,20 +249,23 @@ impl<'a> Scanner<'a> {
 
     /// After `=`: a quoted or unquoted value. A `>` where the value
     /// should start is left for the tag to end on (an empty unquoted one).
-    fn attribute_value(&mut self) -> Option<()> {
+    fn attribute_value(&mut self) -> Option<&'a [u8]> {
         self.skip_spaces();
         match self.peek()? {
             quote @ (b'"' | b'\'') => {
-                self.pos += 1;
-                self.pos += memchr(quote, self.rest())? + 1;
+                let start = self.pos + 1;
+                let end = start + memchr(quote, &self.page[start..])?;
+                self.pos = end + 1;
+                Some(&self.page[start..end])
             }
             _ => {
+                let start = self.pos;
                 while self.peek()? != b'>' && !self.peek().is_some_and(is_space) {
                     self.pos += 1;
                 }
+                Some(&self.page[start..self.pos])
             }
         }
-        Some(())
     }
 
     /// After `<!`: a comment, or a doctype, CDATA or other declaration,
@@ -320,7 +383,6 @@ impl<'a> Scanner<'a> {
 
 /// The text of an RCDATA element with its character references decoded.
 fn decode_text(raw: &[u8]) -> Vec<u8> {
-    let raw = &raw[..raw.len().min(MAX_TITLE_BYTES * 2)];
     let mut text = Vec::with_capacity(raw.len());
     let callback = |event: CallbackEvent<'_>, _: Span<()>| -> Option<()> {
         if let CallbackEvent::String { value } = event {
@@ -502,13 +564,13 @@ mod tests {
         /// The scanner finds what the full tokenizer finds.
         #[test]
         fn agrees_with_html5gum(page in markup()) {
-            prop_assert_eq!(scan_html(page.as_bytes()), scan_with_html5gum(page.as_bytes()), "{:?}", page);
+            prop_assert_eq!(scan(page.as_bytes(), Some(UTF_8)), scan_with_html5gum(page.as_bytes()), "{:?}", page);
         }
 
         /// Any bytes at all: no panic, and the same answer.
         #[test]
         fn agrees_with_html5gum_on_any_bytes(page in prop::collection::vec(any::<u8>(), 0..200)) {
-            prop_assert_eq!(scan_html(&page), scan_with_html5gum(&page));
+            prop_assert_eq!(scan(&page, Some(UTF_8)), scan_with_html5gum(&page));
         }
     }
 
@@ -522,10 +584,63 @@ mod tests {
             page += &format!("<li><a href=\"/page/{k}\">word {k}</a></li>");
         }
         page += "</ul></nav><main><p>text text</p></main></body></html>\n";
-        let info = scan_html(page.as_bytes());
+        let info = scan_html(page.as_bytes(), None);
         assert_eq!(info.links, 30);
         assert_eq!(info.title.as_deref(), Some("Page 7: a & b"));
         assert_eq!(info, scan_with_html5gum(page.as_bytes()));
+    }
+
+    #[test]
+    fn titles_are_read_in_the_page_encoding() {
+        // "Привет & мир" in windows-1251, declared by the header.
+        let page = b"<title>\xcf\xf0\xe8\xe2\xe5\xf2 &amp; \xec\xe8\xf0</title><a href=1>";
+        let info = scan_html(page, Some("text/html; charset=windows-1251"));
+        assert_eq!(info.title.as_deref(), Some("Привет & мир"));
+        assert_eq!(info.links, 1);
+        // "日本" in Shift_JIS, declared by a meta; then by http-equiv.
+        let page = b"<head><meta charset=\"shift_jis\"><title>\x93\xfa\x96\x7b</title>";
+        assert_eq!(
+            scan_html(page, Some("text/html")).title.as_deref(),
+            Some("日本")
+        );
+        let page = b"<meta http-equiv=Content-Type content='text/html; charset=Shift_JIS'>\
+                     <title>\x93\xfa\x96\x7b</title>";
+        assert_eq!(scan_html(page, None).title.as_deref(), Some("日本"));
+        // The header is stronger than the meta.
+        let page = b"<meta charset=shift_jis><title>caf\xe9</title>";
+        let info = scan_html(page, Some("text/html; charset=iso-8859-1"));
+        assert_eq!(info.title.as_deref(), Some("café"));
+    }
+
+    #[test]
+    fn a_meta_counts_in_the_first_kilobyte_only() {
+        let late = format!(
+            "<!-- {} --><meta charset=windows-1251><title>\u{e9}</title>",
+            "x".repeat(1100)
+        );
+        assert_eq!(
+            scan_html(late.as_bytes(), None).title.as_deref(),
+            Some("\u{e9}")
+        );
+        let early = b"<meta charset=windows-1251><title>\xe9</title>";
+        assert_eq!(scan_html(early, None).title.as_deref(), Some("\u{439}"));
+        // A meta naming UTF-16 means UTF-8: the page was just read as ASCII.
+        let page = b"<meta charset=utf-16><title>caf\xc3\xa9</title>";
+        assert_eq!(scan_html(page, None).title.as_deref(), Some("café"));
+    }
+
+    #[test]
+    fn utf16_pages_are_read_too() {
+        let text = "<title>Grüße</title><a href=x>1</a>";
+        let mut page = vec![0xff, 0xfe];
+        page.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+        let info = scan_html(&page, None);
+        assert_eq!(info.title.as_deref(), Some("Grüße"));
+        assert_eq!(info.links, 1);
+        // Declared by the header, without a byte order mark.
+        let page: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        let info = scan_html(&page, Some("text/html; charset=utf-16be"));
+        assert_eq!(info.title.as_deref(), Some("Grüße"));
     }
 
     #[test]
@@ -533,11 +648,11 @@ mod tests {
         // After `<!--` inside a script, `<script>` starts a part where
         // `</script>` does not end the script; `-->` ends that part.
         let page = b"<script><!--<script></script><a href=1>--></script><a href=2>";
-        assert_eq!(scan_html(page).links, 1);
+        assert_eq!(scan_html(page, None).links, 1);
         let page = b"<script><!--</script><a href=1>";
-        assert_eq!(scan_html(page).links, 1);
+        assert_eq!(scan_html(page, None).links, 1);
         let page = b"<script><!--><script></script><a href=1>";
-        assert_eq!(scan_html(page).links, 1);
+        assert_eq!(scan_html(page, None).links, 1);
     }
 
     #[test]
@@ -552,7 +667,7 @@ mod tests {
             (b"<![CDATA[<a href=1>]]><a href=2>", 1),
         ] {
             assert_eq!(
-                scan_html(page).links,
+                scan_html(page, None).links,
                 links,
                 "{}",
                 String::from_utf8_lossy(page)
@@ -562,16 +677,16 @@ mod tests {
 
     #[test]
     fn end_tags_and_cut_off_tags_are_no_links() {
-        assert_eq!(scan_html(b"<a></a href=x>").links, 0);
-        assert_eq!(scan_html(b"<a href=x").links, 0);
-        assert_eq!(scan_html(b"<a href=\"x>").links, 0);
+        assert_eq!(scan_html(b"<a></a href=x>", None).links, 0);
+        assert_eq!(scan_html(b"<a href=x", None).links, 0);
+        assert_eq!(scan_html(b"<a href=\"x>", None).links, 0);
     }
 
     #[test]
     fn title_with_entities_and_whitespace() {
         let page = b"<html><head><TITLE>\n  Tom &amp; Jerry &lt;3 &quot;q&quot; &#39;s\n\t caf&eacute; </TITLE></head></html>";
         assert_eq!(
-            scan_html(page).title.as_deref(),
+            scan_html(page, None).title.as_deref(),
             Some("Tom & Jerry <3 \"q\" 's caf\u{e9}")
         );
     }
@@ -580,16 +695,19 @@ mod tests {
     fn tags_inside_the_title_are_text() {
         let page = b"<title>a <b>bold</b> claim</title>";
         assert_eq!(
-            scan_html(page).title.as_deref(),
+            scan_html(page, None).title.as_deref(),
             Some("a <b>bold</b> claim")
         );
     }
 
     #[test]
     fn no_title_is_none_and_an_empty_one_is_empty() {
-        assert_eq!(scan_html(b"<p>hello</p>").title, None);
-        assert_eq!(scan_html(b"<title>  </title>").title.as_deref(), Some(""));
-        let two = scan_html(b"<title>first</title><title>second</title>");
+        assert_eq!(scan_html(b"<p>hello</p>", None).title, None);
+        assert_eq!(
+            scan_html(b"<title>  </title>", None).title.as_deref(),
+            Some("")
+        );
+        let two = scan_html(b"<title>first</title><title>second</title>", None);
         assert_eq!(two.title.as_deref(), Some("first"));
     }
 
@@ -603,18 +721,18 @@ mod tests {
             <textarea><a href="/textarea"></textarea>
             <a
               class="x" href='/4'>4</a>"#;
-        assert_eq!(scan_html(page).links, 4);
+        assert_eq!(scan_html(page, None).links, 4);
     }
 
     #[test]
     fn broken_markup_and_bad_utf8_do_not_stop_it() {
         let page = b"<title>caf\xe9</title><a href=/1><a href=\"/2\n<p <a href=/3>";
-        let info = scan_html(page);
+        let info = scan_html(page, None);
         assert_eq!(info.title.as_deref(), Some("caf\u{fffd}"));
         assert!(info.links >= 1);
-        assert_eq!(scan_html(b"").links, 0);
+        assert_eq!(scan_html(b"", None).links, 0);
         assert_eq!(
-            scan_html(b"<title>unclosed").title.as_deref(),
+            scan_html(b"<title>unclosed", None).title.as_deref(),
             Some("unclosed")
         );
     }
@@ -622,7 +740,7 @@ mod tests {
     #[test]
     fn long_titles_are_cut() {
         let page = format!("<title>{}</title>", "word ".repeat(10_000));
-        let title = scan_html(page.as_bytes()).title.unwrap();
+        let title = scan_html(page.as_bytes(), None).title.unwrap();
         assert!(title.len() <= MAX_TITLE_BYTES && title.len() > MAX_TITLE_BYTES - 10);
     }
 }

@@ -290,7 +290,7 @@ impl Fetcher {
             drop(slot);
 
             let page = if is_html(content_type.as_deref()) {
-                scan_html(&body)
+                scan_html(&body, content_type.as_deref())
             } else {
                 PageInfo::default()
             };
