@@ -257,6 +257,18 @@ def test_break_out_of_map_leaves_no_process():
     wait_for(lambda: all(gone(p) for p in workers), "the workers to exit")
 
 
+def run_script(script):
+    """Runs a script as a terminal would: with Python's own Ctrl-C handler.
+    A test run from a background job inherits SIGINT ignored, and Python
+    keeps an ignored SIGINT ignored, so the script would never see Ctrl-C."""
+    return subprocess.Popen(
+        [sys.executable, str(script)],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
 def test_ctrl_c_in_a_script_drains_raises_and_resume_finishes(tmp_path):
     out = tmp_path / "run.jsonl"
     script = tmp_path / "script.py"
@@ -267,7 +279,7 @@ def test_ctrl_c_in_a_script_drains_raises_and_resume_finishes(tmp_path):
         items = [{{"n": i, "sleep_ms": 300, "iters": 10}} for i in range(600)]
         multiloop.run(pool_jobs.sim, items, workers=2, concurrency=20, output={str(out)!r}, progress=False)
     """))
-    proc = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True)
+    proc = run_script(script)
     try:
         def lines():
             return out.read_text().count("\n") if out.exists() else 0
@@ -313,7 +325,7 @@ def test_ctrl_c_inside_async_with_pool_drains_and_raises(tmp_path):
 
         asyncio.run(main())
     """))
-    proc = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True)
+    proc = run_script(script)
     try:
         def lines():
             return out.read_text().count("\n") if out.exists() else 0
