@@ -6,6 +6,7 @@ mod charset;
 mod errors;
 mod hosts;
 mod input;
+mod markup;
 mod page;
 mod robots;
 mod settings;
