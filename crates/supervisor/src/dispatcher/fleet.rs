@@ -1,8 +1,8 @@
-//! The fleet: worker slots, the processes (incarnations) that fill them,
-//! and everything about their lives — spawn, handshake, heartbeats, the
-//! hung-worker check, kills, graceful replacement, scaling, restart
-//! backoff and rolling restarts. Which tasks a worker holds is the task
-//! book's business, not the fleet's.
+//! The fleet: worker slots and the processes (incarnations, see
+//! `incarnation.rs`) that fill them, and what happens to them — spawn,
+//! handshake, heartbeats, the hung-worker check, kills, graceful
+//! replacement, scaling, restart backoff and rolling restarts. Which tasks
+//! a worker holds is the task book's business, not the fleet's.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -11,10 +11,11 @@ use multiloop_protocol::{Heartbeat, Usage};
 use tracing::{info, warn};
 
 use super::events::{Pid, Sample, WorkerId};
+use super::incarnation::{Incarnation, Life};
 use super::policy::Backoff;
 use super::reasons::{CloseReason, KillReason};
 use super::status::{WorkerRow, WorkerState};
-use crate::loop_watch::{judge, Action, Limits, LoopState, LoopWatch};
+use crate::loop_watch::{judge, Action, Limits};
 
 /// What a heartbeat calls for.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,218 +39,6 @@ pub(super) struct FleetConfig {
     pub backoff: Backoff,
     pub max_tasks_per_worker: Option<u64>,
     pub max_worker_rss: Option<u64>,
-}
-
-/// What a live worker last told us, and when. Heartbeats land here and
-/// the hung-worker check reads only this.
-#[derive(Debug, Clone)]
-struct Liveness {
-    last_heard: Instant,
-    heartbeat: Heartbeat,
-}
-
-impl Liveness {
-    fn new(now: Instant) -> Self {
-        Self {
-            last_heard: now,
-            heartbeat: Heartbeat::default(),
-        }
-    }
-}
-
-/// Where an incarnation is in its life; each state carries what it needs,
-/// so that "killed but still probing" or "closing without a deadline"
-/// cannot be written down.
-#[derive(Debug, Clone)]
-enum Life {
-    /// Spawn requested; no handshake yet.
-    Starting {
-        live: Liveness,
-    },
-    Running {
-        live: Liveness,
-    },
-    /// Still working, while its replacement starts; then it is closed.
-    Replacing {
-        live: Liveness,
-        reason: CloseReason,
-    },
-    /// Input closed: finishing what it has, then exiting.
-    Closing {
-        live: Liveness,
-        since: Instant,
-        reason: CloseReason,
-    },
-    /// Sent SIGKILL; its exit is awaited.
-    Killed {
-        reason: KillReason,
-        last: Heartbeat,
-    },
-}
-
-impl Life {
-    fn live(&self) -> Option<&Liveness> {
-        match self {
-            Life::Starting { live }
-            | Life::Running { live }
-            | Life::Replacing { live, .. }
-            | Life::Closing { live, .. } => Some(live),
-            Life::Killed { .. } => None,
-        }
-    }
-
-    fn live_mut(&mut self) -> Option<&mut Liveness> {
-        match self {
-            Life::Starting { live }
-            | Life::Running { live }
-            | Life::Replacing { live, .. }
-            | Life::Closing { live, .. } => Some(live),
-            Life::Killed { .. } => None,
-        }
-    }
-
-    fn heartbeat(&self) -> &Heartbeat {
-        match self {
-            Life::Killed { last, .. } => last,
-            other => &other.live().expect("alive").heartbeat,
-        }
-    }
-
-    /// Turns a live state into `Closing` (a no-op for closing or killed).
-    fn close(&mut self, now: Instant, reason: CloseReason) -> bool {
-        let live = match self {
-            Life::Starting { live } | Life::Running { live } | Life::Replacing { live, .. } => {
-                live.clone()
-            }
-            Life::Closing { .. } | Life::Killed { .. } => return false,
-        };
-        *self = Life::Closing {
-            live,
-            since: now,
-            reason,
-        };
-        true
-    }
-}
-
-/// One worker process, from spawn to exit.
-#[derive(Debug)]
-struct Incarnation {
-    id: WorkerId,
-    pid: Option<u32>,
-    life: Life,
-    started: Instant,
-    usage: Option<Usage>,
-    /// Tasks answered in this life.
-    completed: u64,
-    /// Recycle after this many tasks (`--max-tasks-per-worker`, jittered).
-    recycle_after: Option<u64>,
-    /// The last `/proc` sample.
-    sample: Option<Sample>,
-    /// What its event loop is doing, from its heartbeats.
-    watch: LoopWatch,
-}
-
-impl Incarnation {
-    fn new(id: WorkerId, now: Instant, recycle_after: Option<u64>, heartbeat: Duration) -> Self {
-        Self {
-            id,
-            pid: None,
-            life: Life::Starting {
-                live: Liveness::new(now),
-            },
-            started: now,
-            usage: None,
-            completed: 0,
-            recycle_after,
-            sample: None,
-            watch: LoopWatch::new(heartbeat),
-        }
-    }
-
-    fn heard(&mut self, now: Instant) {
-        if let Some(live) = self.life.live_mut() {
-            live.last_heard = now;
-        }
-    }
-
-    /// Can be sent new tasks.
-    fn accepts_tasks(&self) -> bool {
-        matches!(self.life, Life::Running { .. } | Life::Replacing { .. })
-    }
-
-    /// The hung-worker check: whether this incarnation must be killed now.
-    fn overdue(&self, now: Instant, config: &FleetConfig) -> Option<KillReason> {
-        let live = self.life.live()?;
-        if let Life::Closing { since, .. } = self.life {
-            if now.saturating_duration_since(since) >= config.grace {
-                return Some(KillReason::Overdue);
-            }
-        }
-        let silent = now.saturating_duration_since(live.last_heard);
-        if silent < config.worker_timeout {
-            return None;
-        }
-        Some(match self.life {
-            Life::Starting { .. } => KillReason::NoHandshake { waited: silent },
-            _ => KillReason::Hung {
-                silent,
-                lag: Duration::from_micros(live.heartbeat.lag_us),
-            },
-        })
-    }
-
-    /// When [`Self::overdue`] may next say yes.
-    fn deadline(&self, config: &FleetConfig) -> Option<Instant> {
-        let live = self.life.live()?;
-        let silent = live.last_heard + config.worker_timeout;
-        Some(match self.life {
-            Life::Closing { since, .. } => silent.min(since + config.grace),
-            _ => silent,
-        })
-    }
-
-    /// CPU time so far: the final rusage when there is one, else the last
-    /// heartbeat's.
-    fn cpu_us(&self) -> u64 {
-        match self.usage {
-            Some(usage) => usage.user_us + usage.system_us,
-            None => self.life.heartbeat().cpu_us,
-        }
-    }
-
-    fn peak_rss(&self) -> u64 {
-        let from_usage = self.usage.map_or(0, |u| u.max_rss_bytes);
-        from_usage.max(self.life.heartbeat().rss_bytes)
-    }
-
-    /// What holds its loop, for people: `busy: seq 17 for 14.2 s`.
-    fn held(&self, now: Instant, seq: impl Fn(u64) -> Option<u64>) -> String {
-        let name = |task: Option<u64>| match task {
-            Some(id) => seq(id).map_or_else(|| format!("task id {id}"), |s| format!("seq {s}")),
-            None => "outside any task".to_string(),
-        };
-        match self.watch.state(now) {
-            LoopState::Turning => String::new(),
-            LoopState::Busy { task, held, .. } => {
-                format!("busy: {} for {:.1} s", name(task), held.as_secs_f64())
-            }
-            LoopState::Stuck { task, held } => {
-                format!("stuck: {} for {:.1} s", name(task), held.as_secs_f64())
-            }
-            LoopState::Silent { for_ } => format!("silent for {:.1} s", for_.as_secs_f64()),
-        }
-    }
-
-    fn state(&self, probing: bool) -> WorkerState {
-        match self.life {
-            Life::Killed { .. } => WorkerState::Killing,
-            Life::Starting { .. } => WorkerState::Starting,
-            Life::Running { .. } if probing => WorkerState::Probing,
-            Life::Running { .. } => WorkerState::Running,
-            Life::Replacing { .. } | Life::Closing { .. } => WorkerState::Draining,
-        }
-    }
 }
 
 /// Totals of a slot over all its incarnations.

@@ -8,6 +8,7 @@ mod book;
 mod core;
 mod events;
 mod fleet;
+mod incarnation;
 mod policy;
 mod reasons;
 mod run;
