@@ -14,6 +14,9 @@ same CPU work per page (decompress, find <title>, count <a href>, hash):
   supervisor --workers auto --per-host auto  the adaptive per-host limit
   supervisor --workers auto                default flags (8 per host: polite, slow
                                            on one host by design; shown for scale)
+  fetch in-process, 1 thread               the same Fetcher with no supervisor and
+                                           no worker protocol (examples/fetch_inprocess):
+                                           the floor of the HTTP client, scan and hash
   aiohttp, 1 loop              scripts/peers/fetch_aiohttp.py
   aiohttp, pool of N           ... --pool N (ProcessPoolExecutor + asyncio.run
                                per static batch)
@@ -30,7 +33,7 @@ The server shares the cores with the clients: its own CPU time per request
 Outputs go to scripts/data/, the table is appended to
 scripts/results/fetch-<date>.txt. Build first:
   cargo build --release --bins
-  cargo build --release -p multiloop-tasks --example fetch_bench_server
+  cargo build --release -p multiloop-tasks --example fetch_bench_server --example fetch_inprocess
 """
 
 import argparse
@@ -129,7 +132,8 @@ def main():
     bin_dir = Path(args.bin_dir).resolve()
     supervisor = bin_dir / "supervisor"
     server_bin = bin_dir / "examples" / "fetch_bench_server"
-    for path in (supervisor, bin_dir / "worker", server_bin):
+    inprocess = bin_dir / "examples" / "fetch_inprocess"
+    for path in (supervisor, bin_dir / "worker", server_bin, inprocess):
         if not path.exists():
             raise SystemExit(f"{path} is not built; see the build lines in {Path(__file__).name} --help")
     data = Path(args.data_dir).resolve()
@@ -164,6 +168,7 @@ def main():
             ("supervisor --workers auto --per-host 0", sup + ["--per-host", "0", "-o"], "sup-auto"),
             ("supervisor --workers auto --per-host auto", sup + ["--per-host", "auto", "-o"], "sup-adaptive"),
             ("supervisor (default flags: --per-host 8)", sup + ["-o"], "sup-default"),
+            ("fetch in-process, 1 thread (no supervisor)", [str(inprocess), str(urls)], "inprocess"),
             ("aiohttp, 1 loop", peer + ["-o"], "aiohttp-1"),
             (f"aiohttp, pool of {nproc}", peer + ["--pool", str(nproc), "-o"], "aiohttp-pool"),
         ]
