@@ -104,7 +104,7 @@ def replacement_latencies(stderr):
         if d:
             died[d.group(1)] = when
             continue
-        u = re.match(r"worker (\d+) \(pid (?:Some\()?\d+\)?\) is up", text)
+        u = re.match(r"worker (\d+) \(pid \d+\) is up", text)
         if u and u.group(1) in died:
             latencies.append(when - died.pop(u.group(1)))
     return latencies

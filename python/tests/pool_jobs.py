@@ -25,20 +25,21 @@ async def echo(task):
     return task
 
 
-_gathered = []
+_arrived = 0
+_all_here = None
 
 
 async def busy_together(task):
     """Waits until ``task["n"]`` of these have arrived in this worker, so that
     all become ready in one loop iteration, then holds the loop for
     ``task["ms"]`` without awaiting; returns the monotonic time it finished."""
-    if not _gathered:
-        _gathered.append(asyncio.Event())
-    go = _gathered[0]
-    _gathered.append(task)
-    if len(_gathered) - 1 >= task["n"]:
-        go.set()
-    await go.wait()
+    global _arrived, _all_here
+    if _all_here is None:
+        _all_here = asyncio.Event()
+    _arrived += 1
+    if _arrived >= task["n"]:
+        _all_here.set()
+    await _all_here.wait()
     end = time.monotonic() + task["ms"] / 1000
     while time.monotonic() < end:
         pass
