@@ -276,3 +276,135 @@ fn worker_refuses_to_run_by_hand() {
         "{stderr}"
     );
 }
+
+/// How a [`quick_start`] run gets its stdin.
+enum Stdin<'a> {
+    Null,
+    File(&'a std::path::Path),
+    /// A pipe that gets these bytes, then is closed.
+    Pipe(&'a str),
+}
+
+/// Runs `supervisor ARGS -o DIR/out.jsonl` with `stdin` as a pasted
+/// command gets it (never a terminal); the run has a minute. Returns the
+/// exit code and stderr.
+fn quick_start(dir: &std::path::Path, args: &[&str], stdin: Stdin) -> (i32, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let stderr_path = dir.join("stderr.txt");
+    let mut command = supervisor();
+    command
+        .args(args)
+        .arg("--output")
+        .arg(dir.join("out.jsonl"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap());
+    match stdin {
+        Stdin::Null => command.stdin(Stdio::null()),
+        Stdin::File(path) => command.stdin(std::fs::File::open(path).unwrap()),
+        Stdin::Pipe(_) => command.stdin(Stdio::piped()),
+    };
+    let mut child = command.spawn().expect("supervisor starts");
+    if let Stdin::Pipe(bytes) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        // Fails only if the supervisor is already gone, which the exit
+        // code below then shows.
+        let _ = pipe.write_all(bytes.as_bytes());
+    }
+    let limit = Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "supervisor {args:?} still running after {limit:?}: {}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (
+        status.code().unwrap_or(-1),
+        std::fs::read_to_string(&stderr_path).unwrap(),
+    )
+}
+
+#[test]
+fn an_empty_stdin_that_is_not_a_terminal_says_how_to_run_the_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    for (what, stdin) in [
+        ("/dev/null", Stdin::Null),
+        ("an empty file", Stdin::File(&empty)),
+        ("a pipe closed unwritten", Stdin::Pipe("")),
+    ] {
+        let (code, stderr) = quick_start(dir.path(), &["--workers", "1"], stdin);
+        assert_eq!(code, 2, "{what}: {stderr}");
+        assert!(
+            stderr.contains("stdin is empty") && stderr.contains("--demo"),
+            "{what}: {stderr}"
+        );
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "{what}: one line: {stderr}"
+        );
+        assert!(
+            !dir.path().join("out.jsonl").exists(),
+            "{what}: refused before the output is opened"
+        );
+    }
+    // A usage error is still the one named.
+    let (code, stderr) = quick_start(
+        dir.path(),
+        &["--shard", "1/3", "--shard-count", "3"],
+        Stdin::Null,
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--shard-count goes with --shard auto") && !stderr.contains("stdin"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_empty_stdin_named_by_input_dash_is_zero_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = quick_start(dir.path(), &["-w", "1", "--input", "-"], Stdin::Null);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("0 tasks: 0 ok, 0 failed"), "{stderr}");
+}
+
+#[test]
+fn tasks_piped_in_without_input_still_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = sim_lines(20, |_| 0, |i| i);
+    let (code, stderr) = quick_start(dir.path(), &["-w", "1"], Stdin::Pipe(&input));
+    assert_eq!(code, 0, "{stderr}");
+    let output = std::fs::read(dir.path().join("out.jsonl")).unwrap();
+    assert_all_sums(&records(&output), 20, |i| i);
+}
+
+#[test]
+fn the_demo_flag_runs_the_demo_whatever_stdin_is() {
+    let dir = tempfile::tempdir().unwrap();
+    // One task in a thousand of the demo's 10,000 keeps the test short.
+    let (code, stderr) = quick_start(
+        dir.path(),
+        &["--demo", "-w", "1", "--shard", "0/1000"],
+        Stdin::Null,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let output = std::fs::read(dir.path().join("out.jsonl")).unwrap();
+    let records = records(&output);
+    assert_eq!(records.len(), 10, "{stderr}");
+    for record in &records {
+        assert!(record["ok"]["sum"].is_u64(), "{record}");
+        assert_eq!((record["seq"].as_u64().unwrap() - 1) % 1000, 0, "{record}");
+    }
+}

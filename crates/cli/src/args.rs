@@ -15,8 +15,9 @@ use crate::size::parse_size;
 /// {"seq":LINE,"worker":N,"attempts":N,"ms":F,"ok":OUTPUT} or
 /// {"seq":LINE,...,"error":{"kind":"timeout|failed|panicked|crashed|bad_input","message":"..."}}.
 ///
-/// With no --input and stdin a terminal (or with --demo), runs a built-in
-/// demo batch of 10,000 `sim` tasks.
+/// With --demo (or no --input and stdin a terminal), runs a built-in demo
+/// batch of 10,000 `sim` tasks. With no --input, an empty stdin that is not
+/// a terminal is an error (exit 2); `--input -` runs it as 0 tasks.
 ///
 /// Signals: INT/TERM once = drain, twice = stop now; TTIN/TTOU = one worker
 /// more/less; HUP = rolling restart; USR1 = status table.

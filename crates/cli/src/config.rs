@@ -58,6 +58,16 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
         None => Identity::Line,
     };
     let resume = args.resume || args.resume_failed;
+    // After the argument checks, so that a usage error is named first (the
+    // probe may wait for a slow producer); before the output is created, so
+    // that a refused run leaves no file behind.
+    if args.input.is_none() && matches!(input, InputSource::Stdin) && crate::stdin::is_empty() {
+        bail!(
+            "no input: stdin is empty and not a terminal, and no --input was given; \
+             run the demo with --demo, your tasks with --input FILE (or through stdin), \
+             or pass --input - to run an empty stdin as 0 tasks"
+        );
+    }
     let (output, journal) = match &args.output {
         None => (OutputTarget::Stdout, None),
         Some(path) if path.as_os_str() == "-" => {

@@ -11,6 +11,7 @@ mod queue;
 mod report;
 mod shard;
 mod size;
+mod stdin;
 mod top;
 
 pub use args::{Args, Cli};
