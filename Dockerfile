@@ -4,7 +4,7 @@
 # `supervisor --python mod:fn` run in it. deploy/kubernetes/*.yaml run it.
 #
 #   docker build -t multiloop .
-#   docker run --rm multiloop --demo -o /dev/null
+#   docker run --rm multiloop --demo -o demo.jsonl
 #
 # The manifests pass supervisor arguments as `args`: the entrypoint is
 # `supervisor` (behind tini).
