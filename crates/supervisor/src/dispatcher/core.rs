@@ -13,6 +13,7 @@ use super::blame::Evidence;
 use super::book::TaskBook;
 use super::events::{Command, Event, ExitStatus, LinkFailure, Request, Tick, WorkerId};
 use super::fleet::{AfterBeat, Fleet, FleetConfig, Taker};
+use super::incarnation::LifeLimits;
 use super::policy::Backoff;
 use super::reasons::{CloseReason, KillReason, RecycleReason};
 use super::run::{Phase, RunState};
@@ -67,10 +68,12 @@ impl Dispatcher {
         let fleet = Fleet::new(
             config.workers,
             FleetConfig {
-                worker_timeout: config.worker_timeout,
-                task_timeout: config.task_timeout,
-                heartbeat: config.heartbeat,
-                grace: config.grace,
+                life: LifeLimits {
+                    worker_timeout: config.worker_timeout,
+                    task_timeout: config.task_timeout,
+                    heartbeat: config.heartbeat,
+                    grace: config.grace,
+                },
                 backoff: config.backoff,
                 max_tasks_per_worker: config.max_tasks_per_worker,
                 max_worker_rss: config.max_worker_rss,
@@ -520,7 +523,7 @@ impl Dispatcher {
         };
         let pid = ended.pid;
         let in_flight = self.book.in_flight(worker);
-        if let (Some(reason), true, 0) = (ended.closing, status.is_success(), in_flight) {
+        if let (Some(reason), true, 0) = (ended.ending.closing, status.is_success(), in_flight) {
             debug!("worker {} ({pid}) exited cleanly ({reason})", worker.index);
             return;
         }
@@ -528,7 +531,7 @@ impl Dispatcher {
         // is a setup problem (a bad --set value, a binary that is not a
         // worker), not a crash to retry until the restart limit.
         let never_up = !self.fleet.any_hello() || status.is_success();
-        if ended.starting && ended.killed.is_none() && never_up {
+        if ended.ending.starting && ended.ending.killed.is_none() && never_up {
             self.fail(
                 format!(
                     "worker {} ({pid}) exited before its handshake ({status}); its stderr above says why",
@@ -538,12 +541,12 @@ impl Dispatcher {
             );
             return;
         }
-        let cause = match &ended.killed {
+        let cause = match &ended.ending.killed {
             Some(reason) => reason.to_string(),
             None => status.to_string(),
         };
         let shutting_down =
-            matches!(ended.killed, Some(KillReason::Shutdown)) || !self.run.accepting();
+            matches!(ended.ending.killed, Some(KillReason::Shutdown)) || !self.run.accepting();
         if shutting_down {
             let dropped = self.book.drop_worker(worker);
             debug!(
@@ -556,7 +559,7 @@ impl Dispatcher {
             "worker {} ({pid}) died: {cause}; {in_flight} task(s) re-queued",
             worker.index
         );
-        let evidence = match (&ended.killed, status) {
+        let evidence = match (&ended.ending.killed, status) {
             // Kills the supervisor was asked to do, or did to end a drain,
             // say nothing about the tasks.
             (Some(KillReason::Operator | KillReason::Overdue), _) => Evidence::None,
@@ -571,11 +574,12 @@ impl Dispatcher {
         // The task the watchdog named takes the whole blame; the others
         // shared the worker by chance and run again as innocent.
         let named = ended
+            .ending
             .killed
             .as_ref()
             .and_then(KillReason::named_task)
             .and_then(|task| self.book.worker_died_named(worker, task));
-        let (culprits, probe) = match (named, &ended.killed) {
+        let (culprits, probe) = match (named, &ended.ending.killed) {
             (Some((task, probe)), Some(KillReason::TaskTimeout { message, .. })) => {
                 self.loop_timeout(worker, task, message.clone(), now);
                 (Vec::new(), probe)
@@ -607,7 +611,7 @@ impl Dispatcher {
             self.fleet.stop_rolling();
         }
         if ended.was_current {
-            let restart = match &ended.killed {
+            let restart = match &ended.ending.killed {
                 Some(KillReason::Operator) => Restart::Requested,
                 // A probe's crash is an experiment that went as feared:
                 // restart at once so that blame is settled quickly.
