@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 use super::blame::Evidence;
 use super::book::TaskBook;
 use super::events::{Command, Event, ExitStatus, LinkFailure, Request, Tick, WorkerId};
-use super::fleet::{AfterBeat, Fleet, FleetConfig, Taker};
+use super::fleet::{AfterBeat, Fleet, FleetConfig, Taker, Tally};
 use super::incarnation::LifeLimits;
 use super::policy::Backoff;
 use super::reasons::{CloseReason, KillReason, RecycleReason};
@@ -202,7 +202,8 @@ impl Dispatcher {
 
     /// Run-wide counters for progress displays.
     pub fn progress(&self) -> Progress {
-        self.run.progress_counts(self.fleet.alive())
+        self.run
+            .progress_counts(self.fleet.restarts(), self.fleet.alive())
     }
 
     /// How the run went.
@@ -214,7 +215,7 @@ impl Dispatcher {
             failed,
             read,
             lines,
-            restarts: self.run.restarts(),
+            restarts: self.fleet.restarts(),
             wall: now.saturating_duration_since(self.run.started()),
             workers: self.rows(now),
         }
@@ -394,7 +395,7 @@ impl Dispatcher {
         }
         let message = format!("cannot start worker {}: {error}", worker.index);
         warn!("{message}");
-        if !self.fleet.any_done() && self.run.restarts() == 0 && worker.generation == 1 {
+        if !self.fleet.any_done() && self.fleet.restarts() == 0 && worker.generation == 1 {
             // The very first start failed: a configuration problem, not a crash.
             self.fail(message, now);
             return;
@@ -463,11 +464,7 @@ impl Dispatcher {
                 },
                 outcome => outcome,
             };
-            let totals = self.fleet.totals(worker.index);
-            totals.done += 1;
-            if !matches!(outcome, Outcome::Ok(_)) {
-                totals.failed += 1;
-            }
+            self.fleet.record(worker.index, Tally::of(&outcome));
             self.emit(Record::of(task, worker.index, result.micros, outcome));
         }
         if progressed {
@@ -596,7 +593,7 @@ impl Dispatcher {
         }
         for task in culprits {
             let times = task.blame.strikes.div_ceil(2);
-            self.fleet.totals(worker.index).failed += 1;
+            self.fleet.record(worker.index, Tally::Blamed);
             let outcome = Outcome::Err {
                 kind: ErrorKind::Crashed,
                 message: format!("crashed its worker {times} times (last: {cause})"),
@@ -635,9 +632,7 @@ impl Dispatcher {
         let Some(task) = self.retry(task, true, now) else {
             return;
         };
-        let totals = self.fleet.totals(worker.index);
-        totals.done += 1;
-        totals.failed += 1;
+        self.fleet.record(worker.index, Tally::Failed);
         let outcome = Outcome::Err {
             kind: ErrorKind::Timeout,
             message,
@@ -657,7 +652,6 @@ impl Dispatcher {
         }
         self.fleet
             .schedule_restart(index, restart != Restart::Backoff, counts, now);
-        self.run.restarted();
     }
 
     // ----- stopping -----------------------------------------------------

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use multiloop_protocol::{Heartbeat, Usage};
+use multiloop_protocol::{Heartbeat, Outcome, Usage};
 use tracing::{info, warn};
 
 use super::events::{Pid, Sample, WorkerId};
@@ -37,16 +37,38 @@ pub(super) struct FleetConfig {
     pub max_worker_rss: Option<u64>,
 }
 
-/// Totals of a slot over all its incarnations.
+/// What became of a task a slot's worker held, for the slot's counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tally {
+    /// Answered, ok.
+    Ok,
+    /// Answered with an error, or timed out on its worker's loop.
+    Failed,
+    /// Blamed for crashing its worker: failed, though never answered.
+    Blamed,
+}
+
+impl Tally {
+    pub(super) fn of(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Ok(_) => Tally::Ok,
+            Outcome::Err { .. } => Tally::Failed,
+        }
+    }
+}
+
+/// Totals of a slot over all its incarnations. The fleet is their only
+/// writer; the run state counts records, not workers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct SlotTotals {
-    pub done: u64,
-    pub failed: u64,
-    pub restarts: u64,
+struct SlotTotals {
+    /// Tasks its workers answered.
+    done: u64,
+    failed: u64,
+    restarts: u64,
     /// CPU time of incarnations that have exited.
-    pub past_cpu_us: u64,
-    pub peak_rss: u64,
-    pub max_lag_us: u64,
+    past_cpu_us: u64,
+    peak_rss: u64,
+    max_lag_us: u64,
 }
 
 /// A place in the fleet: worker `index`, whichever process fills it now.
@@ -216,8 +238,22 @@ impl Fleet {
             .count() as u64
     }
 
-    pub fn totals(&mut self, index: usize) -> &mut SlotTotals {
-        &mut self.slots[index].totals
+    /// Counts what became of one task a worker of slot `index` held.
+    pub fn record(&mut self, index: usize, tally: Tally) {
+        let totals = &mut self.slots[index].totals;
+        match tally {
+            Tally::Ok => totals.done += 1,
+            Tally::Failed => {
+                totals.done += 1;
+                totals.failed += 1;
+            }
+            Tally::Blamed => totals.failed += 1,
+        }
+    }
+
+    /// Restarts scheduled in this run, over all slots.
+    pub fn restarts(&self) -> u64 {
+        self.slots.iter().map(|s| s.totals.restarts).sum()
     }
 
     /// Whether any slot ever completed a task.

@@ -32,7 +32,9 @@ pub(super) enum Phase {
     Finished,
 }
 
-/// Phase, outcome, counters and signals of one run.
+/// Phase, outcome, counters and signals of one run. Its counters are of
+/// the run's records (resumed and rejected lines too); what each worker
+/// did is the fleet's to count.
 #[derive(Debug)]
 pub(super) struct RunState {
     phase: Phase,
@@ -45,7 +47,6 @@ pub(super) struct RunState {
     read: u64,
     ok: u64,
     failed: u64,
-    restarts: u64,
     lines: Option<u64>,
     /// SIGINT/SIGTERM received: the first drains, the next stop now.
     stop_signals: u32,
@@ -67,7 +68,6 @@ impl RunState {
             read: 0,
             ok: 0,
             failed: 0,
-            restarts: 0,
             lines: None,
             stop_signals: 0,
             deaths: VecDeque::with_capacity(DEATHS_NAMED),
@@ -197,14 +197,6 @@ impl RunState {
         }
     }
 
-    pub fn restarted(&mut self) {
-        self.restarts += 1;
-    }
-
-    pub fn restarts(&self) -> u64 {
-        self.restarts
-    }
-
     /// Something was completed or decided: the fleet makes progress.
     pub fn progress(&mut self) {
         self.intensity.progress();
@@ -234,12 +226,13 @@ impl RunState {
         self.deaths.len()
     }
 
-    pub fn progress_counts(&self, alive: u64) -> Progress {
+    /// The run's counts, with the fleet's `restarts` and `alive` workers.
+    pub fn progress_counts(&self, restarts: u64, alive: u64) -> Progress {
         Progress {
             done: self.ok + self.failed,
             failed: self.failed,
             read: self.read,
-            restarts: self.restarts,
+            restarts,
             alive,
         }
     }
