@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use multiloop_protocol::{ErrorKind, Outcome, TaskResult};
 use tracing::{debug, info, warn};
 
-use super::blame::Evidence;
 use super::book::TaskBook;
+use super::death::{classify, Death, Exit, Named, Restart};
 use super::events::{Command, Event, ExitStatus, LinkFailure, Request, Tick, WorkerId};
 use super::fleet::{AfterBeat, Fleet, FleetConfig, Taker, Tally};
 use super::incarnation::LifeLimits;
@@ -520,69 +520,58 @@ impl Dispatcher {
         };
         let pid = ended.pid;
         let in_flight = self.book.in_flight(worker);
-        if let (Some(reason), true, 0) = (ended.ending.closing, status.is_success(), in_flight) {
-            debug!("worker {} ({pid}) exited cleanly ({reason})", worker.index);
-            return;
-        }
-        // Before any worker of this run got as far as its handshake, an exit
-        // is a setup problem (a bad --set value, a binary that is not a
-        // worker), not a crash to retry until the restart limit.
-        let never_up = !self.fleet.any_hello() || status.is_success();
-        if ended.ending.starting && ended.ending.killed.is_none() && never_up {
-            self.fail(
-                format!(
-                    "worker {} ({pid}) exited before its handshake ({status}); its stderr above says why",
+        let death = classify(&Exit {
+            ending: &ended.ending,
+            status,
+            in_flight,
+            any_hello: self.fleet.any_hello(),
+            accepting: self.run.accepting(),
+        });
+        let (cause, evidence, named, restart) = match death {
+            Death::Clean(reason) => {
+                debug!("worker {} ({pid}) exited cleanly ({reason})", worker.index);
+                return;
+            }
+            Death::NeverUp => {
+                self.fail(
+                    format!(
+                        "worker {} ({pid}) exited before its handshake ({status}); its stderr above says why",
+                        worker.index
+                    ),
+                    now,
+                );
+                return;
+            }
+            Death::Shutdown { cause } => {
+                let dropped = self.book.drop_worker(worker);
+                debug!(
+                    "worker {} ({pid}) ended: {cause}; {dropped} task(s) left for --resume",
                     worker.index
-                ),
-                now,
-            );
-            return;
-        }
-        let cause = match &ended.ending.killed {
-            Some(reason) => reason.to_string(),
-            None => status.to_string(),
+                );
+                return;
+            }
+            Death::Died {
+                cause,
+                evidence,
+                named,
+                restart,
+            } => (cause, evidence, named, restart),
         };
-        let shutting_down =
-            matches!(ended.ending.killed, Some(KillReason::Shutdown)) || !self.run.accepting();
-        if shutting_down {
-            let dropped = self.book.drop_worker(worker);
-            debug!(
-                "worker {} ({pid}) ended: {cause}; {dropped} task(s) left for --resume",
-                worker.index
-            );
-            return;
-        }
         warn!(
             "worker {} ({pid}) died: {cause}; {in_flight} task(s) re-queued",
             worker.index
         );
-        let evidence = match (&ended.ending.killed, status) {
-            // Kills the supervisor was asked to do, or did to end a drain,
-            // say nothing about the tasks.
-            (Some(KillReason::Operator | KillReason::Overdue), _) => Evidence::None,
-            (Some(_), _) => Evidence::Strong,
-            (None, ExitStatus::Signal(signal))
-                if signal == libc::SIGKILL || signal == libc::SIGTERM =>
-            {
-                Evidence::Weak
-            }
-            (None, _) => Evidence::Strong,
-        };
-        // The task the watchdog named takes the whole blame; the others
-        // shared the worker by chance and run again as innocent.
-        let named = ended
-            .ending
-            .killed
-            .as_ref()
-            .and_then(KillReason::named_task)
-            .and_then(|task| self.book.worker_died_named(worker, task));
-        let (culprits, probe) = match (named, &ended.ending.killed) {
-            (Some((task, probe)), Some(KillReason::TaskTimeout { message, .. })) => {
-                self.loop_timeout(worker, task, message.clone(), now);
+        let named = named.and_then(|named| {
+            let (task, probe) = self.book.worker_died_named(worker, named.task())?;
+            Some((named, task, probe))
+        });
+        let (culprits, probe) = match named {
+            Some((Named::TimedOut { message, .. }, task, probe)) => {
+                self.loop_timeout(worker, task, message, now);
                 (Vec::new(), probe)
             }
-            (Some((task, probe)), _) => (self.book.blame_alone(task, probe), probe),
-            (None, _) => self.book.worker_died(worker, evidence),
+            Some((Named::Stuck { .. }, task, probe)) => (self.book.blame_alone(task, probe), probe),
+            None => self.book.worker_died(worker, evidence),
         };
         // A verdict is progress, like a completed task: poison tasks must
         // not make the run give up. (Bisection between two verdicts costs
@@ -608,17 +597,10 @@ impl Dispatcher {
             self.fleet.stop_rolling();
         }
         if ended.was_current {
-            let restart = match &ended.ending.killed {
-                Some(KillReason::Operator) => Restart::Requested,
-                // A probe's crash is an experiment that went as feared:
-                // restart at once so that blame is settled quickly.
-                _ if probe => Restart::AtOnce,
-                _ => Restart::Backoff,
-            };
             self.after_death(
                 worker.index,
                 format!("worker {} ({pid}): {cause}", worker.index),
-                restart,
+                restart.probed(probe),
                 now,
             );
         }
@@ -814,15 +796,4 @@ impl Dispatcher {
             self.records.push(record);
         }
     }
-}
-
-/// How a dead slot is restarted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Restart {
-    /// After the slot's backoff.
-    Backoff,
-    /// At once: a probe's crash.
-    AtOnce,
-    /// Killed on request: at once, and not counted against the fleet.
-    Requested,
 }

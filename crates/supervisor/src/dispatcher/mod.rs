@@ -6,6 +6,7 @@
 mod blame;
 mod book;
 mod core;
+mod death;
 mod events;
 mod fleet;
 mod incarnation;

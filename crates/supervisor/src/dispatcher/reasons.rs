@@ -147,12 +147,4 @@ impl KillReason {
             Action::Hung { held } => KillReason::Blocked { held },
         }
     }
-
-    /// The task the watchdog named, if it named one.
-    pub fn named_task(&self) -> Option<u64> {
-        match self {
-            KillReason::TaskTimeout { task, .. } | KillReason::Stuck { task, .. } => Some(*task),
-            _ => None,
-        }
-    }
 }
