@@ -10,7 +10,6 @@ mod input;
 pub mod limits;
 mod lines;
 mod link;
-pub mod loop_watch;
 mod output;
 mod process;
 pub mod queue;

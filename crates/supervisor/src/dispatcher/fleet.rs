@@ -15,7 +15,7 @@ use super::incarnation::{Ending, Incarnation, LifeLimits};
 use super::policy::Backoff;
 use super::reasons::{CloseReason, KillReason};
 use super::status::{WorkerRow, WorkerState};
-use crate::loop_watch::Action;
+use super::loop_watch::Action;
 
 /// What a heartbeat calls for.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -10,6 +10,7 @@ mod death;
 mod events;
 mod fleet;
 mod incarnation;
+mod loop_watch;
 mod policy;
 mod reasons;
 mod run;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::loop_watch::{show_limit, Action};
+use super::loop_watch::{show_limit, Action};
 
 /// Why a worker was recycled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
