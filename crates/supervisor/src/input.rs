@@ -28,13 +28,42 @@ pub enum InputSource {
     Queue(QueueSpec),
 }
 
+impl InputSource {
+    /// The input as lines, or the queue it pulls from (which has its own
+    /// reader, `crate::queue::consume`).
+    pub fn into_lines(self) -> Result<LineInput, QueueSpec> {
+        match self {
+            InputSource::File(path) => Ok(LineInput::File(path)),
+            InputSource::Stdin => Ok(LineInput::Stdin),
+            InputSource::Demo(demo) => Ok(LineInput::Demo(demo)),
+            InputSource::Queue(spec) => Err(spec),
+        }
+    }
+}
+
 impl std::fmt::Display for InputSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.clone().into_lines() {
+            Ok(lines) => lines.fmt(f),
+            Err(spec) => write!(f, "queue {}", spec.url),
+        }
+    }
+}
+
+/// An input read line by line: every input but a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineInput {
+    File(PathBuf),
+    Stdin,
+    Demo(DemoBatch),
+}
+
+impl std::fmt::Display for LineInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            InputSource::File(path) => write!(f, "{}", path.display()),
-            InputSource::Stdin => f.write_str("stdin"),
-            InputSource::Demo(_) => f.write_str("the demo batch"),
-            InputSource::Queue(spec) => write!(f, "queue {}", spec.url),
+            LineInput::File(path) => write!(f, "{}", path.display()),
+            LineInput::Stdin => f.write_str("stdin"),
+            LineInput::Demo(_) => f.write_str("the demo batch"),
         }
     }
 }
@@ -69,16 +98,14 @@ pub struct InputFilter {
 /// Reads `source` to its end, sending batches of tasks on `tx`. The bounded
 /// channel is the backpressure: the reader waits while the dispatcher has
 /// enough.
-pub async fn read_input(source: InputSource, filter: InputFilter, tx: mpsc::Sender<InputMessage>) {
+pub async fn read_input(source: LineInput, filter: InputFilter, tx: mpsc::Sender<InputMessage>) {
     let result = match &source {
-        InputSource::File(path) => match tokio::fs::File::open(path).await {
+        LineInput::File(path) => match tokio::fs::File::open(path).await {
             Ok(file) => read_lines(file, &filter, &tx).await,
             Err(error) => Err(format!("cannot open input {}: {error}", path.display())),
         },
-        InputSource::Stdin => read_lines(tokio::io::stdin(), &filter, &tx).await,
-        InputSource::Demo(demo) => read_lines(demo.to_jsonl().as_slice(), &filter, &tx).await,
-        // `crate::source` starts a queue's own reader instead.
-        InputSource::Queue(_) => Err("a queue is not read line by line".into()),
+        LineInput::Stdin => read_lines(tokio::io::stdin(), &filter, &tx).await,
+        LineInput::Demo(demo) => read_lines(demo.to_jsonl().as_slice(), &filter, &tx).await,
     };
     let message = match result {
         Ok(lines) => InputMessage::End { lines },

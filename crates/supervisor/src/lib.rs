@@ -1,6 +1,7 @@
 //! The multiloop engine: worker processes, the dispatcher, merging and
 //! supervision.
 
+pub mod ack;
 pub mod control;
 mod demo;
 mod dispatcher;
