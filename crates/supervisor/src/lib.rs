@@ -25,7 +25,8 @@ mod term;
 
 pub use demo::DemoBatch;
 pub use dispatcher::{
-    Backoff, DispatchConfig, Progress, RunOutcome, RunReport, WorkerRow, WorkerState,
+    Backoff, DispatchConfig, FleetConfig, LifeLimits, Progress, RunOutcome, RunReport, WorkerRow,
+    WorkerState,
 };
 pub use engine::{run, Observer, Quiet, RunConfig, RunError};
 pub use input::InputSource;

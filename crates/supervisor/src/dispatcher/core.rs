@@ -13,8 +13,7 @@ use super::book::TaskBook;
 use super::death::{classify, Death, Exit, Named, Restart};
 use super::events::{Command, Event, ExitStatus, LinkFailure, Request, Tick, WorkerId};
 use super::fleet::{AfterBeat, Fleet, FleetConfig, Taker, Tally};
-use super::incarnation::LifeLimits;
-use super::policy::Backoff;
+use super::policy::deadline_after;
 use super::reasons::{CloseReason, KillReason, RecycleReason};
 use super::run::{Phase, RunState};
 use super::status::{Progress, RunOutcome, RunReport, WorkerRow};
@@ -33,20 +32,13 @@ pub struct DispatchConfig {
     pub keep_order: bool,
     /// Most records held back by `--keep-order` before input pauses.
     pub reorder_limit: usize,
-    pub worker_timeout: Duration,
-    /// `--task-timeout`: also the longest a task may compute on a loop.
-    pub task_timeout: Option<Duration>,
-    /// Interval of worker heartbeats.
-    pub heartbeat: Duration,
-    pub grace: Duration,
+    /// The workers' limits, restart backoff and recycling.
+    pub fleet: FleetConfig,
     pub max_restarts: usize,
     pub restart_window: Duration,
-    pub backoff: Backoff,
     pub max_crashes: u32,
     pub retries: u32,
     pub retry_backoff: Duration,
-    pub max_tasks_per_worker: Option<u64>,
-    pub max_worker_rss: Option<u64>,
 }
 
 /// Coordinates the fleet, the task book and the run state.
@@ -65,20 +57,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(config: DispatchConfig, now: Instant) -> Self {
-        let fleet = Fleet::new(
-            config.workers,
-            FleetConfig {
-                life: LifeLimits {
-                    worker_timeout: config.worker_timeout,
-                    task_timeout: config.task_timeout,
-                    heartbeat: config.heartbeat,
-                    grace: config.grace,
-                },
-                backoff: config.backoff,
-                max_tasks_per_worker: config.max_tasks_per_worker,
-                max_worker_rss: config.max_worker_rss,
-            },
-        );
+        let fleet = Fleet::new(config.workers, config.fleet.clone());
         Self {
             fleet,
             book: TaskBook::new(config.max_crashes),
@@ -147,9 +126,8 @@ impl Dispatcher {
                 now,
             ),
             Event::Signal(signal) => {
-                if let Some(request) = self.run.signal(signal) {
-                    self.request(request, now);
-                }
+                let request = self.run.signal(signal);
+                self.request(request, now);
             }
             Event::Control { call, request } => {
                 let answer = self.control(request, now);
@@ -253,11 +231,14 @@ impl Dispatcher {
                 if self.run.accepting() {
                     info!(
                         "draining: no new tasks; waiting up to {:?} for tasks in flight",
-                        self.config.grace
+                        self.config.fleet.life.grace
                     );
                     self.stop_input();
-                    self.run
-                        .wind_down(RunOutcome::Interrupted(signal), now, self.config.grace);
+                    self.run.wind_down(
+                        RunOutcome::Interrupted(signal),
+                        now,
+                        self.config.fleet.life.grace,
+                    );
                 } else {
                     self.request(Request::StopNow { signal }, now);
                 }
@@ -489,10 +470,7 @@ impl Dispatcher {
             .config
             .retry_backoff
             .saturating_mul(1 << (task.attempts - 1).min(16));
-        let due = now
-            .checked_add(delay)
-            .unwrap_or(now + Duration::from_secs(86_400));
-        self.book.retry_at(due, task);
+        self.book.retry_at(deadline_after(now, delay), task);
         None
     }
 
@@ -652,8 +630,11 @@ impl Dispatcher {
         }
         warn!("{message}");
         self.stop_input();
-        self.run
-            .wind_down(RunOutcome::GaveUp(message), now, self.config.grace);
+        self.run.wind_down(
+            RunOutcome::GaveUp(message),
+            now,
+            self.config.fleet.life.grace,
+        );
     }
 
     fn fail(&mut self, error: String, now: Instant) {
@@ -765,7 +746,7 @@ impl Dispatcher {
         let all_answered = !self.run.input_open() && self.book.is_empty();
         let phase = self.run.phase();
         if all_answered && matches!(phase, Phase::Running | Phase::Winding { .. }) {
-            self.run.finishing(now, self.config.grace);
+            self.run.finishing(now, self.config.fleet.life.grace);
             let closed = self.fleet.close_all(now);
             self.out.extend(
                 closed

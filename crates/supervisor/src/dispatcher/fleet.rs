@@ -12,10 +12,10 @@ use tracing::{info, warn};
 
 use super::events::{Pid, Sample, WorkerId};
 use super::incarnation::{Ending, Incarnation, LifeLimits};
+use super::loop_watch::Action;
 use super::policy::Backoff;
 use super::reasons::{CloseReason, KillReason};
 use super::status::{WorkerRow, WorkerState};
-use super::loop_watch::Action;
 
 /// What a heartbeat calls for.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,11 +29,13 @@ pub(super) enum AfterBeat {
 
 /// The fleet's own settings.
 #[derive(Debug, Clone)]
-pub(super) struct FleetConfig {
+pub struct FleetConfig {
     /// What every incarnation's life is judged against.
     pub life: LifeLimits,
     pub backoff: Backoff,
+    /// `--max-tasks-per-worker` (jittered per incarnation).
     pub max_tasks_per_worker: Option<u64>,
+    /// `--max-worker-rss`, in bytes.
     pub max_worker_rss: Option<u64>,
 }
 

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use multiloop_protocol::{Heartbeat, Usage};
 
 use super::events::{Pid, Sample, WorkerId};
+use super::loop_watch::{judge, Action, Limits, LoopState, LoopWatch};
 use super::reasons::{CloseReason, KillReason};
 use super::status::WorkerState;
-use super::loop_watch::{judge, Action, Limits, LoopState, LoopWatch};
 
 /// The limits a worker's life is judged against, and the heartbeat
 /// interval its loop watch reads against.

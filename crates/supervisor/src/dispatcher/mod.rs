@@ -19,6 +19,8 @@ mod status;
 mod tests;
 
 pub use self::core::{DispatchConfig, Dispatcher};
-pub use events::{Command, Event, ExitStatus, LinkFailure, Sample, Tick, WorkerId};
+pub use events::{Command, Event, ExitStatus, LinkFailure, OperatorSignal, Sample, Tick, WorkerId};
+pub use fleet::FleetConfig;
+pub use incarnation::LifeLimits;
 pub use policy::Backoff;
 pub use status::{Progress, RunOutcome, RunReport, WorkerRow, WorkerState};

@@ -5,8 +5,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::events::Request;
-use super::policy::RestartIntensity;
+use super::events::{OperatorSignal, Request};
+use super::policy::{deadline_after, RestartIntensity};
 use super::status::{Progress, RunOutcome};
 
 /// Deaths named in the give-up message.
@@ -108,23 +108,23 @@ impl RunState {
         self.input_open = false;
     }
 
-    /// Turns a stop signal into a request: the first drains, the next stop
-    /// now; other signals have fixed meanings.
-    pub fn signal(&mut self, signal: i32) -> Option<Request> {
+    /// Turns a signal into a request: the first stop signal drains, the
+    /// next stop now; the others have fixed meanings.
+    pub fn signal(&mut self, signal: OperatorSignal) -> Request {
         match signal {
-            libc::SIGINT | libc::SIGTERM => {
+            OperatorSignal::Interrupt | OperatorSignal::Terminate => {
                 self.stop_signals += 1;
-                Some(if self.stop_signals == 1 {
+                let signal = signal.number();
+                if self.stop_signals == 1 {
                     Request::Drain { signal }
                 } else {
                     Request::StopNow { signal }
-                })
+                }
             }
-            libc::SIGTTIN => Some(Request::AddWorker),
-            libc::SIGTTOU => Some(Request::RemoveWorker),
-            libc::SIGHUP => Some(Request::RollingRestart),
-            libc::SIGUSR1 => Some(Request::ShowStatus),
-            _ => None,
+            OperatorSignal::AddWorker => Request::AddWorker,
+            OperatorSignal::RemoveWorker => Request::RemoveWorker,
+            OperatorSignal::Hangup => Request::RollingRestart,
+            OperatorSignal::Status => Request::ShowStatus,
         }
     }
 
@@ -134,9 +134,7 @@ impl RunState {
     pub fn wind_down(&mut self, outcome: RunOutcome, now: Instant, grace: Duration) {
         self.stopped = Some(outcome);
         self.phase = Phase::Winding {
-            deadline: now
-                .checked_add(grace)
-                .unwrap_or(now + Duration::from_secs(86_400)),
+            deadline: deadline_after(now, grace),
         };
     }
 
@@ -144,9 +142,7 @@ impl RunState {
     pub fn finishing(&mut self, now: Instant, grace: Duration) {
         if self.phase == Phase::Running {
             self.phase = Phase::Finishing {
-                deadline: now
-                    .checked_add(grace)
-                    .unwrap_or(now + Duration::from_secs(86_400)),
+                deadline: deadline_after(now, grace),
             };
         }
     }
@@ -263,18 +259,18 @@ mod tests {
     fn stop_signals_escalate() {
         let mut run = RunState::new(3, Duration::from_secs(60), Instant::now());
         assert_eq!(
-            run.signal(libc::SIGINT),
-            Some(Request::Drain {
+            run.signal(OperatorSignal::Interrupt),
+            Request::Drain {
                 signal: libc::SIGINT
-            })
+            }
         );
         assert_eq!(
-            run.signal(libc::SIGTERM),
-            Some(Request::StopNow {
+            run.signal(OperatorSignal::Terminate),
+            Request::StopNow {
                 signal: libc::SIGTERM
-            })
+            }
         );
-        assert_eq!(run.signal(libc::SIGTTIN), Some(Request::AddWorker));
+        assert_eq!(run.signal(OperatorSignal::AddWorker), Request::AddWorker);
     }
 
     #[test]
