@@ -1,6 +1,8 @@
 //! The engine: one `select!` loop that turns input, worker pipes, process
 //! exits, signals and timers into dispatcher events, and carries out the
-//! dispatcher's commands. It decides nothing itself.
+//! dispatcher's commands. It decides nothing about workers or tasks; the
+//! one thing it decides is the run's outcome when the output's reader
+//! went away (`| head`), which only it sees, after the dispatcher is done.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -173,6 +175,8 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
     // the last ones and hands back the lines it held but did not finish.
     source.finish().await;
     let mut report = dispatcher.report(Instant::now());
+    // Whatever the dispatcher concluded, a reader that went away decides:
+    // the run was cut short by SIGPIPE.
     if let OutputEnd::BrokenPipe = end {
         report.outcome = crate::dispatcher::RunOutcome::Interrupted(libc::SIGPIPE);
     }

@@ -2,7 +2,8 @@
 //! — the [`Fleet`] (workers), the [`TaskBook`] (tasks) and the
 //! [`RunState`] (phase, counters, signals) — and coordinates them: every
 //! event goes through [`Dispatcher::handle`], which returns the commands
-//! the engine carries out.
+//! the engine carries out. What a worker's exit means is decided apart,
+//! by the pure `death::classify`; this module only carries it out.
 
 use std::time::{Duration, Instant};
 
@@ -70,7 +71,8 @@ impl Dispatcher {
     }
 
     /// Decides what an event means; returns what to do about it. The one
-    /// way into the dispatcher's state.
+    /// way into the dispatcher's state: every other public method only
+    /// reads it.
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Command> {
         match event {
             Event::Start => {
@@ -326,7 +328,7 @@ impl Dispatcher {
     }
 
     /// Grows or shrinks the fleet to `target` workers (at least one).
-    pub fn scale(&mut self, target: usize, now: Instant) {
+    fn scale(&mut self, target: usize, now: Instant) {
         if !self.run.accepting() {
             return;
         }

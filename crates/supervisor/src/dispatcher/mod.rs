@@ -1,7 +1,9 @@
 //! The dispatcher: the one owner of worker and task state. Inside, three
-//! owners keep their own invariants — the fleet (workers), the task book
-//! (tasks) and the run state (phase, counters, signals) — and the
-//! dispatcher coordinates them, one event at a time.
+//! owners with private fields keep their own invariants — the fleet
+//! (slots and their counts; each incarnation owns its own life), the task
+//! book (tasks) and the run state (phase, record counts, signals) — and
+//! the dispatcher coordinates them, one event at a time. No owner hands
+//! out its fields: counts change through one method each.
 
 mod blame;
 mod book;
