@@ -29,25 +29,32 @@ pub enum InputSource {
 }
 
 impl InputSource {
-    /// The input as lines, or the queue it pulls from (which has its own
-    /// reader, `crate::queue::consume`).
-    pub fn into_lines(self) -> Result<LineInput, QueueSpec> {
+    /// How it is read: as lines, or as the queue it pulls from (which has
+    /// its own reader, `crate::queue::consume`).
+    pub fn reading(self) -> Reading {
         match self {
-            InputSource::File(path) => Ok(LineInput::File(path)),
-            InputSource::Stdin => Ok(LineInput::Stdin),
-            InputSource::Demo(demo) => Ok(LineInput::Demo(demo)),
-            InputSource::Queue(spec) => Err(spec),
+            InputSource::File(path) => Reading::Lines(LineInput::File(path)),
+            InputSource::Stdin => Reading::Lines(LineInput::Stdin),
+            InputSource::Demo(demo) => Reading::Lines(LineInput::Demo(demo)),
+            InputSource::Queue(spec) => Reading::Queue(spec),
         }
     }
 }
 
 impl std::fmt::Display for InputSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.clone().into_lines() {
-            Ok(lines) => lines.fmt(f),
-            Err(spec) => write!(f, "queue {}", spec.url),
+        match self.clone().reading() {
+            Reading::Lines(lines) => lines.fmt(f),
+            Reading::Queue(spec) => write!(f, "queue {}", spec.url),
         }
     }
+}
+
+/// How an input is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reading {
+    Lines(LineInput),
+    Queue(QueueSpec),
 }
 
 /// An input read line by line: every input but a queue.

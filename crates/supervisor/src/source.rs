@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::ack::{self, AckReceiver, AckSink};
-use crate::input::{read_input, InputFilter, InputMessage, InputSource, LineInput};
+use crate::input::{read_input, InputFilter, InputMessage, InputSource, LineInput, Reading};
 use crate::queue::QueueSpec;
 
 /// A source before it starts: the sink exists first, so that the output
@@ -37,9 +37,9 @@ impl Source {
     /// The source of `input`, and the sink the output writer reports to
     /// (none for inputs that need no acknowledgement).
     pub fn new(input: InputSource) -> (Self, Option<AckSink>) {
-        match input.into_lines() {
-            Ok(lines) => (Self(Pending::Lines(lines)), None),
-            Err(spec) => {
+        match input.reading() {
+            Reading::Lines(lines) => (Self(Pending::Lines(lines)), None),
+            Reading::Queue(spec) => {
                 let (sink, acks) = ack::channel();
                 (Self(Pending::Queue { spec, acks }), Some(sink))
             }
