@@ -11,7 +11,8 @@ use anyhow::{bail, Context, Result};
 use multiloop_supervisor::fingerprint::Fingerprint;
 use multiloop_supervisor::queue::QueueSpec;
 use multiloop_supervisor::{
-    Backoff, DemoBatch, DispatchConfig, Identity, InputSource, Journal, OutputTarget, RunConfig,
+    Backoff, DemoBatch, DispatchConfig, FleetConfig, Identity, InputSource, Journal, LifeLimits,
+    OutputTarget, RunConfig,
 };
 use tracing::{info, warn};
 
@@ -115,10 +116,9 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
             HEARTBEAT * 2
         );
     }
-    let settings = settings(args, &kind);
-    // fetch retries inside the worker, per host; the supervisor retrying
-    // too would multiply the attempts.
-    let retries = if kind == "fetch" {
+    let policy = KindPolicy::of(&kind);
+    let settings = settings(args, policy);
+    let retries = if policy.retries_in_worker {
         0
     } else {
         args.retries.unwrap_or(0)
@@ -130,31 +130,31 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
             window,
             keep_order: args.keep_order,
             reorder_limit: (window * workers * 16).max(100_000),
-            worker_timeout: args.worker_timeout,
-            task_timeout: args.task_timeout,
-            heartbeat: HEARTBEAT,
-            grace: args.grace,
+            fleet: FleetConfig {
+                life: LifeLimits {
+                    worker_timeout: args.worker_timeout,
+                    task_timeout: args.task_timeout,
+                    heartbeat: HEARTBEAT,
+                    grace: args.grace,
+                },
+                backoff: Backoff {
+                    min: Duration::from_millis(20),
+                    max: Duration::from_secs(5),
+                },
+                max_tasks_per_worker: args.max_tasks_per_worker,
+                max_worker_rss: args.max_worker_rss,
+            },
             max_restarts: args.max_restarts,
             restart_window: args.restart_window,
-            backoff: Backoff {
-                min: Duration::from_millis(20),
-                max: Duration::from_secs(5),
-            },
             max_crashes: args.max_crashes,
-            // fetch retries inside the worker, per host; the supervisor
-            // retrying too would multiply the attempts.
             retries,
             retry_backoff: args.retry_backoff,
-            max_tasks_per_worker: args.max_tasks_per_worker,
-            max_worker_rss: args.max_worker_rss,
         },
         input,
         output,
         worker_program: worker.program,
         worker_args: worker.args,
         concurrency,
-        task_timeout: args.task_timeout,
-        heartbeat: HEARTBEAT,
         max_frame,
         identity,
         journal,
@@ -164,13 +164,34 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
     })
 }
 
+/// What the supervisor needs to know about a task kind: the built-in
+/// kinds with a policy of their own are named here, and only here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct KindPolicy {
+    /// The kind retries inside the worker (`fetch`, per host), so
+    /// `--retries` is passed to it as a setting; the supervisor retrying
+    /// too would multiply the attempts.
+    retries_in_worker: bool,
+}
+
+impl KindPolicy {
+    fn of(kind: &str) -> Self {
+        match kind {
+            "fetch" => Self {
+                retries_in_worker: true,
+            },
+            _ => Self::default(),
+        }
+    }
+}
+
 /// `--set` plus the flags that are shorthands for settings.
-fn settings(args: &Args, kind: &str) -> Vec<(String, String)> {
+fn settings(args: &Args, policy: KindPolicy) -> Vec<(String, String)> {
     let mut settings = args.settings.clone();
     if let Some(n) = &args.per_host {
         settings.push(("per_host".into(), n.clone()));
     }
-    if let (Some(n), "fetch") = (args.retries, kind) {
+    if let (Some(n), true) = (args.retries, policy.retries_in_worker) {
         settings.push(("retries".into(), n.to_string()));
     }
     if let Some(list) = &args.retry_status {

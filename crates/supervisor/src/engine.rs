@@ -1,6 +1,8 @@
 //! The engine: one `select!` loop that turns input, worker pipes, process
 //! exits, signals and timers into dispatcher events, and carries out the
-//! dispatcher's commands. It decides nothing itself.
+//! dispatcher's commands. It decides nothing about workers or tasks; the
+//! one thing it decides is the run's outcome when the output's reader
+//! went away (`| head`), which only it sees, after the dispatcher is done.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -14,7 +16,8 @@ use tracing::{debug, warn};
 
 use crate::control::{self, ControlAnswer, ControlCall, ControlSocket};
 use crate::dispatcher::{
-    Command, DispatchConfig, Dispatcher, Event, Progress, RunReport, Tick, WorkerId, WorkerRow,
+    Command, DispatchConfig, Dispatcher, Event, OperatorSignal, Progress, RunReport, Tick,
+    WorkerId, WorkerRow,
 };
 use crate::input::{InputFilter, InputMessage, InputSource};
 use crate::link;
@@ -35,8 +38,6 @@ pub struct RunConfig {
     /// Arguments of the worker command before the standard options.
     pub worker_args: Vec<std::ffi::OsString>,
     pub concurrency: usize,
-    pub task_timeout: Option<Duration>,
-    pub heartbeat: Duration,
     pub max_frame: usize,
     pub identity: Identity,
     /// The output being resumed: its tasks are skipped.
@@ -174,6 +175,8 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
     // the last ones and hands back the lines it held but did not finish.
     source.finish().await;
     let mut report = dispatcher.report(Instant::now());
+    // Whatever the dispatcher concluded, a reader that went away decides:
+    // the run was cut short by SIGPIPE.
     if let OutputEnd::BrokenPipe = end {
         report.outcome = crate::dispatcher::RunOutcome::Interrupted(libc::SIGPIPE);
     }
@@ -306,8 +309,14 @@ impl Engine<'_> {
             index: worker.index,
             workers,
             concurrency: self.config.concurrency,
-            task_timeout_ms: self.config.task_timeout.map_or(0, |t| t.as_millis() as u64),
-            heartbeat_ms: self.config.heartbeat.as_millis() as u64,
+            task_timeout_ms: self
+                .config
+                .dispatch
+                .fleet
+                .life
+                .task_timeout
+                .map_or(0, |t| t.as_millis() as u64),
+            heartbeat_ms: self.config.dispatch.fleet.life.heartbeat.as_millis() as u64,
             max_frame: self.config.max_frame,
             settings: self.config.settings.clone(),
         };
@@ -344,38 +353,29 @@ impl Engine<'_> {
     }
 }
 
-/// The signals an operator can send the supervisor. What they mean (and
-/// that a second SIGINT stops at once) is the dispatcher's business.
-struct Signals {
-    interrupt: Signal,
-    terminate: Signal,
-    more: Signal,
-    fewer: Signal,
-    hangup: Signal,
-    status: Signal,
-}
+/// The engine's handlers of [`OperatorSignal::ALL`]. What each means
+/// (and that a second SIGINT stops at once) is the dispatcher's business.
+struct Signals(Vec<(OperatorSignal, Signal)>);
 
 impl Signals {
     fn new() -> std::io::Result<Self> {
-        Ok(Self {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-            more: signal(SignalKind::from_raw(libc::SIGTTIN))?,
-            fewer: signal(SignalKind::from_raw(libc::SIGTTOU))?,
-            hangup: signal(SignalKind::hangup())?,
-            status: signal(SignalKind::user_defined1())?,
-        })
+        OperatorSignal::ALL
+            .into_iter()
+            .map(|which| Ok((which, signal(SignalKind::from_raw(which.number()))?)))
+            .collect::<std::io::Result<_>>()
+            .map(Self)
     }
 
-    /// The next signal's number.
-    async fn next(&mut self) -> i32 {
-        tokio::select! {
-            _ = self.interrupt.recv() => libc::SIGINT,
-            _ = self.terminate.recv() => libc::SIGTERM,
-            _ = self.more.recv() => libc::SIGTTIN,
-            _ = self.fewer.recv() => libc::SIGTTOU,
-            _ = self.hangup.recv() => libc::SIGHUP,
-            _ = self.status.recv() => libc::SIGUSR1,
-        }
+    /// The next signal.
+    async fn next(&mut self) -> OperatorSignal {
+        std::future::poll_fn(|cx| {
+            for (which, stream) in &mut self.0 {
+                if let std::task::Poll::Ready(Some(())) = stream.poll_recv(cx) {
+                    return std::task::Poll::Ready(*which);
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
     }
 }

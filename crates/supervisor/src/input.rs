@@ -28,13 +28,49 @@ pub enum InputSource {
     Queue(QueueSpec),
 }
 
+impl InputSource {
+    /// How it is read: as lines, or as the queue it pulls from (which has
+    /// its own reader, `crate::queue::consume`).
+    pub fn reading(self) -> Reading {
+        match self {
+            InputSource::File(path) => Reading::Lines(LineInput::File(path)),
+            InputSource::Stdin => Reading::Lines(LineInput::Stdin),
+            InputSource::Demo(demo) => Reading::Lines(LineInput::Demo(demo)),
+            InputSource::Queue(spec) => Reading::Queue(spec),
+        }
+    }
+}
+
 impl std::fmt::Display for InputSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.clone().reading() {
+            Reading::Lines(lines) => lines.fmt(f),
+            Reading::Queue(spec) => write!(f, "queue {}", spec.url),
+        }
+    }
+}
+
+/// How an input is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reading {
+    Lines(LineInput),
+    Queue(QueueSpec),
+}
+
+/// An input read line by line: every input but a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineInput {
+    File(PathBuf),
+    Stdin,
+    Demo(DemoBatch),
+}
+
+impl std::fmt::Display for LineInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            InputSource::File(path) => write!(f, "{}", path.display()),
-            InputSource::Stdin => f.write_str("stdin"),
-            InputSource::Demo(_) => f.write_str("the demo batch"),
-            InputSource::Queue(spec) => write!(f, "queue {}", spec.url),
+            LineInput::File(path) => write!(f, "{}", path.display()),
+            LineInput::Stdin => f.write_str("stdin"),
+            LineInput::Demo(_) => f.write_str("the demo batch"),
         }
     }
 }
@@ -69,16 +105,14 @@ pub struct InputFilter {
 /// Reads `source` to its end, sending batches of tasks on `tx`. The bounded
 /// channel is the backpressure: the reader waits while the dispatcher has
 /// enough.
-pub async fn read_input(source: InputSource, filter: InputFilter, tx: mpsc::Sender<InputMessage>) {
+pub async fn read_input(source: LineInput, filter: InputFilter, tx: mpsc::Sender<InputMessage>) {
     let result = match &source {
-        InputSource::File(path) => match tokio::fs::File::open(path).await {
+        LineInput::File(path) => match tokio::fs::File::open(path).await {
             Ok(file) => read_lines(file, &filter, &tx).await,
             Err(error) => Err(format!("cannot open input {}: {error}", path.display())),
         },
-        InputSource::Stdin => read_lines(tokio::io::stdin(), &filter, &tx).await,
-        InputSource::Demo(demo) => read_lines(demo.to_jsonl().as_slice(), &filter, &tx).await,
-        // `crate::source` starts a queue's own reader instead.
-        InputSource::Queue(_) => Err("a queue is not read line by line".into()),
+        LineInput::Stdin => read_lines(tokio::io::stdin(), &filter, &tx).await,
+        LineInput::Demo(demo) => read_lines(demo.to_jsonl().as_slice(), &filter, &tx).await,
     };
     let message = match result {
         Ok(lines) => InputMessage::End { lines },

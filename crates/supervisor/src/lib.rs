@@ -1,6 +1,7 @@
 //! The multiloop engine: worker processes, the dispatcher, merging and
 //! supervision.
 
+pub mod ack;
 pub mod control;
 mod demo;
 mod dispatcher;
@@ -10,7 +11,6 @@ mod input;
 pub mod limits;
 mod lines;
 mod link;
-pub mod loop_watch;
 mod output;
 mod process;
 pub mod queue;
@@ -25,7 +25,8 @@ mod term;
 
 pub use demo::DemoBatch;
 pub use dispatcher::{
-    Backoff, DispatchConfig, Progress, RunOutcome, RunReport, WorkerRow, WorkerState,
+    Backoff, DispatchConfig, FleetConfig, LifeLimits, Progress, RunOutcome, RunReport, WorkerRow,
+    WorkerState,
 };
 pub use engine::{run, Observer, Quiet, RunConfig, RunError};
 pub use input::InputSource;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::ack::{AckSink, Flushed, Settled};
 use crate::record::Record;
-use crate::source::{AckSink, Flushed, Settled};
 
 /// Batches of records queued for the writer before the dispatcher waits.
 const QUEUED_BATCHES: usize = 64;

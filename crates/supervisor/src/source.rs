@@ -5,58 +5,25 @@
 //! stdin and demo inputs need no acknowledgement; another queue engine
 //! (NATS JetStream, SQS) would slot in beside `queue::consume`.
 
-use multiloop_protocol::{ErrorKind, Outcome};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::input::{read_input, InputFilter, InputMessage, InputSource};
-
-/// How a flushed record ended, for a source's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settled {
-    Ok,
-    Failed,
-    Crashed,
-}
-
-impl Settled {
-    pub fn of(outcome: &Outcome) -> Self {
-        match outcome {
-            Outcome::Ok(_) => Settled::Ok,
-            Outcome::Err {
-                kind: ErrorKind::Crashed,
-                ..
-            } => Settled::Crashed,
-            Outcome::Err { .. } => Settled::Failed,
-        }
-    }
-}
-
-/// One record that is in the output for good.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Flushed {
-    /// The task id the source gave the line.
-    pub id: u64,
-    pub settled: Settled,
-}
-
-/// The writer's end of the sink: it reports each flushed batch.
-#[derive(Debug, Clone)]
-pub struct AckSink(mpsc::UnboundedSender<Vec<Flushed>>);
-
-impl AckSink {
-    pub fn flushed(&self, batch: Vec<Flushed>) {
-        // A source that stopped listening has nothing left to acknowledge.
-        let _ = self.0.send(batch);
-    }
-}
+use crate::ack::{self, AckReceiver, AckSink};
+use crate::input::{read_input, InputFilter, InputMessage, InputSource, LineInput, Reading};
+use crate::queue::QueueSpec;
 
 /// A source before it starts: the sink exists first, so that the output
 /// writer can be started (and fail on a bad path) before any work.
 #[derive(Debug)]
-pub struct Source {
-    input: InputSource,
-    acks: Option<mpsc::UnboundedReceiver<Vec<Flushed>>>,
+pub struct Source(Pending);
+
+/// What a source will read: lines, or a queue with the receiver of its
+/// acknowledgements. A queue never reaches the line reader: the type
+/// leaves no way to pass it.
+#[derive(Debug)]
+enum Pending {
+    Lines(LineInput),
+    Queue { spec: QueueSpec, acks: AckReceiver },
 }
 
 /// A running source.
@@ -70,34 +37,28 @@ impl Source {
     /// The source of `input`, and the sink the output writer reports to
     /// (none for inputs that need no acknowledgement).
     pub fn new(input: InputSource) -> (Self, Option<AckSink>) {
-        match input {
-            InputSource::Queue(_) => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                (
-                    Self {
-                        input,
-                        acks: Some(rx),
-                    },
-                    Some(AckSink(tx)),
-                )
+        match input.reading() {
+            Reading::Lines(lines) => (Self(Pending::Lines(lines)), None),
+            Reading::Queue(spec) => {
+                let (sink, acks) = ack::channel();
+                (Self(Pending::Queue { spec, acks }), Some(sink))
             }
-            _ => (Self { input, acks: None }, None),
         }
     }
 
     /// Starts feeding `tx`; it ends when the input does, or when the
     /// receiver is dropped (drain).
     pub fn start(self, filter: InputFilter, tx: mpsc::Sender<InputMessage>) -> RunningSource {
-        match (self.input, self.acks) {
-            (InputSource::Queue(spec), Some(acks)) => RunningSource {
-                acknowledging: Some(tokio::spawn(crate::queue::consume(spec, filter, tx, acks))),
-            },
-            (input, _) => {
-                tokio::spawn(read_input(input, filter, tx));
+        match self.0 {
+            Pending::Lines(lines) => {
+                tokio::spawn(read_input(lines, filter, tx));
                 RunningSource {
                     acknowledging: None,
                 }
             }
+            Pending::Queue { spec, acks } => RunningSource {
+                acknowledging: Some(tokio::spawn(crate::queue::consume(spec, filter, tx, acks))),
+            },
         }
     }
 }

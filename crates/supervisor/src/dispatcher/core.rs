@@ -2,18 +2,19 @@
 //! — the [`Fleet`] (workers), the [`TaskBook`] (tasks) and the
 //! [`RunState`] (phase, counters, signals) — and coordinates them: every
 //! event goes through [`Dispatcher::handle`], which returns the commands
-//! the engine carries out.
+//! the engine carries out. What a worker's exit means is decided apart,
+//! by the pure `death::classify`; this module only carries it out.
 
 use std::time::{Duration, Instant};
 
 use multiloop_protocol::{ErrorKind, Outcome, TaskResult};
 use tracing::{debug, info, warn};
 
-use super::blame::Evidence;
 use super::book::TaskBook;
+use super::death::{classify, Death, Exit, Named, Restart};
 use super::events::{Command, Event, ExitStatus, LinkFailure, Request, Tick, WorkerId};
-use super::fleet::{AfterBeat, Fleet, FleetConfig, Taker};
-use super::policy::Backoff;
+use super::fleet::{AfterBeat, Fleet, FleetConfig, Taker, Tally};
+use super::policy::deadline_after;
 use super::reasons::{CloseReason, KillReason, RecycleReason};
 use super::run::{Phase, RunState};
 use super::status::{Progress, RunOutcome, RunReport, WorkerRow};
@@ -32,20 +33,13 @@ pub struct DispatchConfig {
     pub keep_order: bool,
     /// Most records held back by `--keep-order` before input pauses.
     pub reorder_limit: usize,
-    pub worker_timeout: Duration,
-    /// `--task-timeout`: also the longest a task may compute on a loop.
-    pub task_timeout: Option<Duration>,
-    /// Interval of worker heartbeats.
-    pub heartbeat: Duration,
-    pub grace: Duration,
+    /// The workers' limits, restart backoff and recycling.
+    pub fleet: FleetConfig,
     pub max_restarts: usize,
     pub restart_window: Duration,
-    pub backoff: Backoff,
     pub max_crashes: u32,
     pub retries: u32,
     pub retry_backoff: Duration,
-    pub max_tasks_per_worker: Option<u64>,
-    pub max_worker_rss: Option<u64>,
 }
 
 /// Coordinates the fleet, the task book and the run state.
@@ -64,18 +58,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(config: DispatchConfig, now: Instant) -> Self {
-        let fleet = Fleet::new(
-            config.workers,
-            FleetConfig {
-                worker_timeout: config.worker_timeout,
-                task_timeout: config.task_timeout,
-                heartbeat: config.heartbeat,
-                grace: config.grace,
-                backoff: config.backoff,
-                max_tasks_per_worker: config.max_tasks_per_worker,
-                max_worker_rss: config.max_worker_rss,
-            },
-        );
+        let fleet = Fleet::new(config.workers, config.fleet.clone());
         Self {
             fleet,
             book: TaskBook::new(config.max_crashes),
@@ -88,7 +71,8 @@ impl Dispatcher {
     }
 
     /// Decides what an event means; returns what to do about it. The one
-    /// way into the dispatcher's state.
+    /// way into the dispatcher's state: every other public method only
+    /// reads it.
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Command> {
         match event {
             Event::Start => {
@@ -144,9 +128,8 @@ impl Dispatcher {
                 now,
             ),
             Event::Signal(signal) => {
-                if let Some(request) = self.run.signal(signal) {
-                    self.request(request, now);
-                }
+                let request = self.run.signal(signal);
+                self.request(request, now);
             }
             Event::Control { call, request } => {
                 let answer = self.control(request, now);
@@ -199,7 +182,8 @@ impl Dispatcher {
 
     /// Run-wide counters for progress displays.
     pub fn progress(&self) -> Progress {
-        self.run.progress_counts(self.fleet.alive())
+        self.run
+            .progress_counts(self.fleet.restarts(), self.fleet.alive())
     }
 
     /// How the run went.
@@ -211,7 +195,7 @@ impl Dispatcher {
             failed,
             read,
             lines,
-            restarts: self.run.restarts(),
+            restarts: self.fleet.restarts(),
             wall: now.saturating_duration_since(self.run.started()),
             workers: self.rows(now),
         }
@@ -249,11 +233,14 @@ impl Dispatcher {
                 if self.run.accepting() {
                     info!(
                         "draining: no new tasks; waiting up to {:?} for tasks in flight",
-                        self.config.grace
+                        self.config.fleet.life.grace
                     );
                     self.stop_input();
-                    self.run
-                        .wind_down(RunOutcome::Interrupted(signal), now, self.config.grace);
+                    self.run.wind_down(
+                        RunOutcome::Interrupted(signal),
+                        now,
+                        self.config.fleet.life.grace,
+                    );
                 } else {
                     self.request(Request::StopNow { signal }, now);
                 }
@@ -341,7 +328,7 @@ impl Dispatcher {
     }
 
     /// Grows or shrinks the fleet to `target` workers (at least one).
-    pub fn scale(&mut self, target: usize, now: Instant) {
+    fn scale(&mut self, target: usize, now: Instant) {
         if !self.run.accepting() {
             return;
         }
@@ -391,7 +378,7 @@ impl Dispatcher {
         }
         let message = format!("cannot start worker {}: {error}", worker.index);
         warn!("{message}");
-        if !self.fleet.any_done() && self.run.restarts() == 0 && worker.generation == 1 {
+        if !self.fleet.any_done() && self.fleet.restarts() == 0 && worker.generation == 1 {
             // The very first start failed: a configuration problem, not a crash.
             self.fail(message, now);
             return;
@@ -460,11 +447,7 @@ impl Dispatcher {
                 },
                 outcome => outcome,
             };
-            let totals = self.fleet.totals(worker.index);
-            totals.done += 1;
-            if !matches!(outcome, Outcome::Ok(_)) {
-                totals.failed += 1;
-            }
+            self.fleet.record(worker.index, Tally::of(&outcome));
             self.emit(Record::of(task, worker.index, result.micros, outcome));
         }
         if progressed {
@@ -489,10 +472,7 @@ impl Dispatcher {
             .config
             .retry_backoff
             .saturating_mul(1 << (task.attempts - 1).min(16));
-        let due = now
-            .checked_add(delay)
-            .unwrap_or(now + Duration::from_secs(86_400));
-        self.book.retry_at(due, task);
+        self.book.retry_at(deadline_after(now, delay), task);
         None
     }
 
@@ -520,68 +500,58 @@ impl Dispatcher {
         };
         let pid = ended.pid;
         let in_flight = self.book.in_flight(worker);
-        if let (Some(reason), true, 0) = (ended.closing, status.is_success(), in_flight) {
-            debug!("worker {} ({pid}) exited cleanly ({reason})", worker.index);
-            return;
-        }
-        // Before any worker of this run got as far as its handshake, an exit
-        // is a setup problem (a bad --set value, a binary that is not a
-        // worker), not a crash to retry until the restart limit.
-        let never_up = !self.fleet.any_hello() || status.is_success();
-        if ended.starting && ended.killed.is_none() && never_up {
-            self.fail(
-                format!(
-                    "worker {} ({pid}) exited before its handshake ({status}); its stderr above says why",
+        let death = classify(&Exit {
+            ending: &ended.ending,
+            status,
+            in_flight,
+            any_hello: self.fleet.any_hello(),
+            accepting: self.run.accepting(),
+        });
+        let (cause, evidence, named, restart) = match death {
+            Death::Clean(reason) => {
+                debug!("worker {} ({pid}) exited cleanly ({reason})", worker.index);
+                return;
+            }
+            Death::NeverUp => {
+                self.fail(
+                    format!(
+                        "worker {} ({pid}) exited before its handshake ({status}); its stderr above says why",
+                        worker.index
+                    ),
+                    now,
+                );
+                return;
+            }
+            Death::Shutdown { cause } => {
+                let dropped = self.book.drop_worker(worker);
+                debug!(
+                    "worker {} ({pid}) ended: {cause}; {dropped} task(s) left for --resume",
                     worker.index
-                ),
-                now,
-            );
-            return;
-        }
-        let cause = match &ended.killed {
-            Some(reason) => reason.to_string(),
-            None => status.to_string(),
+                );
+                return;
+            }
+            Death::Died {
+                cause,
+                evidence,
+                named,
+                restart,
+            } => (cause, evidence, named, restart),
         };
-        let shutting_down =
-            matches!(ended.killed, Some(KillReason::Shutdown)) || !self.run.accepting();
-        if shutting_down {
-            let dropped = self.book.drop_worker(worker);
-            debug!(
-                "worker {} ({pid}) ended: {cause}; {dropped} task(s) left for --resume",
-                worker.index
-            );
-            return;
-        }
         warn!(
             "worker {} ({pid}) died: {cause}; {in_flight} task(s) re-queued",
             worker.index
         );
-        let evidence = match (&ended.killed, status) {
-            // Kills the supervisor was asked to do, or did to end a drain,
-            // say nothing about the tasks.
-            (Some(KillReason::Operator | KillReason::Overdue), _) => Evidence::None,
-            (Some(_), _) => Evidence::Strong,
-            (None, ExitStatus::Signal(signal))
-                if signal == libc::SIGKILL || signal == libc::SIGTERM =>
-            {
-                Evidence::Weak
-            }
-            (None, _) => Evidence::Strong,
-        };
-        // The task the watchdog named takes the whole blame; the others
-        // shared the worker by chance and run again as innocent.
-        let named = ended
-            .killed
-            .as_ref()
-            .and_then(KillReason::named_task)
-            .and_then(|task| self.book.worker_died_named(worker, task));
-        let (culprits, probe) = match (named, &ended.killed) {
-            (Some((task, probe)), Some(KillReason::TaskTimeout { message, .. })) => {
-                self.loop_timeout(worker, task, message.clone(), now);
+        let named = named.and_then(|named| {
+            let (task, probe) = self.book.worker_died_named(worker, named.task())?;
+            Some((named, task, probe))
+        });
+        let (culprits, probe) = match named {
+            Some((Named::TimedOut { message, .. }, task, probe)) => {
+                self.loop_timeout(worker, task, message, now);
                 (Vec::new(), probe)
             }
-            (Some((task, probe)), _) => (self.book.blame_alone(task, probe), probe),
-            (None, _) => self.book.worker_died(worker, evidence),
+            Some((Named::Stuck { .. }, task, probe)) => (self.book.blame_alone(task, probe), probe),
+            None => self.book.worker_died(worker, evidence),
         };
         // A verdict is progress, like a completed task: poison tasks must
         // not make the run give up. (Bisection between two verdicts costs
@@ -592,7 +562,7 @@ impl Dispatcher {
         }
         for task in culprits {
             let times = task.blame.strikes.div_ceil(2);
-            self.fleet.totals(worker.index).failed += 1;
+            self.fleet.record(worker.index, Tally::Blamed);
             let outcome = Outcome::Err {
                 kind: ErrorKind::Crashed,
                 message: format!("crashed its worker {times} times (last: {cause})"),
@@ -607,17 +577,10 @@ impl Dispatcher {
             self.fleet.stop_rolling();
         }
         if ended.was_current {
-            let restart = match &ended.killed {
-                Some(KillReason::Operator) => Restart::Requested,
-                // A probe's crash is an experiment that went as feared:
-                // restart at once so that blame is settled quickly.
-                _ if probe => Restart::AtOnce,
-                _ => Restart::Backoff,
-            };
             self.after_death(
                 worker.index,
                 format!("worker {} ({pid}): {cause}", worker.index),
-                restart,
+                restart.probed(probe),
                 now,
             );
         }
@@ -631,9 +594,7 @@ impl Dispatcher {
         let Some(task) = self.retry(task, true, now) else {
             return;
         };
-        let totals = self.fleet.totals(worker.index);
-        totals.done += 1;
-        totals.failed += 1;
+        self.fleet.record(worker.index, Tally::Failed);
         let outcome = Outcome::Err {
             kind: ErrorKind::Timeout,
             message,
@@ -653,7 +614,6 @@ impl Dispatcher {
         }
         self.fleet
             .schedule_restart(index, restart != Restart::Backoff, counts, now);
-        self.run.restarted();
     }
 
     // ----- stopping -----------------------------------------------------
@@ -672,8 +632,11 @@ impl Dispatcher {
         }
         warn!("{message}");
         self.stop_input();
-        self.run
-            .wind_down(RunOutcome::GaveUp(message), now, self.config.grace);
+        self.run.wind_down(
+            RunOutcome::GaveUp(message),
+            now,
+            self.config.fleet.life.grace,
+        );
     }
 
     fn fail(&mut self, error: String, now: Instant) {
@@ -785,7 +748,7 @@ impl Dispatcher {
         let all_answered = !self.run.input_open() && self.book.is_empty();
         let phase = self.run.phase();
         if all_answered && matches!(phase, Phase::Running | Phase::Winding { .. }) {
-            self.run.finishing(now, self.config.grace);
+            self.run.finishing(now, self.config.fleet.life.grace);
             let closed = self.fleet.close_all(now);
             self.out.extend(
                 closed
@@ -816,15 +779,4 @@ impl Dispatcher {
             self.records.push(record);
         }
     }
-}
-
-/// How a dead slot is restarted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Restart {
-    /// After the slot's backoff.
-    Backoff,
-    /// At once: a probe's crash.
-    AtOnce,
-    /// Killed on request: at once, and not counted against the fleet.
-    Requested,
 }

@@ -16,6 +16,48 @@ pub struct WorkerId {
     pub generation: u64,
 }
 
+/// The signals an operator can send the supervisor, listed once: the
+/// engine listens for each of [`OperatorSignal::ALL`], the run state gives
+/// each its meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorSignal {
+    /// SIGINT: drain; a second stop signal stops now.
+    Interrupt,
+    /// SIGTERM: like SIGINT.
+    Terminate,
+    /// SIGTTIN: one worker more.
+    AddWorker,
+    /// SIGTTOU: one worker less.
+    RemoveWorker,
+    /// SIGHUP: rolling restart of all workers.
+    Hangup,
+    /// SIGUSR1: show the status table.
+    Status,
+}
+
+impl OperatorSignal {
+    pub const ALL: [OperatorSignal; 6] = [
+        OperatorSignal::Interrupt,
+        OperatorSignal::Terminate,
+        OperatorSignal::AddWorker,
+        OperatorSignal::RemoveWorker,
+        OperatorSignal::Hangup,
+        OperatorSignal::Status,
+    ];
+
+    /// Its number, for installing the handler and for exit codes.
+    pub fn number(self) -> i32 {
+        match self {
+            OperatorSignal::Interrupt => libc::SIGINT,
+            OperatorSignal::Terminate => libc::SIGTERM,
+            OperatorSignal::AddWorker => libc::SIGTTIN,
+            OperatorSignal::RemoveWorker => libc::SIGTTOU,
+            OperatorSignal::Hangup => libc::SIGHUP,
+            OperatorSignal::Status => libc::SIGUSR1,
+        }
+    }
+}
+
 /// How a worker process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
@@ -179,8 +221,8 @@ pub enum Event {
     OutputClosed,
     /// Fresh `/proc` readings of live workers.
     Sampled(Vec<(WorkerId, Sample)>),
-    /// A signal the supervisor received (its number).
-    Signal(i32),
+    /// An operator's signal the supervisor received.
+    Signal(OperatorSignal),
     /// A control-socket request; the answer goes back as
     /// [`Command::Reply`] with the same `call`.
     Control {

@@ -7,15 +7,15 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use multiloop_protocol::{Heartbeat, Usage};
+use multiloop_protocol::{Heartbeat, Outcome, Usage};
 use tracing::{info, warn};
 
 use super::events::{Pid, Sample, WorkerId};
-use super::incarnation::{Incarnation, Life};
+use super::incarnation::{Ending, Incarnation, LifeLimits};
+use super::loop_watch::Action;
 use super::policy::Backoff;
 use super::reasons::{CloseReason, KillReason};
 use super::status::{WorkerRow, WorkerState};
-use crate::loop_watch::{judge, Action, Limits};
 
 /// What a heartbeat calls for.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,28 +29,48 @@ pub(super) enum AfterBeat {
 
 /// The fleet's own settings.
 #[derive(Debug, Clone)]
-pub(super) struct FleetConfig {
-    pub worker_timeout: Duration,
-    /// `--task-timeout`: also the longest a task may compute on a loop.
-    pub task_timeout: Option<Duration>,
-    /// Interval of worker heartbeats.
-    pub heartbeat: Duration,
-    pub grace: Duration,
+pub struct FleetConfig {
+    /// What every incarnation's life is judged against.
+    pub life: LifeLimits,
     pub backoff: Backoff,
+    /// `--max-tasks-per-worker` (jittered per incarnation).
     pub max_tasks_per_worker: Option<u64>,
+    /// `--max-worker-rss`, in bytes.
     pub max_worker_rss: Option<u64>,
 }
 
-/// Totals of a slot over all its incarnations.
+/// What became of a task a slot's worker held, for the slot's counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tally {
+    /// Answered, ok.
+    Ok,
+    /// Answered with an error, or timed out on its worker's loop.
+    Failed,
+    /// Blamed for crashing its worker: failed, though never answered.
+    Blamed,
+}
+
+impl Tally {
+    pub(super) fn of(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Ok(_) => Tally::Ok,
+            Outcome::Err { .. } => Tally::Failed,
+        }
+    }
+}
+
+/// Totals of a slot over all its incarnations. The fleet is their only
+/// writer; the run state counts records, not workers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct SlotTotals {
-    pub done: u64,
-    pub failed: u64,
-    pub restarts: u64,
+struct SlotTotals {
+    /// Tasks its workers answered.
+    done: u64,
+    failed: u64,
+    restarts: u64,
     /// CPU time of incarnations that have exited.
-    pub past_cpu_us: u64,
-    pub peak_rss: u64,
-    pub max_lag_us: u64,
+    past_cpu_us: u64,
+    peak_rss: u64,
+    max_lag_us: u64,
 }
 
 /// A place in the fleet: worker `index`, whichever process fills it now.
@@ -91,11 +111,8 @@ pub(super) struct Ended {
     pub pid: Pid,
     /// It was its slot's current incarnation (not one being replaced).
     pub was_current: bool,
-    /// Told to finish (why), it exited without being killed.
-    pub closing: Option<CloseReason>,
-    /// It never completed its handshake.
-    pub starting: bool,
-    pub killed: Option<KillReason>,
+    /// What its life was when it ended.
+    pub ending: Ending,
     /// A rolling restart's replacement that never came up.
     pub failed_rolling: bool,
 }
@@ -140,16 +157,16 @@ impl Fleet {
     fn get(&self, id: WorkerId) -> Option<&Incarnation> {
         let slot = self.slots.get(id.index)?;
         match &slot.current {
-            Some(inc) if inc.id == id => Some(inc),
-            _ => self.retiring.iter().find(|inc| inc.id == id),
+            Some(inc) if inc.id() == id => Some(inc),
+            _ => self.retiring.iter().find(|inc| inc.id() == id),
         }
     }
 
     fn get_mut(&mut self, id: WorkerId) -> Option<&mut Incarnation> {
         let slot = self.slots.get_mut(id.index)?;
         match &mut slot.current {
-            Some(inc) if inc.id == id => Some(inc),
-            _ => self.retiring.iter_mut().find(|inc| inc.id == id),
+            Some(inc) if inc.id() == id => Some(inc),
+            _ => self.retiring.iter_mut().find(|inc| inc.id() == id),
         }
     }
 
@@ -172,7 +189,7 @@ impl Fleet {
     }
 
     pub fn pid(&self, id: WorkerId) -> Pid {
-        Pid(self.get(id).and_then(|inc| inc.pid))
+        Pid(self.get(id).and_then(Incarnation::pid))
     }
 
     /// Slots, including retired ones.
@@ -190,7 +207,7 @@ impl Fleet {
     }
 
     pub fn current(&self, index: usize) -> Option<WorkerId> {
-        self.slots.get(index)?.current.as_ref().map(|inc| inc.id)
+        self.slots.get(index)?.current.as_ref().map(Incarnation::id)
     }
 
     pub fn is_current(&self, id: WorkerId) -> bool {
@@ -207,22 +224,38 @@ impl Fleet {
     }
 
     pub fn all_ids(&self) -> Vec<WorkerId> {
-        self.incarnations().map(|inc| inc.id).collect()
+        self.incarnations().map(Incarnation::id).collect()
     }
 
     /// Worker ids and pids of the live processes, for sampling.
     pub fn live_workers(&self) -> Vec<(WorkerId, u32)> {
         self.incarnations()
-            .filter_map(|inc| inc.pid.map(|pid| (inc.id, pid)))
+            .filter_map(|inc| inc.pid().map(|pid| (inc.id(), pid)))
             .collect()
     }
 
     pub fn alive(&self) -> u64 {
-        self.incarnations().filter(|inc| inc.pid.is_some()).count() as u64
+        self.incarnations()
+            .filter(|inc| inc.pid().is_some())
+            .count() as u64
     }
 
-    pub fn totals(&mut self, index: usize) -> &mut SlotTotals {
-        &mut self.slots[index].totals
+    /// Counts what became of one task a worker of slot `index` held.
+    pub fn record(&mut self, index: usize, tally: Tally) {
+        let totals = &mut self.slots[index].totals;
+        match tally {
+            Tally::Ok => totals.done += 1,
+            Tally::Failed => {
+                totals.done += 1;
+                totals.failed += 1;
+            }
+            Tally::Blamed => totals.failed += 1,
+        }
+    }
+
+    /// Restarts scheduled in this run, over all slots.
+    pub fn restarts(&self) -> u64 {
+        self.slots.iter().map(|s| s.totals.restarts).sum()
     }
 
     /// Whether any slot ever completed a task.
@@ -249,15 +282,14 @@ impl Fleet {
             id,
             now,
             recycle_after,
-            self.config.heartbeat,
+            self.config.life.heartbeat,
         ));
         id
     }
 
     pub fn spawned(&mut self, id: WorkerId, pid: u32, now: Instant) {
         if let Some(inc) = self.get_mut(id) {
-            inc.pid = Some(pid);
-            inc.heard(now);
+            inc.spawned(pid, now);
         }
         if let Some(slot) = self.slots.get_mut(id.index) {
             slot.last_pid = Some(pid);
@@ -276,25 +308,15 @@ impl Fleet {
     /// A handshake: the worker is up. Returns the incarnations it replaces
     /// (now told to close), or None for an unknown worker.
     pub fn hello(&mut self, id: WorkerId, now: Instant) -> Option<Vec<WorkerId>> {
-        let inc = self.get_mut(id)?;
-        inc.heard(now);
-        if let Life::Starting { live } = &inc.life {
-            inc.life = Life::Running { live: live.clone() };
-        }
-        tracing::debug!("worker {} ({}) is up", id.index, Pid(inc.pid));
+        self.get_mut(id)?.hello(now);
         self.any_hello = true;
         // The replacement is up: the incarnation it replaces may go now.
-        let mut closed = Vec::new();
-        for old in self
+        let closed = self
             .retiring
             .iter_mut()
-            .filter(|old| old.id.index == id.index)
-        {
-            if let Life::Replacing { reason, .. } = old.life {
-                old.life.close(now, reason);
-                closed.push(old.id);
-            }
-        }
+            .filter(|old| old.id().index == id.index)
+            .filter_map(|old| old.replaced(now).then(|| old.id()))
+            .collect();
         Some(closed)
     }
 
@@ -304,25 +326,13 @@ impl Fleet {
     /// [`Self::overdue`].
     pub fn heartbeat(&mut self, id: WorkerId, heartbeat: Heartbeat, now: Instant) -> AfterBeat {
         let max_rss = self.config.max_worker_rss;
-        let limits = Limits {
-            task_timeout: self.config.task_timeout,
-            worker_timeout: self.config.worker_timeout,
-        };
+        let limits = self.config.life;
         let current = self.is_current(id);
         let Some(inc) = self.get_mut(id) else {
             return AfterBeat::Nothing;
         };
-        let running = matches!(inc.life, Life::Running { .. });
-        // A killed worker's late heartbeats change nothing about it.
-        let action = match inc.life.live_mut() {
-            Some(live) => {
-                live.last_heard = now;
-                live.heartbeat = heartbeat;
-                inc.watch.heartbeat(&heartbeat, now);
-                judge(inc.watch.state(now), limits)
-            }
-            None => None,
-        };
+        let running = inc.is_running();
+        let action = inc.heartbeat(heartbeat, now, &limits);
         let totals = &mut self.slots[id.index].totals;
         totals.peak_rss = totals.peak_rss.max(heartbeat.rss_bytes);
         totals.max_lag_us = totals.max_lag_us.max(heartbeat.max_lag_us);
@@ -348,15 +358,12 @@ impl Fleet {
     pub fn answered(&mut self, id: WorkerId, answered: u64, now: Instant) -> Option<bool> {
         let current = self.is_current(id);
         let inc = self.get_mut(id)?;
-        inc.heard(now);
-        inc.completed += answered;
-        let due = current
-            && matches!(inc.life, Life::Running { .. })
-            && inc.recycle_after.is_some_and(|n| inc.completed >= n);
+        let due = inc.answered(answered, now) && current;
         if due {
             info!(
                 "worker {} answered {} tasks: recycling it",
-                id.index, inc.completed
+                id.index,
+                inc.completed()
             );
         }
         // Only the slot's current incarnation resets its backoff: an old
@@ -370,15 +377,14 @@ impl Fleet {
 
     pub fn bye(&mut self, id: WorkerId, usage: Usage, now: Instant) {
         if let Some(inc) = self.get_mut(id) {
-            inc.usage = Some(usage);
-            inc.heard(now);
+            inc.bye(usage, now);
         }
     }
 
     pub fn sampled(&mut self, samples: &[(WorkerId, Sample)]) {
         for &(id, sample) in samples {
             if let Some(inc) = self.get_mut(id) {
-                inc.sample = Some(sample);
+                inc.sampled(sample);
             }
             if let Some(slot) = self.slots.get_mut(id.index) {
                 slot.totals.peak_rss = slot.totals.peak_rss.max(sample.rss_bytes);
@@ -390,24 +396,14 @@ impl Fleet {
     /// read a heartbeat, so nobody is late for that.
     pub fn paused(&mut self, pause: Duration) {
         for inc in self.incarnations_mut() {
-            if let Some(live) = inc.life.live_mut() {
-                live.last_heard += pause;
-            }
+            inc.paused(pause);
         }
     }
 
     /// Marks `id` killed; true when a SIGKILL must be sent. A shutdown
     /// kill overrides an earlier reason (the exit is then not a crash).
     pub fn kill(&mut self, id: WorkerId, reason: KillReason) -> bool {
-        let Some(inc) = self.get_mut(id) else {
-            return false;
-        };
-        if matches!(inc.life, Life::Killed { .. }) && reason != KillReason::Shutdown {
-            return false;
-        }
-        let last = *inc.life.heartbeat();
-        inc.life = Life::Killed { reason, last };
-        true
+        self.get_mut(id).is_some_and(|inc| inc.kill(reason))
     }
 
     /// The process of `id` exited: it leaves the fleet.
@@ -416,28 +412,21 @@ impl Fleet {
         let inc = if was_current {
             self.slots[id.index].current.take()?
         } else {
-            let position = self.retiring.iter().position(|inc| inc.id == id)?;
+            let position = self.retiring.iter().position(|inc| inc.id() == id)?;
             self.retiring.swap_remove(position)
         };
         let totals = &mut self.slots[id.index].totals;
         totals.past_cpu_us += inc.cpu_us();
         totals.peak_rss = totals.peak_rss.max(inc.peak_rss());
-        let starting = matches!(inc.life, Life::Starting { .. });
-        let failed_rolling = starting
+        let ending = inc.ending();
+        let failed_rolling = ending.starting
             && was_current
             && self.rolling.front() == Some(&id.index)
-            && self.retiring.iter().any(|old| old.id.index == id.index);
-        let (closing, killed) = match inc.life {
-            Life::Closing { reason, .. } => (Some(reason), None),
-            Life::Killed { reason, .. } => (None, Some(reason)),
-            _ => (None, None),
-        };
+            && self.retiring.iter().any(|old| old.id().index == id.index);
         Some(Ended {
-            pid: Pid(inc.pid),
+            pid: Pid(inc.pid()),
             was_current,
-            closing,
-            starting,
-            killed,
+            ending,
             failed_rolling,
         })
     }
@@ -489,11 +478,11 @@ impl Fleet {
     pub fn overdue(&self, now: Instant) -> Vec<(WorkerId, KillReason)> {
         let mut kills = Vec::new();
         for inc in self.incarnations() {
-            if let Some(reason) = inc.overdue(now, &self.config) {
+            if let Some(reason) = inc.overdue(now, &self.config.life) {
                 if reason != KillReason::Overdue {
-                    warn!("worker {} ({}): {reason}", inc.id.index, Pid(inc.pid));
+                    warn!("worker {} ({}): {reason}", inc.id().index, Pid(inc.pid()));
                 }
-                kills.push((inc.id, reason));
+                kills.push((inc.id(), reason));
             }
         }
         kills
@@ -504,7 +493,7 @@ impl Fleet {
         let restarts = self.slots.iter().filter_map(|s| s.restart_at);
         let lives = self
             .incarnations()
-            .filter_map(|inc| inc.deadline(&self.config));
+            .filter_map(|inc| inc.deadline(&self.config.life));
         restarts.chain(lives).min()
     }
 
@@ -518,16 +507,9 @@ impl Fleet {
         }
         match slot.current.take() {
             Some(mut old) => {
-                match &old.life {
-                    Life::Starting { live } | Life::Running { live } => {
-                        old.life = Life::Replacing {
-                            live: live.clone(),
-                            reason,
-                        };
-                    }
-                    // Already on its way out: a new one simply takes over.
-                    Life::Replacing { .. } | Life::Closing { .. } | Life::Killed { .. } => {}
-                }
+                // One already on its way out stays so: a new one simply
+                // takes over.
+                old.replace(reason);
                 self.retiring.push(old);
             }
             None if slot.restart_at.is_some() => return None, // A restart is already due.
@@ -565,8 +547,8 @@ impl Fleet {
             slot.active = false;
             slot.restart_at = None;
             if let Some(mut inc) = slot.current.take() {
-                if inc.life.close(now, CloseReason::Retired) {
-                    closed.push(inc.id);
+                if inc.close(now, CloseReason::Retired) {
+                    closed.push(inc.id());
                 }
                 self.retiring.push(inc);
             }
@@ -580,8 +562,8 @@ impl Fleet {
         self.rolling.clear();
         let mut closed = Vec::new();
         for inc in self.incarnations_mut() {
-            if inc.life.close(now, CloseReason::Finished) {
-                closed.push(inc.id);
+            if inc.close(now, CloseReason::Finished) {
+                closed.push(inc.id());
             }
         }
         closed
@@ -625,16 +607,16 @@ impl Fleet {
         for step in 0..count {
             let index = (self.next_fill + step) % count;
             if let Some(inc) = &self.slots[index].current {
-                if matches!(inc.life, Life::Starting { .. }) {
-                    takers.push((inc.id, Taker::Soon));
+                if inc.is_starting() {
+                    takers.push((inc.id(), Taker::Soon));
                 } else if inc.accepts_tasks() {
-                    takers.push((inc.id, Taker::Now { current: true }));
+                    takers.push((inc.id(), Taker::Now { current: true }));
                 }
             }
         }
         for inc in &self.retiring {
             if inc.accepts_tasks() {
-                takers.push((inc.id, Taker::Now { current: false }));
+                takers.push((inc.id(), Taker::Now { current: false }));
             }
         }
         self.next_fill = (self.next_fill + 1) % count.max(1);
@@ -646,9 +628,9 @@ impl Fleet {
         self.slots
             .iter()
             .filter_map(|s| s.current.as_ref())
-            .filter(|inc| matches!(inc.life, Life::Running { .. }))
-            .min_by_key(|inc| in_flight(inc.id))
-            .map(|inc| inc.id)
+            .filter(|inc| inc.is_running())
+            .min_by_key(|inc| in_flight(inc.id()))
+            .map(Incarnation::id)
     }
 
     // ----- views --------------------------------------------------------
@@ -669,41 +651,37 @@ impl Fleet {
                 let retiring_cpu: u64 = self
                     .retiring
                     .iter()
-                    .filter(|inc| inc.id.index == slot.index)
+                    .filter(|inc| inc.id().index == slot.index)
                     .map(Incarnation::cpu_us)
                     .sum();
                 WorkerRow {
                     index: slot.index,
-                    pid: current.and_then(|c| c.pid).or(slot.last_pid),
+                    pid: current.and_then(Incarnation::pid).or(slot.last_pid),
                     state: match current {
-                        Some(inc) => inc.state(probe == Some(inc.id)),
+                        Some(inc) => inc.state(probe == Some(inc.id())),
                         None if slot.restart_at.is_some() => WorkerState::Restarting,
                         None if !slot.active => WorkerState::Retired,
                         None => WorkerState::Exited,
                     },
-                    in_flight: current.map_or(0, |c| in_flight(c.id)),
+                    in_flight: current.map_or(0, |c| in_flight(c.id())),
                     done: slot.totals.done,
                     failed: slot.totals.failed,
                     restarts: slot.totals.restarts,
-                    cpu_percent: current
-                        .and_then(|c| c.sample)
-                        .map_or(0.0, |s| s.cpu_percent),
+                    cpu_percent: current.map_or(0.0, Incarnation::cpu_percent),
                     cpu_us: slot.totals.past_cpu_us
                         + retiring_cpu
                         + current.map_or(0, Incarnation::cpu_us),
-                    rss_bytes: current.map_or(0, |c| {
-                        c.sample
-                            .map_or(c.life.heartbeat().rss_bytes, |s| s.rss_bytes)
-                    }),
+                    rss_bytes: current.map_or(0, Incarnation::rss_bytes),
                     peak_rss_bytes: slot
                         .totals
                         .peak_rss
                         .max(current.map_or(0, Incarnation::peak_rss)),
-                    lag_us: current.map_or(0, |c| c.life.heartbeat().lag_us),
+                    lag_us: current.map_or(0, Incarnation::lag_us),
                     max_lag_us: slot.totals.max_lag_us,
-                    held: current.map_or_else(String::new, |c| c.held(now, |task| seq(c.id, task))),
-                    blocked_share: current.map_or(0.0, |c| c.watch.blocked_share(now)),
-                    uptime: current.map(|c| now.saturating_duration_since(c.started)),
+                    held: current
+                        .map_or_else(String::new, |c| c.held(now, |task| seq(c.id(), task))),
+                    blocked_share: current.map_or(0.0, |c| c.blocked_share(now)),
+                    uptime: current.map(|c| c.uptime(now)),
                 }
             })
             .collect()

@@ -1,28 +1,51 @@
 //! One worker process from spawn to exit (an incarnation of its slot): the
 //! state of its life, what it last told us, and the checks on it — hung,
-//! overdue, what holds its loop. The fleet owns the incarnations and decides
-//! what happens to them.
+//! overdue, what holds its loop. It is the one owner of its [`Life`]: the
+//! fleet asks for transitions (hello, replace, close, kill, exit) and this
+//! module alone decides which are allowed from which state.
 
 use std::time::{Duration, Instant};
 
 use multiloop_protocol::{Heartbeat, Usage};
 
-use super::events::{Sample, WorkerId};
-use super::fleet::FleetConfig;
+use super::events::{Pid, Sample, WorkerId};
+use super::loop_watch::{judge, Action, Limits, LoopState, LoopWatch};
 use super::reasons::{CloseReason, KillReason};
 use super::status::WorkerState;
-use crate::loop_watch::{LoopState, LoopWatch};
+
+/// The limits a worker's life is judged against, and the heartbeat
+/// interval its loop watch reads against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LifeLimits {
+    /// `--worker-timeout`: the longest a worker may stay silent or stuck.
+    pub worker_timeout: Duration,
+    /// `--task-timeout`: also the longest a task may compute on a loop.
+    pub task_timeout: Option<Duration>,
+    /// Interval of worker heartbeats.
+    pub heartbeat: Duration,
+    /// `--grace`: how long a worker told to finish may take.
+    pub grace: Duration,
+}
+
+impl LifeLimits {
+    fn loop_limits(&self) -> Limits {
+        Limits {
+            task_timeout: self.task_timeout,
+            worker_timeout: self.worker_timeout,
+        }
+    }
+}
 
 /// What a live worker last told us, and when. Heartbeats land here and
 /// the hung-worker check reads only this.
 #[derive(Debug, Clone)]
-pub(super) struct Liveness {
-    pub last_heard: Instant,
-    pub heartbeat: Heartbeat,
+struct Liveness {
+    last_heard: Instant,
+    heartbeat: Heartbeat,
 }
 
 impl Liveness {
-    pub(super) fn new(now: Instant) -> Self {
+    fn new(now: Instant) -> Self {
         Self {
             last_heard: now,
             heartbeat: Heartbeat::default(),
@@ -32,9 +55,9 @@ impl Liveness {
 
 /// Where an incarnation is in its life; each state carries what it needs,
 /// so that "killed but still probing" or "closing without a deadline"
-/// cannot be written down.
+/// cannot be written down. Only this module changes it.
 #[derive(Debug, Clone)]
-pub(super) enum Life {
+enum Life {
     /// Spawn requested; no handshake yet.
     Starting {
         live: Liveness,
@@ -61,7 +84,7 @@ pub(super) enum Life {
 }
 
 impl Life {
-    pub(super) fn live(&self) -> Option<&Liveness> {
+    fn live(&self) -> Option<&Liveness> {
         match self {
             Life::Starting { live }
             | Life::Running { live }
@@ -71,7 +94,7 @@ impl Life {
         }
     }
 
-    pub(super) fn live_mut(&mut self) -> Option<&mut Liveness> {
+    fn live_mut(&mut self) -> Option<&mut Liveness> {
         match self {
             Life::Starting { live }
             | Life::Running { live }
@@ -81,46 +104,41 @@ impl Life {
         }
     }
 
-    pub(super) fn heartbeat(&self) -> &Heartbeat {
+    fn heartbeat(&self) -> &Heartbeat {
         match self {
             Life::Killed { last, .. } => last,
             other => &other.live().expect("alive").heartbeat,
         }
     }
+}
 
-    /// Turns a live state into `Closing` (a no-op for closing or killed).
-    pub(super) fn close(&mut self, now: Instant, reason: CloseReason) -> bool {
-        let live = match self {
-            Life::Starting { live } | Life::Running { live } | Life::Replacing { live, .. } => {
-                live.clone()
-            }
-            Life::Closing { .. } | Life::Killed { .. } => return false,
-        };
-        *self = Life::Closing {
-            live,
-            since: now,
-            reason,
-        };
-        true
-    }
+/// How an incarnation's life ended, as far as it knows: what it was
+/// doing when its process exited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Ending {
+    /// Told to finish (why), it exited without being killed.
+    pub closing: Option<CloseReason>,
+    /// It never completed its handshake.
+    pub starting: bool,
+    pub killed: Option<KillReason>,
 }
 
 /// One worker process, from spawn to exit.
 #[derive(Debug)]
 pub(super) struct Incarnation {
-    pub id: WorkerId,
-    pub pid: Option<u32>,
-    pub life: Life,
-    pub started: Instant,
-    pub usage: Option<Usage>,
+    id: WorkerId,
+    pid: Option<u32>,
+    life: Life,
+    started: Instant,
+    usage: Option<Usage>,
     /// Tasks answered in this life.
-    pub completed: u64,
+    completed: u64,
     /// Recycle after this many tasks (`--max-tasks-per-worker`, jittered).
-    pub recycle_after: Option<u64>,
+    recycle_after: Option<u64>,
     /// The last `/proc` sample.
-    pub sample: Option<Sample>,
+    sample: Option<Sample>,
     /// What its event loop is doing, from its heartbeats.
-    pub watch: LoopWatch,
+    watch: LoopWatch,
 }
 
 impl Incarnation {
@@ -145,10 +163,24 @@ impl Incarnation {
         }
     }
 
-    pub(super) fn heard(&mut self, now: Instant) {
-        if let Some(live) = self.life.live_mut() {
-            live.last_heard = now;
-        }
+    // ----- what it is ---------------------------------------------------
+
+    pub(super) fn id(&self) -> WorkerId {
+        self.id
+    }
+
+    pub(super) fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// No handshake yet.
+    pub(super) fn is_starting(&self) -> bool {
+        matches!(self.life, Life::Starting { .. })
+    }
+
+    /// Up, and not on its way out.
+    pub(super) fn is_running(&self) -> bool {
+        matches!(self.life, Life::Running { .. })
     }
 
     /// Can be sent new tasks.
@@ -156,16 +188,149 @@ impl Incarnation {
         matches!(self.life, Life::Running { .. } | Life::Replacing { .. })
     }
 
+    /// Tasks answered in this life.
+    pub(super) fn completed(&self) -> u64 {
+        self.completed
+    }
+
+    // ----- what happens to it -------------------------------------------
+
+    fn heard(&mut self, now: Instant) {
+        if let Some(live) = self.life.live_mut() {
+            live.last_heard = now;
+        }
+    }
+
+    /// Its process started as `pid`.
+    pub(super) fn spawned(&mut self, pid: u32, now: Instant) {
+        self.pid = Some(pid);
+        self.heard(now);
+    }
+
+    /// Its handshake came: a starting worker is now running.
+    pub(super) fn hello(&mut self, now: Instant) {
+        self.heard(now);
+        if let Life::Starting { live } = &self.life {
+            self.life = Life::Running { live: live.clone() };
+        }
+        tracing::debug!("worker {} ({}) is up", self.id.index, Pid(self.pid));
+    }
+
+    /// A heartbeat: remembered, then the watchdog's report in it judged.
+    /// A killed worker's late heartbeats change nothing about it.
+    pub(super) fn heartbeat(
+        &mut self,
+        heartbeat: Heartbeat,
+        now: Instant,
+        limits: &LifeLimits,
+    ) -> Option<Action> {
+        let live = self.life.live_mut()?;
+        live.last_heard = now;
+        live.heartbeat = heartbeat;
+        self.watch.heartbeat(&heartbeat, now);
+        judge(self.watch.state(now), limits.loop_limits())
+    }
+
+    /// `answered` results came in; true when a running incarnation reached
+    /// its `--max-tasks-per-worker`.
+    pub(super) fn answered(&mut self, answered: u64, now: Instant) -> bool {
+        self.heard(now);
+        self.completed += answered;
+        self.is_running() && self.recycle_after.is_some_and(|n| self.completed >= n)
+    }
+
+    /// Its final frame, with its rusage.
+    pub(super) fn bye(&mut self, usage: Usage, now: Instant) {
+        self.usage = Some(usage);
+        self.heard(now);
+    }
+
+    pub(super) fn sampled(&mut self, sample: Sample) {
+        self.sample = Some(sample);
+    }
+
+    /// The engine could not read for `pause`: nobody is late for that.
+    pub(super) fn paused(&mut self, pause: Duration) {
+        if let Some(live) = self.life.live_mut() {
+            live.last_heard += pause;
+        }
+    }
+
+    /// Its replacement is starting: a starting or running worker keeps
+    /// working until the replacement is up. One already on its way out
+    /// stays as it is.
+    pub(super) fn replace(&mut self, reason: CloseReason) {
+        if let Life::Starting { live } | Life::Running { live } = &self.life {
+            self.life = Life::Replacing {
+                live: live.clone(),
+                reason,
+            };
+        }
+    }
+
+    /// Its replacement is up: one being replaced is told to close now.
+    /// True if it must be told.
+    pub(super) fn replaced(&mut self, now: Instant) -> bool {
+        match self.life {
+            Life::Replacing { reason, .. } => self.close(now, reason),
+            _ => false,
+        }
+    }
+
+    /// Tells a live worker to finish and exit (a no-op for one closing or
+    /// killed already); true if it must be told.
+    pub(super) fn close(&mut self, now: Instant, reason: CloseReason) -> bool {
+        let live = match &self.life {
+            Life::Starting { live } | Life::Running { live } | Life::Replacing { live, .. } => {
+                live.clone()
+            }
+            Life::Closing { .. } | Life::Killed { .. } => return false,
+        };
+        self.life = Life::Closing {
+            live,
+            since: now,
+            reason,
+        };
+        true
+    }
+
+    /// Marks it killed; true when a SIGKILL must be sent. A shutdown kill
+    /// overrides an earlier reason (the exit is then not a crash).
+    pub(super) fn kill(&mut self, reason: KillReason) -> bool {
+        if matches!(self.life, Life::Killed { .. }) && reason != KillReason::Shutdown {
+            return false;
+        }
+        let last = *self.life.heartbeat();
+        self.life = Life::Killed { reason, last };
+        true
+    }
+
+    /// Its process exited: how its life ended.
+    pub(super) fn ending(&self) -> Ending {
+        let (closing, killed) = match &self.life {
+            Life::Closing { reason, .. } => (Some(*reason), None),
+            Life::Killed { reason, .. } => (None, Some(reason.clone())),
+            _ => (None, None),
+        };
+        Ending {
+            closing,
+            starting: self.is_starting(),
+            killed,
+        }
+    }
+
+    // ----- checks -------------------------------------------------------
+
     /// The hung-worker check: whether this incarnation must be killed now.
-    pub(super) fn overdue(&self, now: Instant, config: &FleetConfig) -> Option<KillReason> {
+    pub(super) fn overdue(&self, now: Instant, limits: &LifeLimits) -> Option<KillReason> {
         let live = self.life.live()?;
         if let Life::Closing { since, .. } = self.life {
-            if now.saturating_duration_since(since) >= config.grace {
+            if now.saturating_duration_since(since) >= limits.grace {
                 return Some(KillReason::Overdue);
             }
         }
         let silent = now.saturating_duration_since(live.last_heard);
-        if silent < config.worker_timeout {
+        if silent < limits.worker_timeout {
             return None;
         }
         Some(match self.life {
@@ -178,14 +343,16 @@ impl Incarnation {
     }
 
     /// When [`Self::overdue`] may next say yes.
-    pub(super) fn deadline(&self, config: &FleetConfig) -> Option<Instant> {
+    pub(super) fn deadline(&self, limits: &LifeLimits) -> Option<Instant> {
         let live = self.life.live()?;
-        let silent = live.last_heard + config.worker_timeout;
+        let silent = live.last_heard + limits.worker_timeout;
         Some(match self.life {
-            Life::Closing { since, .. } => silent.min(since + config.grace),
+            Life::Closing { since, .. } => silent.min(since + limits.grace),
             _ => silent,
         })
     }
+
+    // ----- views --------------------------------------------------------
 
     /// CPU time so far: the final rusage when there is one, else the last
     /// heartbeat's.
@@ -199,6 +366,28 @@ impl Incarnation {
     pub(super) fn peak_rss(&self) -> u64 {
         let from_usage = self.usage.map_or(0, |u| u.max_rss_bytes);
         from_usage.max(self.life.heartbeat().rss_bytes)
+    }
+
+    /// Resident memory now: the last sample's, else the last heartbeat's.
+    pub(super) fn rss_bytes(&self) -> u64 {
+        self.sample
+            .map_or(self.life.heartbeat().rss_bytes, |s| s.rss_bytes)
+    }
+
+    pub(super) fn cpu_percent(&self) -> f64 {
+        self.sample.map_or(0.0, |s| s.cpu_percent)
+    }
+
+    pub(super) fn lag_us(&self) -> u64 {
+        self.life.heartbeat().lag_us
+    }
+
+    pub(super) fn blocked_share(&self, now: Instant) -> f64 {
+        self.watch.blocked_share(now)
+    }
+
+    pub(super) fn uptime(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started)
     }
 
     /// What holds its loop, for people: `busy: seq 17 for 14.2 s`.

@@ -1,14 +1,18 @@
 //! The dispatcher: the one owner of worker and task state. Inside, three
-//! owners keep their own invariants — the fleet (workers), the task book
-//! (tasks) and the run state (phase, counters, signals) — and the
-//! dispatcher coordinates them, one event at a time.
+//! owners with private fields keep their own invariants — the fleet
+//! (slots and their counts; each incarnation owns its own life), the task
+//! book (tasks) and the run state (phase, record counts, signals) — and
+//! the dispatcher coordinates them, one event at a time. No owner hands
+//! out its fields: counts change through one method each.
 
 mod blame;
 mod book;
 mod core;
+mod death;
 mod events;
 mod fleet;
 mod incarnation;
+mod loop_watch;
 mod policy;
 mod reasons;
 mod run;
@@ -17,6 +21,8 @@ mod status;
 mod tests;
 
 pub use self::core::{DispatchConfig, Dispatcher};
-pub use events::{Command, Event, ExitStatus, LinkFailure, Sample, Tick, WorkerId};
+pub use events::{Command, Event, ExitStatus, LinkFailure, OperatorSignal, Sample, Tick, WorkerId};
+pub use fleet::FleetConfig;
+pub use incarnation::LifeLimits;
 pub use policy::Backoff;
 pub use status::{Progress, RunOutcome, RunReport, WorkerRow, WorkerState};

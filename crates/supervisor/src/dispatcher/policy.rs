@@ -4,6 +4,16 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+/// How far ahead a deadline lands when `now + delay` does not fit in an
+/// `Instant` (a `--grace` or retry backoff of years): far enough that it
+/// never comes during a run, near enough to be representable.
+const FAR_AHEAD: Duration = Duration::from_secs(86_400);
+
+/// `now + delay`, or [`FAR_AHEAD`] of now if that overflows.
+pub(super) fn deadline_after(now: Instant, delay: Duration) -> Instant {
+    now.checked_add(delay).unwrap_or(now + FAR_AHEAD)
+}
+
 /// Exponential restart delay for one worker slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::loop_watch::{show_limit, Action};
+use super::loop_watch::{show_limit, Action};
 
 /// Why a worker was recycled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,14 +145,6 @@ impl KillReason {
                 ),
             },
             Action::Hung { held } => KillReason::Blocked { held },
-        }
-    }
-
-    /// The task the watchdog named, if it named one.
-    pub fn named_task(&self) -> Option<u64> {
-        match self {
-            KillReason::TaskTimeout { task, .. } | KillReason::Stuck { task, .. } => Some(*task),
-            _ => None,
         }
     }
 }

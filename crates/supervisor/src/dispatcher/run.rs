@@ -5,8 +5,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::events::Request;
-use super::policy::RestartIntensity;
+use super::events::{OperatorSignal, Request};
+use super::policy::{deadline_after, RestartIntensity};
 use super::status::{Progress, RunOutcome};
 
 /// Deaths named in the give-up message.
@@ -32,7 +32,9 @@ pub(super) enum Phase {
     Finished,
 }
 
-/// Phase, outcome, counters and signals of one run.
+/// Phase, outcome, counters and signals of one run. Its counters are of
+/// the run's records (resumed and rejected lines too); what each worker
+/// did is the fleet's to count.
 #[derive(Debug)]
 pub(super) struct RunState {
     phase: Phase,
@@ -45,7 +47,6 @@ pub(super) struct RunState {
     read: u64,
     ok: u64,
     failed: u64,
-    restarts: u64,
     lines: Option<u64>,
     /// SIGINT/SIGTERM received: the first drains, the next stop now.
     stop_signals: u32,
@@ -67,7 +68,6 @@ impl RunState {
             read: 0,
             ok: 0,
             failed: 0,
-            restarts: 0,
             lines: None,
             stop_signals: 0,
             deaths: VecDeque::with_capacity(DEATHS_NAMED),
@@ -108,23 +108,23 @@ impl RunState {
         self.input_open = false;
     }
 
-    /// Turns a stop signal into a request: the first drains, the next stop
-    /// now; other signals have fixed meanings.
-    pub fn signal(&mut self, signal: i32) -> Option<Request> {
+    /// Turns a signal into a request: the first stop signal drains, the
+    /// next stop now; the others have fixed meanings.
+    pub fn signal(&mut self, signal: OperatorSignal) -> Request {
         match signal {
-            libc::SIGINT | libc::SIGTERM => {
+            OperatorSignal::Interrupt | OperatorSignal::Terminate => {
                 self.stop_signals += 1;
-                Some(if self.stop_signals == 1 {
+                let signal = signal.number();
+                if self.stop_signals == 1 {
                     Request::Drain { signal }
                 } else {
                     Request::StopNow { signal }
-                })
+                }
             }
-            libc::SIGTTIN => Some(Request::AddWorker),
-            libc::SIGTTOU => Some(Request::RemoveWorker),
-            libc::SIGHUP => Some(Request::RollingRestart),
-            libc::SIGUSR1 => Some(Request::ShowStatus),
-            _ => None,
+            OperatorSignal::AddWorker => Request::AddWorker,
+            OperatorSignal::RemoveWorker => Request::RemoveWorker,
+            OperatorSignal::Hangup => Request::RollingRestart,
+            OperatorSignal::Status => Request::ShowStatus,
         }
     }
 
@@ -134,9 +134,7 @@ impl RunState {
     pub fn wind_down(&mut self, outcome: RunOutcome, now: Instant, grace: Duration) {
         self.stopped = Some(outcome);
         self.phase = Phase::Winding {
-            deadline: now
-                .checked_add(grace)
-                .unwrap_or(now + Duration::from_secs(86_400)),
+            deadline: deadline_after(now, grace),
         };
     }
 
@@ -144,9 +142,7 @@ impl RunState {
     pub fn finishing(&mut self, now: Instant, grace: Duration) {
         if self.phase == Phase::Running {
             self.phase = Phase::Finishing {
-                deadline: now
-                    .checked_add(grace)
-                    .unwrap_or(now + Duration::from_secs(86_400)),
+                deadline: deadline_after(now, grace),
             };
         }
     }
@@ -197,14 +193,6 @@ impl RunState {
         }
     }
 
-    pub fn restarted(&mut self) {
-        self.restarts += 1;
-    }
-
-    pub fn restarts(&self) -> u64 {
-        self.restarts
-    }
-
     /// Something was completed or decided: the fleet makes progress.
     pub fn progress(&mut self) {
         self.intensity.progress();
@@ -234,12 +222,13 @@ impl RunState {
         self.deaths.len()
     }
 
-    pub fn progress_counts(&self, alive: u64) -> Progress {
+    /// The run's counts, with the fleet's `restarts` and `alive` workers.
+    pub fn progress_counts(&self, restarts: u64, alive: u64) -> Progress {
         Progress {
             done: self.ok + self.failed,
             failed: self.failed,
             read: self.read,
-            restarts: self.restarts,
+            restarts,
             alive,
         }
     }
@@ -270,18 +259,18 @@ mod tests {
     fn stop_signals_escalate() {
         let mut run = RunState::new(3, Duration::from_secs(60), Instant::now());
         assert_eq!(
-            run.signal(libc::SIGINT),
-            Some(Request::Drain {
+            run.signal(OperatorSignal::Interrupt),
+            Request::Drain {
                 signal: libc::SIGINT
-            })
+            }
         );
         assert_eq!(
-            run.signal(libc::SIGTERM),
-            Some(Request::StopNow {
+            run.signal(OperatorSignal::Terminate),
+            Request::StopNow {
                 signal: libc::SIGTERM
-            })
+            }
         );
-        assert_eq!(run.signal(libc::SIGTTIN), Some(Request::AddWorker));
+        assert_eq!(run.signal(OperatorSignal::AddWorker), Request::AddWorker);
     }
 
     #[test]

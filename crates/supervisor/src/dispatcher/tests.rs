@@ -17,21 +17,25 @@ fn config(workers: usize, window: usize) -> DispatchConfig {
         window,
         keep_order: false,
         reorder_limit: 1000,
-        worker_timeout: Duration::from_secs(10),
-        task_timeout: None,
-        heartbeat: Duration::from_millis(500),
-        grace: Duration::from_secs(5),
+        fleet: FleetConfig {
+            life: LifeLimits {
+                worker_timeout: Duration::from_secs(10),
+                task_timeout: None,
+                heartbeat: Duration::from_millis(500),
+                grace: Duration::from_secs(5),
+            },
+            backoff: Backoff {
+                min: Duration::from_millis(10),
+                max: Duration::from_secs(1),
+            },
+            max_tasks_per_worker: None,
+            max_worker_rss: None,
+        },
         max_restarts: 3,
         restart_window: Duration::from_secs(60),
-        backoff: Backoff {
-            min: Duration::from_millis(10),
-            max: Duration::from_secs(1),
-        },
         max_crashes: 2,
         retries: 0,
         retry_backoff: Duration::from_millis(10),
-        max_tasks_per_worker: None,
-        max_worker_rss: None,
     }
 }
 
@@ -235,7 +239,7 @@ fn keep_order_holds_records_until_the_gap_fills() {
 fn drain_stops_input_lets_in_flight_finish_and_reports_the_signal() {
     let mut h = Harness::new(config(1, 2));
     let worker = sent(&h.handle(Event::Input(tasks(0..10))))[0].0;
-    let commands = h.handle(Event::Signal(libc::SIGTERM));
+    let commands = h.handle(Event::Signal(OperatorSignal::Terminate));
     assert!(commands.iter().any(|c| matches!(c, Command::StopInput)));
     assert!(!h.dispatcher.wants_input());
     let commands = h.answer(worker, &[0, 1]);
@@ -356,8 +360,8 @@ fn keep_order_writes_held_records_when_a_drain_ends_the_run() {
     let worker = sent(&h.handle(Event::Input(tasks(0..3))))[0].0;
     h.answer(worker, &[1, 2]);
     assert!(h.emitted.is_empty(), "held behind task 0");
-    h.handle(Event::Signal(libc::SIGINT));
-    h.handle(Event::Signal(libc::SIGINT));
+    h.handle(Event::Signal(OperatorSignal::Interrupt));
+    h.handle(Event::Signal(OperatorSignal::Interrupt));
     h.handle(Event::Exited {
         worker,
         status: ExitStatus::Signal(libc::SIGKILL),
@@ -435,7 +439,7 @@ fn a_scale_beyond_the_machine_is_refused_with_one_line() {
     }
     // SIGTTIN at the limit is ignored the same way.
     let mut h = Harness::new(config(crate::limits::max_fleet_size(), 1));
-    assert!(spawns(&h.handle(Event::Signal(libc::SIGTTIN))).is_empty());
+    assert!(spawns(&h.handle(Event::Signal(OperatorSignal::AddWorker))).is_empty());
 }
 
 #[test]
@@ -541,7 +545,7 @@ fn a_rolling_restart_onto_a_broken_binary_backs_off_and_stops_rolling() {
     });
     let first = sent(&h.handle(Event::Input(tasks(0..4))));
     let old = first[0].0;
-    let replacement = match spawns(&h.handle(Event::Signal(libc::SIGHUP))).as_slice() {
+    let replacement = match spawns(&h.handle(Event::Signal(OperatorSignal::Hangup))).as_slice() {
         [(worker, _)] => *worker,
         other => panic!("{other:?}"),
     };
@@ -588,10 +592,9 @@ fn pids_print_as_numbers() {
 #[test]
 fn a_task_busy_on_the_loop_past_task_timeout_is_a_timeout_alone() {
     use multiloop_protocol::{ErrorKind, Heartbeat, Held};
-    let mut h = Harness::new(DispatchConfig {
-        task_timeout: Some(Duration::from_secs(3)),
-        ..config(1, 8)
-    });
+    let mut config = config(1, 8);
+    config.fleet.life.task_timeout = Some(Duration::from_secs(3));
+    let mut h = Harness::new(config);
     let worker = sent(&h.handle(Event::Input(tasks(0..5))))[0].0;
     // The watchdog names task 2 holding the loop while CPU time advances.
     let mut killed = false;

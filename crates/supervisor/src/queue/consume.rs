@@ -12,10 +12,10 @@ use tracing::{debug, info, warn};
 
 use super::store::{Entry, QueueError, Store};
 use super::url::QueueUrl;
+use crate::ack::{AckReceiver, Flushed, Settled};
 use crate::input::{line_item, InputFilter, InputMessage};
 use crate::lines::Line;
 use crate::record::{InputItem, Record};
-use crate::source::{Flushed, Settled};
 
 /// How a node takes part in a queue (`--queue`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +57,7 @@ pub async fn consume(
     spec: QueueSpec,
     filter: InputFilter,
     tx: mpsc::Sender<InputMessage>,
-    mut acks: mpsc::UnboundedReceiver<Vec<Flushed>>,
+    mut acks: AckReceiver,
 ) {
     let give_up = spec.claim_after.max(Duration::from_secs(5));
     let mut store = match connect(&spec.url, give_up).await {

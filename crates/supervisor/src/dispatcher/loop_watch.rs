@@ -221,6 +221,7 @@ impl LoopWatch {
     }
 
     /// The loop's blocked time so far, as the worker reported it.
+    #[cfg(test)]
     pub fn blocked(&self) -> Duration {
         Duration::from_micros(self.blocked_us)
     }
