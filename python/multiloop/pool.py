@@ -35,7 +35,6 @@ from . import _options
 from ._options import check_options
 from ._results import Drained, ErrorInfo, Result, SendError, SupervisorError, TaskFailed
 from ._run import Items, MapRun
-from ._target import Target
 
 __all__ = [
     "Pool",
@@ -51,13 +50,10 @@ __all__ = [
     "find_supervisor",
 ]
 
-# The names the driver's modules had when they were one (tests and scripts
-# use them through ``multiloop.pool``).
+# Where these lived before the split; scripts and tests use them here.
 OPTIONS = _options.OPTIONS
 DRIVER_OPTIONS = _options.DRIVER_OPTIONS
 supervisor_args = _options.supervisor_args
-_Target = Target
-_check_options = check_options
 
 
 # -- the public surface -------------------------------------------------------

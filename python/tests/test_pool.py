@@ -22,6 +22,7 @@ sys.path.insert(0, str(HERE))  # pool_jobs, imported by reference
 import multiloop  # noqa: E402
 import pool_jobs  # noqa: E402
 from multiloop import pool as driver  # noqa: E402
+from multiloop._target import Target  # noqa: E402
 
 # A checkout without `pip install .`: the freshly built binary and the
 # in-tree package (for subprocesses such as the notebook kernel).
@@ -175,12 +176,12 @@ def test_run_is_sync_and_a_main_function_goes_by_value_with_setup_and_teardown(t
 
 
 def test_by_reference_and_by_value_are_chosen_as_documented():
-    assert driver._Target(pool_jobs.sim, {}).args == ["--python", "pool_jobs:sim"]
+    assert Target(pool_jobs.sim, {}).args == ["--python", "pool_jobs:sim"]
 
     async def local(task):
         return task
 
-    target = driver._Target(local, {})
+    target = Target(local, {})
     try:
         assert target.args == ["--python", "multiloop._byvalue:kind"]
         assert target.by_value and os.path.exists(target.path)
