@@ -7,10 +7,12 @@ their own file, test_codec.py."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import pytest
+from harness import Worker
 
 from multiloop import _kinds, _protocol as proto, _runtime, builtin
 
@@ -69,10 +71,41 @@ def test_error_kinds_are_rusts_in_wire_order():
     ]
 
 
-def test_the_runtime_caps_outputs_at_the_protocols_limit():
-    args = _runtime.parse_args(["jobs:handle", "--max-frame", "1024"])
-    # The frame limit minus the protocol's bound for a result, as in Rust.
-    assert proto.max_result_payload(args.max_frame) == CONSTANTS["max_result_payload"]["1024"]
+def test_the_runtime_caps_outputs_at_the_protocols_limit_and_packs_frames_within_it(tmp_path):
+    (tmp_path / "sized.py").write_text(
+        "import multiloop\n"
+        "def handle(task):\n"
+        "    if task['fail']:\n"
+        "        raise multiloop.TaskError('\\u00e9' * task['n'])  # 2 bytes a character\n"
+        "    return 'x' * task['n']\n"
+    )
+    limit = CONSTANTS["max_result_payload"]["1024"]
+    tasks = [(0, {"fail": False, "n": limit - 2}), (1, {"fail": False, "n": limit - 1})]
+    # Errors of 100 to 480 bytes, answered in one loop iteration: packed
+    # several to a frame, never past the limit.
+    tasks += [(i, {"fail": True, "n": 50 + i * 5}) for i in range(2, 40)]
+    worker = Worker("sized:handle", ["--max-frame", "1024"], cwd=tmp_path)
+    worker.reader = proto.FrameReader(1024)  # a frame over the limit fails here
+    try:
+        assert isinstance(worker.next_frame(), proto.Hello)
+        encoded = [proto.Task(i, json.dumps(task).encode()) for i, task in tasks]
+        # Tasks too are frames under the limit: ten to a frame, in one write.
+        os.write(worker.task_write, b"".join(proto.encode_tasks(encoded[i : i + 10]) for i in range(0, len(encoded), 10)))
+        got: Dict[int, proto.TaskResult] = {}
+        frames = 0
+        while len(got) < len(tasks):
+            frame = worker.next_frame()
+            if isinstance(frame, list):
+                frames += 1
+                got.update({r.id: r for r in frame})
+        assert len(got[0].ok) == limit  # a JSON string of exactly the limit
+        assert got[1].ok is None
+        assert got[1].message == f"output of {limit + 1} bytes is over the frame limit ({limit} bytes)"
+        for i, task in tasks[2:]:
+            assert got[i].error_kind == proto.FAILED and got[i].message == "\u00e9" * task["n"]
+        assert frames < len(tasks) - 1, "errors were packed several to a frame"
+    finally:
+        worker.kill()
 
 
 # -- chaos faults (crates/tasks/src/chaos.rs) ---------------------------------------
