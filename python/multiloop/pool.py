@@ -30,8 +30,8 @@ import asyncio
 import threading
 from typing import Any, Dict, List, Union
 
-from ._binary import find_supervisor
 from . import _options
+from ._binary import find_supervisor
 from ._options import check_options
 from ._results import Drained, ErrorInfo, Result, SendError, SupervisorError, TaskFailed
 from ._run import Items, MapRun
