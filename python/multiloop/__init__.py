@@ -12,29 +12,22 @@ Write a handler, run it with the supervisor::
 Per-worker state and several kinds per module come from :class:`Kind` (or the
 :func:`kind` decorator); :func:`request_retry` asks for another attempt;
 :class:`TaskError` / :class:`BadInput` choose a record's error kind.
+
+The driver (:class:`Pool`, :func:`gather`, :func:`run`, from
+:mod:`multiloop.pool`) is imported on first use of one of its names, so a
+worker process, which imports this package too, never loads it.
 """
+
+import importlib
+from typing import Any, List
 
 from ._kinds import BadInput, Kind, TaskError, kind
 from ._runtime import request_retry
 
-__all__ = ["BadInput", "Kind", "TaskError", "kind", "request_retry"]
 __version__ = "0.1.0"
 
-# --- driver (multiloop.pool: Pool, map, gather, run) ---------------------------
-from .pool import (  # noqa: E402
-    Drained,
-    ErrorInfo,
-    MapRun,
-    Pool,
-    Result,
-    SendError,
-    SupervisorError,
-    TaskFailed,
-    gather,
-    run,
-)
-
-__all__ = list(globals().get("__all__", [])) + [
+#: The driver's public names, served lazily from multiloop.pool.
+_DRIVER = (
     "Drained",
     "ErrorInfo",
     "MapRun",
@@ -45,4 +38,20 @@ __all__ = list(globals().get("__all__", [])) + [
     "TaskFailed",
     "gather",
     "run",
-]
+)
+
+__all__ = ["BadInput", "Kind", "TaskError", "kind", "request_retry", *_DRIVER]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "pool" or name in _DRIVER:
+        # Not `from . import pool`: that asks this hook for `pool` again.
+        pool = importlib.import_module(".pool", __name__)
+        value = pool if name == "pool" else getattr(pool, name)
+        globals()[name] = value  # later uses skip this hook
+        return value
+    raise AttributeError(f"module 'multiloop' has no attribute {name!r}")
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_DRIVER))

@@ -10,6 +10,8 @@ import sys
 import typing
 from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, TypeVar, Union
 
+from ._protocol import ERROR_KINDS, SUPERVISOR_ONLY_ERROR_KINDS
+
 T = TypeVar("T")
 State = Any
 
@@ -27,7 +29,8 @@ class TaskError(Exception):
     ``failed``, ``bad_input``, ``timeout`` or ``panicked``.
     """
 
-    KINDS = ("timeout", "failed", "panicked", "bad_input")
+    #: The protocol's kinds but those only the supervisor decides (``crashed``).
+    KINDS = tuple(k for k in ERROR_KINDS if k not in SUPERVISOR_ONLY_ERROR_KINDS)
 
     def __init__(self, message: str, kind: str = "failed") -> None:
         if kind not in self.KINDS:

@@ -29,11 +29,38 @@ TASK_FD = 3
 #: File descriptor on which a worker writes result frames.
 RESULT_FD = 4
 
+#: A ``Tasks`` / ``Results`` message around its items, at most (the enum tag
+#: and the sequence's length as varints): ``BATCH_OVERHEAD`` in Rust.
+BATCH_OVERHEAD = 5 + 10
+
+#: A task besides its payload, at most (id and payload length).
+TASK_OVERHEAD = 10 + 10
+
+#: A result besides its output or message, at most (id, micros, outcome and
+#: error-kind tags, the bytes' length, the retry flag).
+RESULT_OVERHEAD = 10 + 10 + 5 + 5 + 10 + 1
+
 # ErrorKind variants, in the order of the Rust enum.
 TIMEOUT, FAILED, PANICKED, CRASHED, BAD_INPUT = range(5)
 ERROR_KINDS = ("timeout", "failed", "panicked", "crashed", "bad_input")
 
+#: Error kinds a handler cannot choose: the supervisor decides them.
+SUPERVISOR_ONLY_ERROR_KINDS = ("crashed",)
+
+# All of the above are checked against crates/protocol/golden/constants.json
+# (python/tests/test_contracts.py).
+
 _LENGTH = struct.Struct(">I")
+
+
+def max_task_payload(max_frame: int) -> int:
+    """The longest task payload that fits a frame of ``max_frame`` bytes alone."""
+    return max(0, max_frame - BATCH_OVERHEAD - TASK_OVERHEAD)
+
+
+def max_result_payload(max_frame: int) -> int:
+    """The longest result output (or message) that fits a frame of ``max_frame`` bytes alone."""
+    return max(0, max_frame - BATCH_OVERHEAD - RESULT_OVERHEAD)
 
 
 class ProtocolError(Exception):

@@ -31,9 +31,6 @@ from ._kinds import Kind, SpecError, TaskError, input_check, load
 #: a broken protocol, a failed setup); the supervisor reports it as a crash.
 EXIT_CANNOT_SERVE = 2
 
-#: Room kept in a frame for everything but a result's payload.
-RESULT_OVERHEAD = 64
-
 #: Frames of a handler's traceback kept in a `failed` record's message.
 TRACEBACK_FRAMES = 5
 
@@ -204,7 +201,7 @@ class Runtime:
         self.timeout = args.task_timeout_ms / 1000 if args.task_timeout_ms > 0 else None
         self.heartbeat = max(1, args.heartbeat_ms) / 1000
         self.max_frame = args.max_frame
-        self.max_output = max(0, args.max_frame - RESULT_OVERHEAD)
+        self.max_output = proto.max_result_payload(args.max_frame)
         self.loop = loop
         self.runtime_name = runtime_name
         self.out = FrameWriter(proto.RESULT_FD)
@@ -428,12 +425,15 @@ class Runtime:
         results, self.results = self.results, []
         if not results:
             return
-        budget = self.max_frame // 2
+        # The Rust runtime's packing, by the protocol's worst-case bounds:
+        # each frame stays within the limit.
+        budget = self.max_frame - proto.BATCH_OVERHEAD
         chunks = []
         chunk: List[proto.TaskResult] = []
         size = 0
         for result in results:
-            n = RESULT_OVERHEAD + (len(result.ok) if result.ok is not None else len(result.message))
+            data = result.ok if result.ok is not None else result.message.encode()
+            n = proto.RESULT_OVERHEAD + len(data)
             if size + n > budget and chunk:
                 chunks.append(proto.encode_results(chunk))
                 chunk, size = [], 0

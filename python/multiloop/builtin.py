@@ -6,17 +6,20 @@
 ``sim``: ``{"sleep_ms": N, "iters": N}`` -> ``{"sum": 0+1+...+(iters-1) mod 2^64}``
 after sleeping. ``chaos``: the same plus an optional ``"fault"``: ``abort``,
 ``exit:N``, ``block`` (blocks the event loop without using CPU), ``stall``, ``panic``, ``stdout``,
-``garbage``, ``leak:MIB``.
+``garbage``, ``leak:MIB``, ``spin:MS`` (computes on the event loop until it has used MS ms of CPU).
+Faults parse as in Rust, error messages included: ``crates/tasks/golden/faults.json``
+holds both to that (``python/tests/test_contracts.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ._kinds import BadInput, Kind, TaskError
 from ._protocol import RESULT_FD
@@ -71,19 +74,53 @@ async def _sim(task: SimInput) -> Dict[str, int]:
 _leaked: List[Any] = []
 
 
-def _parse_fault(text: str) -> tuple:
+#: Every fault as it is written in a task, in this order in messages
+#: (``Fault::SYNTAX`` in ``crates/tasks/src/chaos.rs``).
+FAULTS = ("abort", "exit:N", "block", "stall", "panic", "stdout", "garbage", "leak:MIB", "spin:MS")
+
+# The number each fault with an argument takes, as Rust types it: (signed, bits).
+_NUMBERS = {"exit": (True, 32), "leak": (False, 64), "spin": (False, 64)}
+
+
+def _rust_int(text: str, signed: bool, bits: int) -> Optional[int]:
+    """``text`` as Rust's ``str::parse`` reads an integer of that type: an
+    optional sign (``-`` only when signed), ASCII digits, in range; else None."""
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    if not digits or not (digits.isascii() and digits.isdigit()):
+        return None
+    if text[0] == "-" and not signed:
+        return None
+    value = int(text)
+    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    return value if low <= value <= high else None
+
+
+def _parse_fault(text: str) -> Tuple[str, Optional[int]]:
     name, sep, arg = text.partition(":")
-    if sep and name in ("exit", "leak"):
-        try:
-            return name, int(arg)
-        except ValueError:
-            raise BadInput(f"fault {text!r}: the part after ':' is not a number") from None
-    if not sep and name in ("abort", "block", "stall", "panic", "stdout", "garbage"):
+    if sep and name in _NUMBERS:
+        number = _rust_int(arg, *_NUMBERS[name])
+        if number is None:
+            raise BadInput(f"fault {_quoted(text)}: the part after ':' is not a number")
+        return name, number
+    if not sep and name in FAULTS:
         return name, None
-    raise BadInput(
-        f"unknown fault {text!r} (expected abort, exit:N, block, stall, panic, "
-        "stdout, garbage or leak:MIB)"
-    )
+    expected = ", ".join(FAULTS[:-1]) + f" or {FAULTS[-1]}"
+    raise BadInput(f"unknown fault {_quoted(text)} (expected {expected})")
+
+
+def _quoted(text: str) -> str:
+    # Rust quotes the fault with `{:?}`; JSON's quoting is the same for
+    # printable text.
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _spin(cpu_ms: int) -> None:
+    """Computes until this thread has used ``cpu_ms`` ms of CPU (measured, so
+    it is the same on a busy machine), holding the event loop all along."""
+    start = time.thread_time()
+    limit = cpu_ms / 1000
+    while time.thread_time() - start < limit:
+        iterative_sum(10_000)
 
 
 async def _chaos(task: ChaosInput) -> Dict[str, int]:
@@ -113,6 +150,8 @@ async def _chaos(task: ChaosInput) -> Dict[str, int]:
     elif fault == "leak":
         # Touch every page so the memory is resident, then keep it.
         _leaked.append(b"\x01" * (arg << 20))
+    elif fault == "spin":
+        _spin(arg)
     return {"sum": iterative_sum(task.iters)}
 
 

@@ -44,3 +44,10 @@ async def busy_together(task):
     while time.monotonic() < end:
         pass
     return time.monotonic()
+
+
+def multiloop_modules(task):
+    """The multiloop modules this worker process has loaded."""
+    import sys
+
+    return sorted(name for name in sys.modules if name.split(".")[0] == "multiloop")

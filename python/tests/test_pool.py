@@ -22,6 +22,7 @@ sys.path.insert(0, str(HERE))  # pool_jobs, imported by reference
 import multiloop  # noqa: E402
 import pool_jobs  # noqa: E402
 from multiloop import pool as driver  # noqa: E402
+from multiloop._target import Target  # noqa: E402
 
 # A checkout without `pip install .`: the freshly built binary and the
 # in-tree package (for subprocesses such as the notebook kernel).
@@ -175,17 +176,50 @@ def test_run_is_sync_and_a_main_function_goes_by_value_with_setup_and_teardown(t
 
 
 def test_by_reference_and_by_value_are_chosen_as_documented():
-    assert driver._Target(pool_jobs.sim, {}).args == ["--python", "pool_jobs:sim"]
+    assert Target(pool_jobs.sim, {}).args == ["--python", "pool_jobs:sim"]
 
     async def local(task):
         return task
 
-    target = driver._Target(local, {})
+    target = Target(local, {})
     try:
         assert target.args == ["--python", "multiloop._byvalue:kind"]
         assert target.by_value and os.path.exists(target.path)
     finally:
         target.cleanup()
+
+
+#: The driver's modules: a worker process must load none of them.
+DRIVER_MODULES = {
+    "multiloop.pool", "multiloop._run", "multiloop._options", "multiloop._binary",
+    "multiloop._target", "multiloop._results",
+}
+
+
+def test_a_worker_process_does_not_load_the_driver():
+    def by_value(task):
+        import sys
+
+        return sorted(name for name in sys.modules if name.split(".")[0] == "multiloop")
+
+    for fn in (pool_jobs.multiloop_modules, by_value):
+        [loaded] = multiloop.run(fn, [0], workers=1, progress=False)
+        assert "multiloop._runtime" in loaded, loaded  # it did run in a worker
+        assert DRIVER_MODULES & set(loaded) == set(), loaded
+
+
+def test_the_driver_is_imported_on_first_use():
+    code = (
+        "import json, sys, multiloop\n"
+        "before = sorted(m for m in sys.modules if m.startswith('multiloop.'))\n"
+        "multiloop.Pool\n"
+        "after = sorted(m for m in sys.modules if m.startswith('multiloop.'))\n"
+        "print(json.dumps([before, after]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=DEADLINE)
+    before, after = json.loads(out.stdout)
+    assert DRIVER_MODULES & set(before) == set(), before
+    assert DRIVER_MODULES <= set(after), after
 
 
 # -- faults -------------------------------------------------------------------

@@ -107,3 +107,20 @@ def test_a_loop_blocked_outside_any_task_is_held_by_none(tmp_path):
         assert beat.held.task is None
     finally:
         worker.kill()
+
+
+def test_the_spin_fault_holds_the_loop_burning_cpu_then_answers():
+    # `spin:MS` as in the Rust chaos kind: MS ms of the loop thread's CPU
+    # (measured, so a loaded machine only stretches the wall time).
+    worker = Worker("multiloop.builtin", ["--kind", "chaos"])
+    try:
+        assert isinstance(worker.next_frame(), proto.Hello)
+        worker.send([(3, b'{"iters":10,"fault":"spin:600"}')])
+        first = beats_while(worker, lambda b: b.held is not None, "a held heartbeat")
+        assert first.held.task == 3
+        result = worker.wait_for(lambda f: isinstance(f, list), "the result")
+        assert result[0].id == 3 and result[0].ok == b'{"sum":45}'
+        beat = beats_while(worker, lambda b: b.held is None, "the loop turning again")
+        assert beat.cpu_us >= 600_000
+    finally:
+        worker.kill()

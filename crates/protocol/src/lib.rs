@@ -4,12 +4,14 @@
 //! payload. Task and result payloads are opaque JSON bytes: the supervisor
 //! never parses them.
 
+mod argv;
 mod borrowed;
 mod codec;
 mod error;
 mod messages;
 mod pack;
 
+pub use argv::WorkerArgv;
 pub use borrowed::{decode_from_worker, decode_to_worker};
 pub use codec::{FrameCodec, DEFAULT_MAX_FRAME, LENGTH_PREFIX};
 pub use error::ProtocolError;

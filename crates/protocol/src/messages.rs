@@ -90,6 +90,16 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in the order of the enum: a kind's position here is its
+    /// number on the wire.
+    pub const ALL: [ErrorKind; 5] = [
+        ErrorKind::Timeout,
+        ErrorKind::Failed,
+        ErrorKind::Panicked,
+        ErrorKind::Crashed,
+        ErrorKind::BadInput,
+    ];
+
     /// The name used in output records.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -195,6 +205,13 @@ mod tests {
                 "protocol version mismatch: worker speaks 99, supervisor speaks {PROTOCOL_VERSION}"
             )
         );
+    }
+
+    #[test]
+    fn error_kinds_are_listed_in_their_wire_order() {
+        for (number, kind) in ErrorKind::ALL.into_iter().enumerate() {
+            assert_eq!(postcard::to_stdvec(&kind).unwrap(), [number as u8]);
+        }
     }
 
     #[test]

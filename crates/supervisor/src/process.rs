@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::mpsc as std_mpsc;
 
-use multiloop_protocol::{RESULT_FD, TASK_FD};
+use multiloop_protocol::{WorkerArgv, RESULT_FD, TASK_FD};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::unistd::pipe2;
 use tokio::net::unix::pipe;
@@ -30,6 +30,24 @@ pub struct WorkerSpec {
     pub heartbeat_ms: u64,
     pub max_frame: usize,
     pub settings: Vec<(String, String)>,
+}
+
+impl WorkerSpec {
+    /// The worker options this spec stands for, in the protocol's one
+    /// definition of the worker's command line.
+    fn argv(&self, supervisor_pid: u32) -> WorkerArgv {
+        WorkerArgv {
+            kind: self.kind.clone(),
+            index: self.index,
+            workers: self.workers,
+            supervisor_pid: Some(supervisor_pid),
+            concurrency: self.concurrency,
+            task_timeout_ms: self.task_timeout_ms,
+            heartbeat_ms: self.heartbeat_ms,
+            max_frame: self.max_frame,
+            settings: self.settings.clone(),
+        }
+    }
 }
 
 /// A started worker and the parent's ends of its pipes.
@@ -134,25 +152,13 @@ fn command(spec: &WorkerSpec, task_fd: &OwnedFd, result_fd: &OwnedFd) -> Command
     // its installation from argv[0], so that keeps its real name.
     command
         .args(&spec.args)
-        .args(["--index", &spec.index.to_string()])
-        .args(["--workers", &spec.workers.to_string()])
-        .args(["--supervisor-pid", &supervisor.to_string()])
-        .args(["--concurrency", &spec.concurrency.to_string()])
-        .args(["--task-timeout-ms", &spec.task_timeout_ms.to_string()])
-        .args(["--heartbeat-ms", &spec.heartbeat_ms.to_string()])
-        .args(["--max-frame", &spec.max_frame.to_string()])
+        .args(spec.argv(supervisor).to_args())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own process group: Ctrl-C at the terminal reaches only the
         // supervisor, which coordinates the shutdown.
         .process_group(0);
-    if let Some(kind) = &spec.kind {
-        command.args(["--kind", kind]);
-    }
-    for (key, value) in &spec.settings {
-        command.arg("--set").arg(format!("{key}={value}"));
-    }
     let (task_fd, result_fd) = (task_fd.as_raw_fd(), result_fd.as_raw_fd());
     // SAFETY: the closure runs between fork and exec and calls only
     // async-signal-safe functions (dup2, prctl, getppid, _exit); it does not

@@ -183,6 +183,129 @@ mod tests {
             .failed());
     }
 
+    /// Sample records as a golden file that the Python driver's tests read
+    /// (`python/tests/test_contracts.py`), so `multiloop.pool` reads what
+    /// this module writes: each exact LINE with the FIELDS it stands for.
+    /// `MULTILOOP_BLESS=1 cargo test -p multiloop-supervisor golden_records`
+    /// rewrites it after a deliberate change of the format.
+    #[test]
+    fn golden_records_match_the_file() {
+        const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/golden/records.json");
+        let base = Record {
+            id: 0,
+            seq: 1,
+            key: None,
+            worker: Some(0),
+            attempts: 1,
+            micros: 4_205,
+            outcome: Outcome::Ok(Bytes::from_static(br#"{"sum":6}"#)),
+        };
+        let error = |kind, message: &str| Outcome::Err {
+            kind,
+            message: message.into(),
+        };
+        let samples = [
+            base.clone(),
+            Record {
+                seq: 2,
+                key: Some(Bytes::from_static(br#""https://example.com/a""#)),
+                worker: Some(11),
+                attempts: 3,
+                micros: 1_000_000_007,
+                outcome: Outcome::Ok(Bytes::from_static(b"null")),
+                ..base.clone()
+            },
+            Record {
+                seq: 3,
+                // An output that looks like an error record's fields.
+                outcome: Outcome::Ok(Bytes::from_static(
+                    br#"{"error":{"kind":"failed"},"seq":99,"ok":[1,"\u00e9\n"]}"#,
+                )),
+                micros: 0,
+                ..base.clone()
+            },
+            Record {
+                seq: 4,
+                key: Some(Bytes::from_static(br#"{"id":[1,2]}"#)),
+                micros: 999,
+                outcome: error(
+                    ErrorKind::Failed,
+                    "ValueError: bad \u{e9} \"quoted\"\nTraceback",
+                ),
+                ..base.clone()
+            },
+            Record {
+                seq: 5,
+                worker: None,
+                attempts: 0,
+                micros: 0,
+                outcome: error(
+                    ErrorKind::BadInput,
+                    "line 5: expected value at line 1 column 1",
+                ),
+                ..base.clone()
+            },
+            Record {
+                seq: 6,
+                attempts: 2,
+                outcome: error(ErrorKind::Crashed, "worker 0 died of signal SIGKILL"),
+                ..base.clone()
+            },
+            Record {
+                seq: 7,
+                outcome: error(ErrorKind::Timeout, "task took longer than 5000 ms"),
+                ..base.clone()
+            },
+            Record {
+                seq: 8,
+                outcome: Outcome::Ok(Bytes::from_static(b"\"a string\"")),
+                ..base.clone()
+            },
+            Record {
+                seq: 9,
+                outcome: error(ErrorKind::Panicked, "handler panicked: boom"),
+                ..base
+            },
+        ];
+        let parse = |raw: &[u8]| serde_json::from_slice::<serde_json::Value>(raw).unwrap();
+        let cases: Vec<serde_json::Value> = samples
+            .iter()
+            .map(|record| {
+                let mut fields = serde_json::json!({
+                    "seq": record.seq,
+                    "key": record.key.as_deref().map(parse),
+                    "worker": record.worker,
+                    "attempts": record.attempts,
+                    "ms": record.micros as f64 / 1000.0,
+                });
+                match &record.outcome {
+                    Outcome::Ok(output) => fields["ok"] = parse(output),
+                    Outcome::Err { kind, message } => {
+                        fields["error"] =
+                            serde_json::json!({"kind": kind.as_str(), "message": message})
+                    }
+                }
+                serde_json::json!({ "line": line(record).trim_end(), "fields": fields })
+            })
+            .collect();
+        let file = serde_json::json!({
+            "about": "Output records as the supervisor writes them (crates/supervisor/src/record.rs): \
+                      each LINE and the FIELDS it stands for (key null: no --key). Written by \
+                      record.rs's tests; read by python/tests/test_contracts.py.",
+            "records": cases,
+        });
+        let expected = serde_json::to_string_pretty(&file).unwrap() + "\n";
+        if std::env::var_os("MULTILOOP_BLESS").is_some() {
+            std::fs::write(GOLDEN, &expected).expect("write golden file");
+            return;
+        }
+        let actual = std::fs::read_to_string(GOLDEN).expect("read golden file");
+        assert_eq!(
+            actual, expected,
+            "records.json is stale: rerun with MULTILOOP_BLESS=1 and check the Python driver"
+        );
+    }
+
     fn line(record: &Record) -> String {
         let mut out = Vec::new();
         record.write_line(&mut out).unwrap();

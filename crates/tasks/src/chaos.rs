@@ -41,6 +41,14 @@ pub enum Fault {
     Spin(u64),
 }
 
+impl Fault {
+    /// Every fault as it is written in a task, in this order in messages;
+    /// `golden/faults.json` carries the list to the Python twin.
+    pub const SYNTAX: [&'static str; 9] = [
+        "abort", "exit:N", "block", "stall", "panic", "stdout", "garbage", "leak:MIB", "spin:MS",
+    ];
+}
+
 impl std::str::FromStr for Fault {
     type Err = String;
 
@@ -56,10 +64,11 @@ impl std::str::FromStr for Fault {
             None if s == "stdout" => Fault::Stdout,
             None if s == "garbage" => Fault::Garbage,
             _ => {
+                let (last, rest) = Fault::SYNTAX.split_last().expect("faults exist");
                 return Err(format!(
-                    "unknown fault {s:?} (expected abort, exit:N, block, stall, panic, stdout, \
-                     garbage, leak:MIB or spin:MS)"
-                ))
+                    "unknown fault {s:?} (expected {} or {last})",
+                    rest.join(", ")
+                ));
             }
         })
     }

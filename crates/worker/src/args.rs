@@ -1,14 +1,17 @@
-//! The command line a supervisor gives each worker process.
+//! The command line a supervisor gives each worker process: the protocol's
+//! [`WorkerArgv`] (its one definition, shared with the supervisor that
+//! writes it) plus what a person may ask of a worker binary by hand.
 
 use std::time::Duration;
 
 use clap::Parser;
-use multiloop_protocol::DEFAULT_MAX_FRAME;
+use multiloop_protocol::WorkerArgv;
 
-/// Options the supervisor passes to every worker it starts.
+/// Options of a worker binary.
 ///
 /// A worker binary is not meant to be started by hand: the supervisor opens
 /// the task pipe on fd 3 and the result pipe on fd 4 before it runs it.
+/// Handlers read the `--set` settings through [`crate::WorkerInfo::setting`].
 #[derive(Debug, Clone, Parser)]
 #[command(about = "A multiloop worker. Started by `supervisor`, which passes these options.")]
 pub struct WorkerArgs {
@@ -16,57 +19,18 @@ pub struct WorkerArgs {
     #[arg(long)]
     pub list_kinds: bool,
 
-    /// The task kind to run.
-    #[arg(long)]
-    pub kind: Option<String>,
-
-    /// This worker's index in the fleet (shown in `ps` and `top`).
-    #[arg(long, default_value_t = 0)]
-    pub index: usize,
-
-    /// Size of the fleet, for the process title.
-    #[arg(long, default_value_t = 1)]
-    pub workers: usize,
-
-    /// Pid of the supervisor, for the process title.
-    #[arg(long)]
-    pub supervisor_pid: Option<u32>,
-
-    /// Most tasks running at once in this worker's event loop.
-    #[arg(long, default_value_t = 1024)]
-    pub concurrency: usize,
-
-    /// Time limit of one task, in milliseconds (0 = none).
-    #[arg(long, default_value_t = 0)]
-    pub task_timeout_ms: u64,
-
-    /// Interval between heartbeats, in milliseconds.
-    #[arg(long, default_value_t = 500)]
-    pub heartbeat_ms: u64,
-
-    /// Largest frame accepted or sent, in bytes.
-    #[arg(long, default_value_t = DEFAULT_MAX_FRAME)]
-    pub max_frame: usize,
-
-    /// A setting for the task kind, `KEY=VALUE` (repeatable); handlers read
-    /// it through [`crate::WorkerInfo::setting`].
-    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
-    pub settings: Vec<(String, String)>,
-}
-
-fn parse_setting(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
-        _ => Err(format!("{text:?} is not KEY=VALUE")),
-    }
+    /// What the supervisor passes.
+    #[command(flatten)]
+    pub argv: WorkerArgv,
 }
 
 impl WorkerArgs {
     pub fn task_timeout(&self) -> Option<Duration> {
-        (self.task_timeout_ms > 0).then(|| Duration::from_millis(self.task_timeout_ms))
+        let ms = self.argv.task_timeout_ms;
+        (ms > 0).then(|| Duration::from_millis(ms))
     }
 
     pub fn heartbeat_interval(&self) -> Duration {
-        Duration::from_millis(self.heartbeat_ms.max(1))
+        Duration::from_millis(self.argv.heartbeat_ms.max(1))
     }
 }

@@ -30,9 +30,6 @@ use crate::watchdog::{Outgoing, Watchdog, GAUGE};
 /// Most results gathered into one frame before it is written.
 const MAX_RESULTS_PER_FRAME: usize = 8192;
 
-/// Room kept in a frame for everything but a result's payload.
-const RESULT_OVERHEAD: usize = 64;
-
 /// What stops a worker before its input ends.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ServeError {
@@ -143,7 +140,8 @@ async fn read_tasks(
     max_frame: usize,
 ) -> Result<(), ServeError> {
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
-    let max_output = max_frame.saturating_sub(RESULT_OVERHEAD);
+    // The protocol's bound: a result this big still fits a frame alone.
+    let max_output = multiloop_protocol::max_result_payload(max_frame);
     let mut frames = FramedRead::new(receiver, FrameCodec::new(max_frame));
     while let Some(frame) = frames.next().await {
         let frame = frame.map_err(ServeError::Tasks)?;

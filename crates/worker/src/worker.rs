@@ -164,7 +164,7 @@ impl Worker {
             }
             return Ok(());
         }
-        let entry = match &args.kind {
+        let entry = match &args.argv.kind {
             Some(kind) => self
                 .kinds
                 .into_iter()
@@ -189,12 +189,12 @@ impl Worker {
         os::raise_nofile_limit();
         let tasks = os::inherited_pipe(TASK_FD, "task pipe")?;
         let results = os::inherited_pipe(RESULT_FD, "result pipe")?;
-        os::set_process_name(args.index);
+        os::set_process_name(args.argv.index);
         let config = ServeConfig {
-            concurrency: args.concurrency,
+            concurrency: args.argv.concurrency,
             task_timeout: args.task_timeout(),
             heartbeat: args.heartbeat_interval(),
-            max_frame: args.max_frame,
+            max_frame: args.argv.max_frame,
             kinds: names,
         };
         // The watchdog must tell a parked loop (waiting for I/O) from one
@@ -206,16 +206,19 @@ impl Worker {
             .build()
             .map_err(|e| format!("cannot start the event loop: {e}"))?;
         let info = WorkerInfo {
-            index: args.index,
-            workers: args.workers,
-            settings: args.settings,
+            index: args.argv.index,
+            workers: args.argv.workers,
+            settings: args.argv.settings,
         };
         let local = tokio::task::LocalSet::new();
         local.block_on(&runtime, async move {
             let handler = match entry {
                 KindEntry::Ready(handler) => handler,
                 KindEntry::Setup(setup) => setup(info).await.map_err(|e| {
-                    format!("setting up kind {:?}: {e}", args.kind.unwrap_or_default())
+                    format!(
+                        "setting up kind {:?}: {e}",
+                        args.argv.kind.unwrap_or_default()
+                    )
                 })?,
             };
             serve(config, handler, tasks, results)
