@@ -14,10 +14,11 @@ use super::book::TaskBook;
 use super::events::{Command, Event, ExitStatus, LinkFailure, Request, Tick, WorkerId};
 use super::fleet::{AfterBeat, Fleet, FleetConfig, Taker};
 use super::policy::Backoff;
-use super::reasons::{CloseReason, KillReason, RecycleReason};
+use super::reasons::{end_cause, CloseReason, KillReason, RecycleReason};
 use super::run::{Phase, RunState};
 use super::status::{Progress, RunOutcome, RunReport, WorkerRow};
 use crate::control::{ControlAnswer, ControlRequest, StatusAnswer};
+use crate::history::{EndCause, LifeChange};
 use crate::limits::check_fleet_size;
 use crate::record::{InputItem, Record, TaskEntry};
 use crate::reorder::ReorderBuffer;
@@ -199,7 +200,10 @@ impl Dispatcher {
 
     /// Run-wide counters for progress displays.
     pub fn progress(&self) -> Progress {
-        self.run.progress_counts(self.fleet.alive())
+        Progress {
+            queued: self.book.queued() as u64,
+            ..self.run.progress_counts(self.fleet.alive())
+        }
     }
 
     /// How the run went.
@@ -359,6 +363,10 @@ impl Dispatcher {
     // ----- worker lives -------------------------------------------------
 
     fn spawn_command(&mut self, worker: WorkerId) {
+        self.out.push(Command::Life(LifeChange::Started {
+            slot: worker.index,
+            generation: worker.generation,
+        }));
         self.out.push(Command::Spawn {
             worker,
             workers: self.fleet.active(),
@@ -389,6 +397,14 @@ impl Dispatcher {
         if !self.fleet.spawn_failed(worker) {
             return;
         }
+        self.out.push(Command::Life(LifeChange::Ended {
+            slot: worker.index,
+            generation: worker.generation,
+            pid: None,
+            cause: EndCause::SpawnFailed,
+            detail: error.clone(),
+            probe: false,
+        }));
         let message = format!("cannot start worker {}: {error}", worker.index);
         warn!("{message}");
         if !self.fleet.any_done() && self.run.restarts() == 0 && worker.generation == 1 {
@@ -519,6 +535,15 @@ impl Dispatcher {
             return;
         };
         let pid = ended.pid;
+        let (cause, detail) = end_cause(ended.killed.as_ref(), ended.closing, status);
+        self.out.push(Command::Life(LifeChange::Ended {
+            slot: worker.index,
+            generation: worker.generation,
+            pid: pid.0,
+            cause,
+            detail,
+            probe: self.book.probe() == Some(worker),
+        }));
         let in_flight = self.book.in_flight(worker);
         if let (Some(reason), true, 0) = (ended.closing, status.is_success(), in_flight) {
             debug!("worker {} ({pid}) exited cleanly ({reason})", worker.index);

@@ -241,6 +241,7 @@ impl RunState {
             read: self.read,
             restarts: self.restarts,
             alive,
+            queued: 0,
         }
     }
 
