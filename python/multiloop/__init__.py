@@ -34,7 +34,12 @@ from .pool import (  # noqa: E402
     run,
 )
 
+# --- the HTML report of a run (report="run.html"), inline in Jupyter ---------
+from .report import Report, show_report  # noqa: E402
+
 __all__ = list(globals().get("__all__", [])) + [
+    "Report",
+    "show_report",
     "Drained",
     "ErrorInfo",
     "MapRun",

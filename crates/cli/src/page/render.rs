@@ -107,6 +107,93 @@ mod tests {
         assert!(!page.contains("@DATA@") && !page.contains("@SCRIPT@"));
     }
 
+    /// The page of a huge run: ten million records, a day of samples, 64
+    /// workers that died thousands of times with long messages, all error
+    /// kinds, a thousand hosts. Its size is bounded by the history's
+    /// bounds, not by the run.
+    #[test]
+    fn a_huge_run_stays_under_five_megabytes() {
+        use multiloop_supervisor::history::{EndCause, Ending, LifeChange, Sampled};
+        use multiloop_supervisor::{Progress, WorkerRow, WorkerState};
+        let workers = 64;
+        let mut history = History::new(true, true);
+        let row = |index: usize| WorkerRow {
+            index,
+            pid: Some(1000 + index as u32),
+            state: WorkerState::Running,
+            in_flight: 100,
+            done: 0,
+            failed: 0,
+            restarts: 0,
+            cpu_percent: 97.3,
+            cpu_us: 0,
+            rss_bytes: 123_456_789,
+            peak_rss_bytes: 0,
+            lag_us: 12_345,
+            max_lag_us: 0,
+            held: String::new(),
+            blocked_share: 0.123,
+            uptime: None,
+        };
+        let rows: Vec<WorkerRow> = (0..workers).map(row).collect();
+        for second in 1..=86_400u64 {
+            history.sample(&Sampled {
+                t: second as f64,
+                progress: Progress {
+                    done: second * 115,
+                    failed: second,
+                    read: second * 116,
+                    restarts: second / 10,
+                    alive: workers as u64,
+                    queued: 1000,
+                },
+                workers: rows.clone(),
+            });
+        }
+        let detail = "x".repeat(400);
+        for generation in 1..=20_000u64 {
+            let slot = (generation % workers as u64) as usize;
+            let t = generation as f64;
+            history.life(t, &LifeChange::Started { slot, generation });
+            history.life(
+                t + 0.5,
+                &LifeChange::Ended {
+                    slot,
+                    generation,
+                    pid: Some(123_456),
+                    cause: EndCause::Crashed,
+                    detail: detail.clone(),
+                    probe: generation % 3 == 0,
+                },
+            );
+        }
+        let message = "m".repeat(1000);
+        for seq in 1..=10_000_000u64 {
+            let ending = match seq % 1000 {
+                0 => Ending::Err {
+                    kind: ["timeout", "failed", "panicked", "crashed", "bad_input"][(seq / 1000 % 5) as usize],
+                    message: &message,
+                },
+                _ if seq % 10_000 == 1 => Ending::Ok(br#"{"status":200,"url":"https://h"#),
+                _ => Ending::Ok(b"{}"),
+            };
+            history.record(seq, seq % 9_999_991, ending);
+        }
+        for host in 0..2_000 {
+            let page = format!(r#"{{"status":404,"url":"https://host-{host}.example/x","timings":{{"total_ms":3.5}}}}"#);
+            history.record(1, 1, Ending::Ok(page.as_bytes()));
+        }
+        let view = history.view();
+        let page = render(&PageData {
+            meta: None,
+            end: None,
+            history: &view,
+            generated_unix_ms: 0,
+            chart_library: CHART_LIBRARY,
+        });
+        assert!(page.len() < 5_000_000, "{} bytes", page.len());
+    }
+
     #[test]
     fn written_whole_or_not_at_all() {
         let dir = tempfile::tempdir().unwrap();

@@ -223,7 +223,7 @@
     var lane = function (u, slot) { return u.valToPos(slot, "slot", true); };
     var drawLives = function (u) {
       var ctx = u.ctx;
-      var laneHeight = Math.abs(lane(u, 0) - lane(u, 1)) * 0.6;
+      var laneHeight = Math.abs(lane(u, 0) - lane(u, 1)) * 0.7;
       ctx.save();
       h.lives.forEach(function (l) {
         var x0 = u.valToPos(l.start, "x", true);
@@ -247,7 +247,7 @@
     };
     var hover = el("div", { id: "life-hover" });
     chart(livesSection, "chart-lives", "Worker slots over time", {
-      height: Math.min(520, 70 + 26 * slots),
+      height: Math.min(560, 90 + 36 * slots),
       scales: { x: { time: false, range: [0, Math.max(lastT, 1)] }, slot: { range: [slots - 0.5, -0.5] } },
       axes: [timeAxis, { scale: "slot", label: "worker", size: 60, splits: function () {
         var s = []; for (var i = 0; i < slots; i++) s.push(i); return s;
@@ -388,5 +388,7 @@
   }
 
   document.documentElement.setAttribute("data-charts", String(charts.length));
+  // From navigation start to everything drawn: what "opens in" means.
+  document.documentElement.setAttribute("data-render-ms", String(Math.round(performance.now())));
   document.documentElement.setAttribute("data-rendered", "yes");
 })();
