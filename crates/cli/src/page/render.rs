@@ -191,6 +191,7 @@ mod tests {
             generated_unix_ms: 0,
             chart_library: CHART_LIBRARY,
         });
+        eprintln!("a huge run's page: {} bytes", page.len());
         assert!(page.len() < 5_000_000, "{} bytes", page.len());
     }
 

@@ -248,7 +248,7 @@
     var hover = el("div", { id: "life-hover" });
     chart(livesSection, "chart-lives", "Worker slots over time", {
       height: Math.min(560, 90 + 36 * slots),
-      scales: { x: { time: false, range: [0, Math.max(lastT, 1)] }, slot: { range: [slots - 0.5, -0.5] } },
+      scales: { x: { time: false, range: [0, Math.max(lastT, 1)] }, slot: { range: [-0.5, slots - 0.5], dir: -1 } },
       axes: [timeAxis, { scale: "slot", label: "worker", size: 60, splits: function () {
         var s = []; for (var i = 0; i < slots; i++) s.push(i); return s;
       }, values: function (u, ticks) { return ticks.map(function (v) { return "w" + v; }); } }],
