@@ -345,9 +345,14 @@ fn stats_file_parses_and_adds_up() {
     assert_eq!(lines[0]["type"], "earlier");
     assert_eq!(lines[1]["type"], "start");
     assert_eq!(lines[1]["meta"]["workers"], 2);
-    let starts = lines.iter().filter(|l| l["type"] == "life" && l["life"]["change"] == "started");
+    let starts = lines
+        .iter()
+        .filter(|l| l["type"] == "life" && l["life"]["change"] == "started");
     assert_eq!(starts.count(), 2, "one life per worker");
-    assert!(lines.iter().any(|l| l["type"] == "sample"), "samples each second and at the end");
+    assert!(
+        lines.iter().any(|l| l["type"] == "sample"),
+        "samples each second and at the end"
+    );
     let end = &lines.last().unwrap()["end"];
     assert_eq!(end["outcome"], "all_ok");
     assert_eq!(end["ok"], n);

@@ -82,7 +82,10 @@ fn browse(browser: &Path, profile: &Path, page: &Path, extra: &[&str]) -> String
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("chromium did not finish within {BROWSER:?} on {}", page.display());
+            panic!(
+                "chromium did not finish within {BROWSER:?} on {}",
+                page.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -152,9 +155,21 @@ fn check_page(dom: &str, records: &[Value], what: &str) {
     assert_eq!(number(totals, "data-ok"), ok, "{what}: header");
     assert_eq!(number(totals, "data-failed"), failed, "{what}: header");
     let table = &dom[dom.find("id=\"task-summary\"").unwrap()..];
-    assert_eq!(number(tag_with(table, "data-count=\""), "data-count"), records.len() as f64, "{what}");
-    assert_eq!(number(tag_with(table, "data-ok=\""), "data-ok"), ok, "{what}");
-    assert_eq!(number(tag_with(table, "data-failed=\""), "data-failed"), failed, "{what}");
+    assert_eq!(
+        number(tag_with(table, "data-count=\""), "data-count"),
+        records.len() as f64,
+        "{what}"
+    );
+    assert_eq!(
+        number(tag_with(table, "data-ok=\""), "data-ok"),
+        ok,
+        "{what}"
+    );
+    assert_eq!(
+        number(tag_with(table, "data-failed=\""), "data-failed"),
+        failed,
+        "{what}"
+    );
     let mut micros: Vec<u64> = records
         .iter()
         .map(|r| (r["ms"].as_f64().unwrap() * 1000.0).round() as u64)
@@ -175,10 +190,7 @@ fn check_page(dom: &str, records: &[Value], what: &str) {
     }
     assert_eq!(cells[4], *micros.last().unwrap() as f64, "{what}: max");
     let slowest = number(tag_with(dom, "data-seq=\""), "data-seq") as u64;
-    let max_ms = records
-        .iter()
-        .find(|r| r["seq"] == slowest)
-        .unwrap()["ms"]
+    let max_ms = records.iter().find(|r| r["seq"] == slowest).unwrap()["ms"]
         .as_f64()
         .unwrap();
     assert_eq!((max_ms * 1000.0).round() as u64, *micros.last().unwrap());
@@ -239,9 +251,16 @@ fn report_of_a_troubled_run_draws_in_a_browser() {
     // The page is written while the run goes (the input is still open).
     wait_until(LONG, "the page written mid-run", || page.exists());
     let mid = std::fs::read_to_string(&page).unwrap();
-    assert!(mid.contains("multiloop run") && !mid.contains("\"end\":{"), "a page without an end");
+    assert!(
+        mid.contains("multiloop run") && !mid.contains("\"end\":{"),
+        "a page without an end"
+    );
     wait_until(LONG, "the control socket", || {
-        running.runtime_dir().join("multiloop").join(format!("{}.sock", running.pid())).exists()
+        running
+            .runtime_dir()
+            .join("multiloop")
+            .join(format!("{}.sock", running.pid()))
+            .exists()
     });
     let (code, _, stderr) = running.ctl(&["kill", "0"]);
     assert_eq!(code, 0, "{stderr}");
@@ -263,7 +282,11 @@ fn report_of_a_troubled_run_draws_in_a_browser() {
         .arg("-o")
         .arg(&rebuilt);
     let done = run_command(report, b"");
-    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
 
     let base = running.dir.path().to_path_buf();
     for (what, file) in [("--report", &page), ("supervisor report", &rebuilt)] {
@@ -279,7 +302,11 @@ fn report_of_a_troubled_run_draws_in_a_browser() {
         &[&format!("--screenshot={}", shot.display())],
     );
     let png = std::fs::read(&shot).expect("a screenshot");
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
     eprintln!("screenshot: {}", shot.display());
 }
 

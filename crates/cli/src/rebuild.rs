@@ -98,7 +98,8 @@ struct ErrorPart<'a> {
 /// Calls `each` for every record of an output file. A torn last line (the
 /// run was killed mid-write; `--resume` drops it too) is left out.
 fn read_records(path: &Path, mut each: impl FnMut(u64, u64, Ending<'_>)) -> Result<()> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
     let mut line = Vec::new();
     let mut number = 0u64;
@@ -126,7 +127,10 @@ fn read_records(path: &Path, mut each: impl FnMut(u64, u64, Ending<'_>)) -> Resu
                 kind: &error.kind,
                 message: &error.message,
             },
-            (None, None) => bail!("{} line {number}: a record has `ok` or `error`", path.display()),
+            (None, None) => bail!(
+                "{} line {number}: a record has `ok` or `error`",
+                path.display()
+            ),
         };
         each(record.seq, micros, ending);
     }

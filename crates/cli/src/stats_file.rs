@@ -52,7 +52,10 @@ impl StatsWriter {
         text.push(b'\n');
         // One write per line: with O_APPEND, a reader sees whole lines.
         if let Err(error) = file.write_all(&text) {
-            tracing::warn!("cannot write --stats {}: {error}; no more stats", self.path.display());
+            tracing::warn!(
+                "cannot write --stats {}: {error}; no more stats",
+                self.path.display()
+            );
             self.file = None;
         }
     }
@@ -91,7 +94,10 @@ pub fn read(path: &Path) -> anyhow::Result<StatsRun> {
         let parsed: StatsLine = match serde_json::from_str(&line) {
             Ok(parsed) => parsed,
             Err(_) if !line.ends_with('\n') => break,
-            Err(error) => bail!("{} line {number}: not a stats line: {error}", path.display()),
+            Err(error) => bail!(
+                "{} line {number}: not a stats line: {error}",
+                path.display()
+            ),
         };
         match parsed {
             StatsLine::Start { meta } => {
@@ -138,7 +144,10 @@ mod tests {
                 },
             });
         }
-        let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         file.write_all(b"{\"type\":\"sam").unwrap();
         let run = read(&path).unwrap();
         assert_eq!(run.meta.unwrap().kind, "fetch");

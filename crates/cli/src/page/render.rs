@@ -171,7 +171,8 @@ mod tests {
         for seq in 1..=10_000_000u64 {
             let ending = match seq % 1000 {
                 0 => Ending::Err {
-                    kind: ["timeout", "failed", "panicked", "crashed", "bad_input"][(seq / 1000 % 5) as usize],
+                    kind: ["timeout", "failed", "panicked", "crashed", "bad_input"]
+                        [(seq / 1000 % 5) as usize],
                     message: &message,
                 },
                 _ if seq % 10_000 == 1 => Ending::Ok(br#"{"status":200,"url":"https://h"#),
@@ -180,7 +181,9 @@ mod tests {
             history.record(seq, seq % 9_999_991, ending);
         }
         for host in 0..2_000 {
-            let page = format!(r#"{{"status":404,"url":"https://host-{host}.example/x","timings":{{"total_ms":3.5}}}}"#);
+            let page = format!(
+                r#"{{"status":404,"url":"https://host-{host}.example/x","timings":{{"total_ms":3.5}}}}"#
+            );
             history.record(1, 1, Ending::Ok(page.as_bytes()));
         }
         let view = history.view();

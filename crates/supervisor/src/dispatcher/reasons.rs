@@ -204,7 +204,12 @@ mod tests {
     #[test]
     fn ends_say_who_did_it() {
         let table = [
-            (Some(KillReason::Operator), None, ExitStatus::Signal(9), EndCause::KilledOnRequest),
+            (
+                Some(KillReason::Operator),
+                None,
+                ExitStatus::Signal(9),
+                EndCause::KilledOnRequest,
+            ),
             (None, None, ExitStatus::Signal(9), EndCause::KilledOutside),
             (None, None, ExitStatus::Signal(6), EndCause::Crashed),
             (None, None, ExitStatus::Code(0), EndCause::Crashed),
@@ -214,8 +219,18 @@ mod tests {
                 ExitStatus::Code(0),
                 EndCause::Recycled,
             ),
-            (None, Some(CloseReason::Finished), ExitStatus::Code(0), EndCause::Finished),
-            (None, Some(CloseReason::Finished), ExitStatus::Code(1), EndCause::Crashed),
+            (
+                None,
+                Some(CloseReason::Finished),
+                ExitStatus::Code(0),
+                EndCause::Finished,
+            ),
+            (
+                None,
+                Some(CloseReason::Finished),
+                ExitStatus::Code(1),
+                EndCause::Crashed,
+            ),
             (
                 Some(KillReason::Hung {
                     silent: Duration::from_secs(9),
@@ -227,7 +242,11 @@ mod tests {
             ),
         ];
         for (killed, closing, status, want) in table {
-            assert_eq!(end_cause(killed.as_ref(), closing, status).0, want, "{killed:?} {closing:?} {status}");
+            assert_eq!(
+                end_cause(killed.as_ref(), closing, status).0,
+                want,
+                "{killed:?} {closing:?} {status}"
+            );
         }
     }
 }

@@ -160,7 +160,11 @@ mod tests {
     fn three_days_fit() {
         let mut series = Series::default();
         for i in 0..3 * 86_400 {
-            series.push(Count { first: i, n: 1, sum: 0 });
+            series.push(Count {
+                first: i,
+                n: 1,
+                sum: 0,
+            });
         }
         assert!(series.len() <= FINE + COARSE);
         assert_eq!(series.bucket_width(), 1024);

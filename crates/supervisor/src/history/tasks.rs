@@ -24,7 +24,10 @@ const EXAMPLE_CHARS: usize = 300;
 pub enum Ending<'a> {
     /// The handler's output, as JSON.
     Ok(&'a [u8]),
-    Err { kind: &'a str, message: &'a str },
+    Err {
+        kind: &'a str,
+        message: &'a str,
+    },
 }
 
 /// An error kind: how often, and the first few.
@@ -117,7 +120,11 @@ impl TaskTimes {
         self.sum_us += u128::from(micros);
         if self.slowest.len() < SLOWEST {
             self.slowest.push(Reverse((micros, seq)));
-        } else if self.slowest.peek().is_some_and(|Reverse(min)| *min < (micros, seq)) {
+        } else if self
+            .slowest
+            .peek()
+            .is_some_and(|Reverse(min)| *min < (micros, seq))
+        {
             self.slowest.pop();
             self.slowest.push(Reverse((micros, seq)));
         }
@@ -234,6 +241,9 @@ mod tests {
         assert_eq!(summary.slowest[0], (1000, 3000));
         assert_eq!(summary.errors["failed"].count, 100);
         assert_eq!(summary.errors["failed"].examples.len(), EXAMPLES);
-        assert_eq!((summary.ok, summary.failed, summary.max_us), (900, 100, 3000));
+        assert_eq!(
+            (summary.ok, summary.failed, summary.max_us),
+            (900, 100, 3000)
+        );
     }
 }
