@@ -6,15 +6,15 @@
 mod fetch;
 mod lives;
 mod points;
-mod record;
 mod series;
+mod store;
 mod tasks;
 mod view;
 
 pub use fetch::{FetchStats, FetchSummary, HostRow, MAX_HOSTS};
 pub use lives::{EndCause, Life, LifeChange, Lives, MAX_LIVES};
 pub use points::{Gauge, RunPoint, WorkerGauges};
-pub use record::{History, Sampled};
 pub use series::{Series, COARSE, FINE};
+pub use store::{History, Sampled};
 pub use tasks::{Ending, ErrorExample, ErrorKindStats, TaskSummary, TaskTimes, SLOWEST};
 pub use view::HistoryView;

@@ -104,10 +104,6 @@ impl<P: Merge + Clone> Series<P> {
     pub fn bucket_width(&self) -> usize {
         self.width
     }
-
-    pub fn last(&self) -> Option<&P> {
-        self.fine.back().or(self.coarse.last())
-    }
 }
 
 #[cfg(test)]
