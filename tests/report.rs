@@ -252,8 +252,8 @@ fn report_of_a_troubled_run_draws_in_a_browser() {
     wait_until(LONG, "the page written mid-run", || page.exists());
     let mid = std::fs::read_to_string(&page).unwrap();
     assert!(
-        mid.contains("multiloop run") && !mid.contains("\"end\":{"),
-        "a page without an end"
+        mid.contains("\"finished\":false") && !mid.contains("\"end\":{"),
+        "a page of a run still going"
     );
     wait_until(LONG, "the control socket", || {
         running

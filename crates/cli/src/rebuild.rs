@@ -67,6 +67,7 @@ fn rebuild(args: &ReportArgs) -> Result<()> {
     let html = page::render(&PageData {
         meta: stats.meta.as_ref(),
         end: stats.end.as_ref(),
+        finished: true,
         history: &view,
         generated_unix_ms: page::unix_ms(),
         chart_library: page::CHART_LIBRARY,

@@ -140,6 +140,7 @@ fn write_page(path: &Path, meta: &RunMeta, end: Option<&RunEnd>, view: &HistoryV
     let html = page::render(&PageData {
         meta: Some(meta),
         end,
+        finished: end.is_some(),
         history: view,
         generated_unix_ms: page::unix_ms(),
         chart_library: page::CHART_LIBRARY,

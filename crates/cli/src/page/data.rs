@@ -84,6 +84,9 @@ impl RunEnd {
 pub struct PageData<'a> {
     pub meta: Option<&'a RunMeta>,
     pub end: Option<&'a RunEnd>,
+    /// The run is over (a page without an end reloads itself while the
+    /// run goes; a page rebuilt without a stats file has no end either).
+    pub finished: bool,
     pub history: &'a HistoryView,
     pub generated_unix_ms: u64,
     /// Shown in the page's footer, with its licence.

@@ -97,6 +97,7 @@ mod tests {
         let page = render(&PageData {
             meta: Some(&meta),
             end: None,
+            finished: false,
             history: &view,
             generated_unix_ms: 0,
             chart_library: CHART_LIBRARY,
@@ -190,6 +191,7 @@ mod tests {
         let page = render(&PageData {
             meta: None,
             end: None,
+            finished: false,
             history: &view,
             generated_unix_ms: 0,
             chart_library: CHART_LIBRARY,

@@ -126,10 +126,13 @@
     if (end) {
       var cls = end.exit_code === 0 ? "ok" : end.exit_code === 1 ? "warn" : "bad";
       status = el("span", { class: "badge " + cls, text: end.outcome.replace(/_/g, " ") + " (exit " + end.exit_code + ")" });
+    } else if (data.finished) {
+      status = el("span", { class: "badge warn", text: "finished (no exit status: make the page with the run's --stats file)" });
     } else {
       status = el("span", { class: "badge run", text: "running: page written " + when(data.generated_unix_ms) });
     }
-    rows.push(el("tr", {}, [el("th", { text: "status" }), el("td", { id: "status", "data-outcome": end ? end.outcome : "running" }, [status])]));
+    var outcome = end ? end.outcome : data.finished ? "unknown" : "running";
+    rows.push(el("tr", {}, [el("th", { text: "status" }), el("td", { id: "status", "data-outcome": outcome }, [status])]));
     if (end && end.message) fact("message", end.message);
     if (meta) {
       fact("command", meta.command.join(" "), { class: "mono", id: "command" });
@@ -149,7 +152,8 @@
     }
     var header = document.getElementById("header");
     rows.forEach(function (r) { header.appendChild(r); });
-    if (!end) setTimeout(function () { location.reload(); }, 5000);
+    // While the run goes, the page is rewritten every 5 s: follow it.
+    if (!data.finished) setTimeout(function () { location.reload(); }, 5000);
   })();
 
   // ----- over time ----------------------------------------------------------
