@@ -329,16 +329,34 @@ fn stats_file_parses_and_adds_up() {
     let n = 2_000;
     let input = sim_lines(n, |_| 1, |i| i);
     let dir = tempfile::tempdir().unwrap();
-    let stats = dir.path().join("stats.json");
+    let stats = dir.path().join("stats.jsonl");
+    // A file that is there already is appended to, not replaced.
+    std::fs::write(&stats, "{\"type\":\"earlier\"}\n").unwrap();
     let mut running = start(
         &["--workers", "2", "--stats", stats.to_str().unwrap()],
         &input,
     );
     assert_eq!(running.wait(LONG), 0);
-    let value: Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
-    assert_eq!(value["finished"], true);
-    assert_eq!(value["progress"]["done"], n);
-    let workers = value["workers"].as_array().unwrap();
+    let text = std::fs::read_to_string(&stats).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines[0]["type"], "earlier");
+    assert_eq!(lines[1]["type"], "start");
+    assert_eq!(lines[1]["meta"]["workers"], 2);
+    let starts = lines
+        .iter()
+        .filter(|l| l["type"] == "life" && l["life"]["change"] == "started");
+    assert_eq!(starts.count(), 2, "one life per worker");
+    assert!(
+        lines.iter().any(|l| l["type"] == "sample"),
+        "samples each second and at the end"
+    );
+    let end = &lines.last().unwrap()["end"];
+    assert_eq!(end["outcome"], "all_ok");
+    assert_eq!(end["ok"], n);
+    let workers = end["workers"].as_array().unwrap();
     let sum: u64 = workers.iter().map(|w| w["done"].as_u64().unwrap()).sum();
     assert_eq!(sum, n, "per-worker done adds up to the total");
     assert!(workers

@@ -26,6 +26,10 @@ from ._runtime import request_retry
 
 __version__ = "0.1.0"
 
+# The HTML report of a run (report="run.html"), inline in Jupyter: small,
+# no driver imports, so it loads eagerly.
+from .report import Report, show_report  # noqa: E402
+
 #: The driver's public names, served lazily from multiloop.pool.
 _DRIVER = (
     "Drained",
@@ -40,7 +44,16 @@ _DRIVER = (
     "run",
 )
 
-__all__ = ["BadInput", "Kind", "TaskError", "kind", "request_retry", *_DRIVER]
+__all__ = [
+    "BadInput",
+    "Kind",
+    "Report",
+    "TaskError",
+    "kind",
+    "request_retry",
+    "show_report",
+    *_DRIVER,
+]
 
 
 def __getattr__(name: str) -> Any:

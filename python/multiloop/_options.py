@@ -44,6 +44,7 @@ OPTIONS: Dict[str, Tuple[str, str]] = {
     "shard": ("--shard", _VALUE),
     "shard_count": ("--shard-count", _VALUE),
     "stats": ("--stats", _VALUE),
+    "report": ("--report", _VALUE),
     "verbose": ("-v", "count"),
     "quiet": ("--quiet", _FLAG),
 }

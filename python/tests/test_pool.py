@@ -175,6 +175,15 @@ def test_run_is_sync_and_a_main_function_goes_by_value_with_setup_and_teardown(t
     assert len(set(marker.read_text().split())) == 2  # once per worker process
 
 
+def test_run_writes_its_report_and_a_notebook_shows_it(tmp_path):
+    page = tmp_path / "run.html"
+    assert multiloop.run(pool_jobs.echo, range(50), workers=2, report=page, progress=False) == list(range(50))
+    text = page.read_text()
+    assert "uPlot" in text and '"end":{' in text
+    shown = multiloop.show_report(page)._repr_html_()
+    assert shown.startswith("<iframe srcdoc=") and "&lt;html" in shown
+
+
 def test_by_reference_and_by_value_are_chosen_as_documented():
     assert Target(pool_jobs.sim, {}).args == ["--python", "pool_jobs:sim"]
 

@@ -54,6 +54,9 @@ pub enum Subcommand {
     /// A Redis Streams queue for many machines: push an input, show its
     /// state. Consume with `supervisor --queue URL`.
     Queue(crate::queue::QueueArgs),
+    /// Make the HTML report of a finished run from its output (and its
+    /// --stats file, for the charts over time).
+    Report(crate::rebuild::ReportArgs),
 }
 
 /// Running a batch: the flags of `supervisor` itself.
@@ -249,10 +252,18 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: crate::report::ProgressMode,
 
-    /// Write per-worker statistics as JSON to FILE, every second and at
-    /// the end.
+    /// Append the run's time series to FILE as JSON lines: a `start` line,
+    /// one `sample` line a second (run counters and per-worker rows), a
+    /// `life` line per worker start or end (with its cause), an `end`
+    /// line. `supervisor report` rebuilds the HTML report from it.
     #[arg(long, value_name = "FILE")]
     pub stats: Option<PathBuf>,
+
+    /// Write a self-contained HTML report of the run to FILE (charts of
+    /// throughput, worker lives and resources, task times, errors): at
+    /// the end, and every few seconds while it runs. Opens offline.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 
     /// More log lines (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]

@@ -158,6 +158,7 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
         max_frame,
         identity,
         journal,
+        history_records: args.report.is_some(),
         lines_as_strings: args.lines,
         settings,
         shard,

@@ -7,10 +7,13 @@ mod ctl;
 mod exit;
 mod logging;
 mod merge;
+mod page;
 mod queue;
+mod rebuild;
 mod report;
 mod shard;
 mod size;
+mod stats_file;
 mod stdin;
 mod top;
 
@@ -31,6 +34,7 @@ pub fn main() -> i32 {
     match cli.command {
         None => {}
         Some(args::Subcommand::Merge(merge)) => return merge::main(&merge),
+        Some(args::Subcommand::Report(report)) => return rebuild::main(&report),
         Some(args::Subcommand::Ctl(_) | args::Subcommand::Top(_) | args::Subcommand::Queue(_)) => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -58,12 +62,19 @@ pub fn main() -> i32 {
                 return ExitCode::Usage.into();
             }
         };
-        let mut observer = report::Reporter::new(
-            args.quiet,
-            args.verbose > 0,
-            args.progress,
-            args.stats.clone(),
-        );
+        let meta = page::RunMeta::here(&config.dispatch.kind, config.dispatch.workers);
+        let files = report::Files {
+            stats: args.stats.clone(),
+            report: args.report.clone(),
+        };
+        let mut observer =
+            match report::Reporter::new(args.quiet, args.verbose > 0, args.progress, files, meta) {
+                Ok(observer) => observer,
+                Err(error) => {
+                    eprintln!("supervisor: {error:#}");
+                    return ExitCode::Usage.into();
+                }
+            };
         if let Some(set_total) = observer.total_setter() {
             config::count_total(&config, set_total);
         }

@@ -1,19 +1,25 @@
-//! What people see on stderr while a run goes and after it: the progress
-//! bar (or periodic status lines), status tables, the `--stats` file and the
-//! final summary.
+//! What people see while a run goes and after it: the progress bar (or
+//! periodic status lines), status tables and the final summary on stderr;
+//! the `--stats` file and the `--report` page, kept up to date.
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use multiloop_supervisor::history::{History, HistoryView, LifeChange, Sampled};
 use multiloop_supervisor::{Observer, Progress, RunOutcome, RunReport, WorkerRow};
 use tracing::info;
 
+use crate::page::{self, PageData, RunEnd, RunMeta};
+use crate::stats_file::{StatsLine, StatsWriter};
+
 /// How often `-v` logs a status line when there is no progress bar.
 const STATUS_LINE_EVERY: Duration = Duration::from_secs(10);
+/// How often the `--report` page is rewritten while the run goes.
+const PAGE_EVERY: Duration = Duration::from_secs(5);
 
 /// `--progress auto|always|never`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -24,20 +30,53 @@ pub enum ProgressMode {
     Never,
 }
 
-/// Shows progress, status tables and keeps the stats file.
+/// Where the `--report` page goes, and when it was last written.
+#[derive(Debug)]
+struct PageFile {
+    path: PathBuf,
+    written: Option<Instant>,
+    /// The whole history, once the run is over.
+    last: Option<HistoryView>,
+}
+
+/// The files kept up to date while a run goes.
+#[derive(Debug, Default)]
+pub struct Files {
+    pub stats: Option<PathBuf>,
+    pub report: Option<PathBuf>,
+}
+
+/// Shows progress, status tables and keeps the stats file and the page.
 #[derive(Debug)]
 pub struct Reporter {
     quiet: bool,
     verbose: bool,
     bar: Option<ProgressBar>,
-    stats: Option<PathBuf>,
+    meta: RunMeta,
+    stats: Option<StatsWriter>,
+    page: Option<PageFile>,
     started: Instant,
     last_line: Instant,
     last_progress: Progress,
 }
 
 impl Reporter {
-    pub fn new(quiet: bool, verbose: bool, mode: ProgressMode, stats: Option<PathBuf>) -> Self {
+    pub fn new(
+        quiet: bool,
+        verbose: bool,
+        mode: ProgressMode,
+        files: Files,
+        meta: RunMeta,
+    ) -> anyhow::Result<Self> {
+        let stats = match &files.stats {
+            Some(path) => Some(StatsWriter::open(path, &meta)?),
+            None => None,
+        };
+        let page = files.report.map(|path| PageFile {
+            path,
+            written: None,
+            last: None,
+        });
         let show = match mode {
             ProgressMode::Always => true,
             ProgressMode::Never => false,
@@ -59,15 +98,17 @@ impl Reporter {
             bar
         });
         let now = Instant::now();
-        Self {
+        Ok(Self {
             quiet,
             verbose,
             bar,
+            meta,
             stats,
+            page,
             started: now,
             last_line: now,
             last_progress: Progress::default(),
-        }
+        })
     }
 
     /// A handle that sets the bar's length once the total is known.
@@ -76,39 +117,36 @@ impl Reporter {
         Some(Arc::new(move |total| bar.set_length(total)))
     }
 
-    /// Writes the last stats and clears the bar before the summary.
+    /// Writes the end to the stats file and the final page, and clears the
+    /// bar before the summary.
     pub fn finish(&mut self, report: &RunReport) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        let progress = Progress {
-            done: report.ok + report.failed,
-            failed: report.failed,
-            read: report.read,
-            restarts: report.restarts,
-            alive: 0,
-        };
-        self.write_stats(&progress, &report.workers, Some(report));
+        let end = RunEnd::of(report);
+        if let Some(stats) = &mut self.stats {
+            stats.write(&StatsLine::End { end: end.clone() });
+        }
+        if let Some(page) = &self.page {
+            if let Some(view) = &page.last {
+                write_page(&page.path, &self.meta, Some(&end), view);
+            }
+        }
     }
+}
 
-    fn write_stats(&self, progress: &Progress, rows: &[WorkerRow], report: Option<&RunReport>) {
-        let Some(path) = &self.stats else { return };
-        let mut value = serde_json::json!({
-            "elapsed_s": self.started.elapsed().as_secs_f64(),
-            "finished": report.is_some(),
-            "progress": progress,
-            "workers": rows,
-        });
-        if let Some(report) = report {
-            value["outcome"] = serde_json::Value::String(outcome_name(&report.outcome).into());
-        }
-        // Written aside and renamed, so a reader never sees half a file.
-        let partial = path.with_extension("partial");
-        let written = std::fs::write(&partial, format!("{value:#}\n"))
-            .and_then(|()| std::fs::rename(&partial, path));
-        if let Err(error) = written {
-            tracing::warn!("cannot write --stats {}: {error}", path.display());
-        }
+/// Writes one report page; a failure is a warning, never the run's end.
+fn write_page(path: &Path, meta: &RunMeta, end: Option<&RunEnd>, view: &HistoryView) {
+    let html = page::render(&PageData {
+        meta: Some(meta),
+        end,
+        finished: end.is_some(),
+        history: view,
+        generated_unix_ms: page::unix_ms(),
+        chart_library: page::CHART_LIBRARY,
+    });
+    if let Err(error) = page::write_atomically(path, &html) {
+        tracing::warn!("cannot write --report {}: {error}", path.display());
     }
 }
 
@@ -142,12 +180,35 @@ impl Observer for Reporter {
         }
     }
 
-    fn sampled(&mut self, progress: &Progress, rows: &[WorkerRow]) {
-        self.write_stats(progress, rows, None);
+    fn sampled(&mut self, sample: &Sampled, history: &History) {
+        if let Some(stats) = &mut self.stats {
+            stats.write(&StatsLine::Sample(sample.clone()));
+        }
+        if let Some(page) = &mut self.page {
+            if page.written.is_none_or(|at| at.elapsed() >= PAGE_EVERY) {
+                page.written = Some(Instant::now());
+                write_page(&page.path, &self.meta, None, &history.view());
+            }
+        }
+    }
+
+    fn life(&mut self, t: f64, change: &LifeChange) {
+        if let Some(stats) = &mut self.stats {
+            stats.write(&StatsLine::Life {
+                t,
+                life: change.clone(),
+            });
+        }
+    }
+
+    fn finished(&mut self, history: &History) {
+        if let Some(page) = &mut self.page {
+            page.last = Some(history.view());
+        }
     }
 }
 
-fn outcome_name(outcome: &RunOutcome) -> &'static str {
+pub fn outcome_name(outcome: &RunOutcome) -> &'static str {
     match outcome {
         RunOutcome::AllOk => "all_ok",
         RunOutcome::SomeFailed => "some_failed",

@@ -19,6 +19,7 @@ use crate::dispatcher::{
     Command, DispatchConfig, Dispatcher, Event, OperatorSignal, Progress, RunReport, Tick,
     WorkerId, WorkerRow,
 };
+use crate::history::{History, LifeChange, Sampled};
 use crate::input::{InputFilter, InputMessage, InputSource};
 use crate::link;
 use crate::output::{OutputEnd, OutputTarget, OutputWriter};
@@ -48,6 +49,9 @@ pub struct RunConfig {
     pub settings: Vec<(String, String)>,
     /// Only this slice of the input (`--shard`).
     pub shard: Option<Shard>,
+    /// Keep task times, errors (and for `fetch`, hosts) from the records
+    /// in the run's history, for a report; costs a little per record.
+    pub history_records: bool,
 }
 
 /// What stops a run before it starts, or breaks it while it runs.
@@ -66,8 +70,14 @@ pub trait Observer: Send {
     fn progress(&mut self, _progress: &Progress) {}
     /// SIGUSR1: show the per-worker table.
     fn status(&mut self, _rows: &[WorkerRow]) {}
-    /// About once a second, after workers were sampled from `/proc`.
-    fn sampled(&mut self, _progress: &Progress, _rows: &[WorkerRow]) {}
+    /// About once a second, after workers were sampled from `/proc`, with
+    /// the run's history so far (the sample is in it).
+    fn sampled(&mut self, _sample: &Sampled, _history: &History) {}
+    /// A worker slot got a process, or one ended; `t` is seconds since the
+    /// run started.
+    fn life(&mut self, _t: f64, _change: &LifeChange) {}
+    /// The run is over: its whole history, before the run's report.
+    fn finished(&mut self, _history: &History) {}
 }
 
 /// An observer that shows nothing.
@@ -118,7 +128,8 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
     let mut progress = tokio::time::interval(Duration::from_millis(200));
     progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
-    let mut dispatcher = Dispatcher::new(config.dispatch.clone(), Instant::now());
+    let started = Instant::now();
+    let mut dispatcher = Dispatcher::new(config.dispatch.clone(), started);
     let mut engine = Engine {
         config: &config,
         spawner,
@@ -131,6 +142,8 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
         calls: HashMap::new(),
         next_call: 0,
         finished: false,
+        history: History::new(config.history_records, config.dispatch.kind == "fetch"),
+        started,
     };
     // The one loop: every source becomes an event, every event goes
     // through the one `handle` below, and the engine only carries out what
@@ -165,7 +178,9 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
     }
     debug_assert!(dispatcher.is_finished());
     observer.progress(&dispatcher.progress());
-    observer.sampled(&dispatcher.progress(), &dispatcher.rows(Instant::now()));
+    let now = Instant::now();
+    engine.sampled(dispatcher.progress(), dispatcher.rows(now), observer);
+    observer.finished(&engine.history);
     drop(engine);
     let end = tokio::task::spawn_blocking(move || output.finish())
         .await
@@ -213,6 +228,9 @@ struct Engine<'a> {
     next_call: u64,
     /// The dispatcher said the run is over.
     finished: bool,
+    /// The run over time, for reports.
+    history: History,
+    started: Instant,
 }
 
 /// Shorter waits for the output writer are normal back-pressure.
@@ -258,6 +276,7 @@ impl Engine<'_> {
                 }
                 Command::Emit(records) => {
                     let started = Instant::now();
+                    self.history.records(&records);
                     if !self.output_closed && self.output.send(records).await.is_err() {
                         self.output_closed = true;
                         self.pending.push_back(Event::OutputClosed);
@@ -275,7 +294,12 @@ impl Engine<'_> {
                     let samples = sampler.sample(&workers);
                     self.pending.push_back(Event::Sampled(samples));
                 }
-                Command::Sampled { progress, rows } => observer.sampled(&progress, &rows),
+                Command::Sampled { progress, rows } => self.sampled(progress, rows, observer),
+                Command::Life(change) => {
+                    let t = self.started.elapsed().as_secs_f64();
+                    self.history.life(t, &change);
+                    observer.life(t, &change);
+                }
                 Command::Reply { call, answer } => {
                     if let Some(reply) = self.calls.remove(&call) {
                         let _ = reply.send(answer);
@@ -287,6 +311,17 @@ impl Engine<'_> {
         if paused >= PAUSE_WORTH_TELLING {
             self.pending.push_back(Event::OutputPaused(paused));
         }
+    }
+
+    /// A sampling round's figures go into the history, then to the observer.
+    fn sampled(&mut self, progress: Progress, rows: Vec<WorkerRow>, observer: &mut dyn Observer) {
+        let sample = Sampled {
+            t: self.started.elapsed().as_secs_f64(),
+            progress,
+            workers: rows,
+        };
+        self.history.sample(&sample);
+        observer.sampled(&sample, &self.history);
     }
 
     /// Starts a worker process and the tasks that serve it. The channels

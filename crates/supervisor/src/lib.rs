@@ -7,6 +7,7 @@ mod demo;
 mod dispatcher;
 mod engine;
 pub mod fingerprint;
+pub mod history;
 mod input;
 pub mod limits;
 mod lines;

@@ -15,10 +15,11 @@ use super::death::{classify, Death, Exit, Named, Restart};
 use super::events::{Command, Event, ExitStatus, LinkFailure, Request, Tick, WorkerId};
 use super::fleet::{AfterBeat, Fleet, FleetConfig, Taker, Tally};
 use super::policy::deadline_after;
-use super::reasons::{CloseReason, KillReason, RecycleReason};
+use super::reasons::{end_cause, CloseReason, KillReason, RecycleReason};
 use super::run::{Phase, RunState};
 use super::status::{Progress, RunOutcome, RunReport, WorkerRow};
 use crate::control::{ControlAnswer, ControlRequest, StatusAnswer};
+use crate::history::{EndCause, LifeChange};
 use crate::limits::check_fleet_size;
 use crate::record::{InputItem, Record, TaskEntry};
 use crate::reorder::ReorderBuffer;
@@ -182,8 +183,11 @@ impl Dispatcher {
 
     /// Run-wide counters for progress displays.
     pub fn progress(&self) -> Progress {
-        self.run
-            .progress_counts(self.fleet.restarts(), self.fleet.alive())
+        Progress {
+            queued: self.book.queued() as u64,
+            ..self.run
+                .progress_counts(self.fleet.restarts(), self.fleet.alive())
+        }
     }
 
     /// How the run went.
@@ -346,6 +350,10 @@ impl Dispatcher {
     // ----- worker lives -------------------------------------------------
 
     fn spawn_command(&mut self, worker: WorkerId) {
+        self.out.push(Command::Life(LifeChange::Started {
+            slot: worker.index,
+            generation: worker.generation,
+        }));
         self.out.push(Command::Spawn {
             worker,
             workers: self.fleet.active(),
@@ -376,6 +384,14 @@ impl Dispatcher {
         if !self.fleet.spawn_failed(worker) {
             return;
         }
+        self.out.push(Command::Life(LifeChange::Ended {
+            slot: worker.index,
+            generation: worker.generation,
+            pid: None,
+            cause: EndCause::SpawnFailed,
+            detail: error.clone(),
+            probe: false,
+        }));
         let message = format!("cannot start worker {}: {error}", worker.index);
         warn!("{message}");
         if !self.fleet.any_done() && self.fleet.restarts() == 0 && worker.generation == 1 {
@@ -499,6 +515,15 @@ impl Dispatcher {
             return;
         };
         let pid = ended.pid;
+        let (cause, detail) = end_cause(ended.ending.killed.as_ref(), ended.ending.closing, status);
+        self.out.push(Command::Life(LifeChange::Ended {
+            slot: worker.index,
+            generation: worker.generation,
+            pid: pid.0,
+            cause,
+            detail,
+            probe: self.book.probe() == Some(worker),
+        }));
         let in_flight = self.book.in_flight(worker);
         let death = classify(&Exit {
             ending: &ended.ending,

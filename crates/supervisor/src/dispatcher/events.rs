@@ -6,6 +6,7 @@ use multiloop_protocol::{Heartbeat, Hello, Task, TaskResult, Usage};
 
 use super::status::{Progress, WorkerRow};
 use crate::control::{ControlAnswer, ControlRequest};
+use crate::history::LifeChange;
 use crate::record::{InputItem, Record};
 
 /// One incarnation of a worker slot: events from an older generation of
@@ -265,6 +266,8 @@ pub enum Command {
         progress: Progress,
         rows: Vec<WorkerRow>,
     },
+    /// A worker slot got a process, or one ended (for the run's history).
+    Life(LifeChange),
     /// The answer to [`Event::Control`] `call`.
     Reply {
         call: u64,

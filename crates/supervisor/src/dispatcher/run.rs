@@ -230,6 +230,7 @@ impl RunState {
             read: self.read,
             restarts,
             alive,
+            queued: 0,
         }
     }
 

@@ -86,6 +86,9 @@ pub struct Progress {
     pub restarts: u64,
     /// Worker processes alive.
     pub alive: u64,
+    /// Tasks read and waiting for a worker.
+    #[serde(default)]
+    pub queued: u64,
 }
 
 /// How a run ended; decides the exit status.

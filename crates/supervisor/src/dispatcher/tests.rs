@@ -8,6 +8,7 @@ use multiloop_protocol::{Hello, Outcome, TaskResult};
 
 use super::*;
 use crate::control::{ControlAnswer, ControlRequest};
+use crate::history::{EndCause, LifeChange};
 use crate::record::{InputItem, Record, TaskEntry};
 
 fn config(workers: usize, window: usize) -> DispatchConfig {
@@ -59,6 +60,8 @@ struct Harness {
     now: Instant,
     ids: Vec<WorkerId>,
     emitted: Vec<Record>,
+    /// Life changes told for the history, in order.
+    lives: Vec<LifeChange>,
 }
 
 impl Harness {
@@ -68,8 +71,9 @@ impl Harness {
         let ids = dispatcher
             .handle(Event::Start, now)
             .into_iter()
-            .map(|command| match command {
-                Command::Spawn { worker, .. } => worker,
+            .filter_map(|command| match command {
+                Command::Spawn { worker, .. } => Some(worker),
+                Command::Life(LifeChange::Started { .. }) => None,
                 other => panic!("expected spawns, got {other:?}"),
             })
             .collect();
@@ -78,6 +82,7 @@ impl Harness {
             now,
             ids,
             emitted: Vec::new(),
+            lives: Vec::new(),
         };
         for worker in harness.ids.clone() {
             harness.up(worker);
@@ -96,13 +101,18 @@ impl Harness {
         })
     }
 
+    /// Handles an event; the history's life changes are kept apart, so
+    /// that tests match the commands that act.
     fn handle(&mut self, event: Event) -> Vec<Command> {
-        let commands = self.dispatcher.handle(event, self.now);
+        let mut commands = self.dispatcher.handle(event, self.now);
         for command in &commands {
-            if let Command::Emit(records) = command {
-                self.emitted.extend(records.iter().cloned());
+            match command {
+                Command::Emit(records) => self.emitted.extend(records.iter().cloned()),
+                Command::Life(change) => self.lives.push(change.clone()),
+                _ => {}
             }
         }
+        commands.retain(|c| !matches!(c, Command::Life(_)));
         commands
     }
 
@@ -293,7 +303,7 @@ fn a_worker_without_the_kind_is_a_fatal_error() {
     let now = Instant::now();
     let mut dispatcher = Dispatcher::new(config(1, 2), now);
     let worker = match dispatcher.handle(Event::Start, now).as_slice() {
-        [Command::Spawn { worker, .. }] => *worker,
+        [Command::Life(_), Command::Spawn { worker, .. }] => *worker,
         other => panic!("{other:?}"),
     };
     dispatcher.handle(
@@ -468,6 +478,27 @@ fn kills_on_request_never_fail_a_task_however_often() {
     assert_eq!(h.emitted.len(), 1);
     assert!(h.emitted[0].is_ok());
     assert_eq!(h.dispatcher.report(h.now).outcome, RunOutcome::AllOk);
+    // The history heard each life: 20 ends on request, 21 starts in all.
+    let ends = h
+        .lives
+        .iter()
+        .filter(|c| {
+            matches!(
+                c,
+                LifeChange::Ended {
+                    cause: EndCause::KilledOnRequest,
+                    slot: 0,
+                    ..
+                }
+            )
+        })
+        .count();
+    let starts = h
+        .lives
+        .iter()
+        .filter(|c| matches!(c, LifeChange::Started { .. }))
+        .count();
+    assert_eq!((ends, starts), (20, 20), "{:?}", h.lives);
 }
 
 #[test]
