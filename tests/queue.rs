@@ -467,3 +467,56 @@ impl WaitOutput for Running {
         (code, self.stderr())
     }
 }
+
+#[test]
+fn a_queue_line_over_the_frame_limit_is_bad_input_not_a_panic() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let big = format!(r#"{{"iters":3,"pad":"{}"}}"#, "x".repeat(10_000));
+    let lines = format!("{{\"iters\":1}}\n{big}\n{{\"iters\":2}}\n");
+    let input = write_input(dir.path(), &lines);
+    let url = redis.url("oversize");
+
+    // The pusher is told the consumers' frame limit and names the line.
+    let pushed = queue(&[
+        "push",
+        "--queue",
+        &url,
+        "--input",
+        input.to_str().unwrap(),
+        "--max-frame",
+        "4KiB",
+    ]);
+    let stderr = text(&pushed.stderr);
+    assert_eq!(pushed.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("line 2: 10020 bytes is over the frame limit"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("1 of them over the frame limit"),
+        "{stderr}"
+    );
+
+    let mut consumer = node(&url, &["--workers", "1", "--max-frame", "4KiB"]);
+    let code = consumer.wait(LONG);
+    let stderr = consumer.stderr();
+    assert_eq!(code, 1, "one bad_input line: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains(" 0 worker restarts"),
+        "no worker died: {stderr}"
+    );
+    let records = consumer.output_records();
+    assert_eq!(records.len(), 3, "{records:?}");
+    for record in &records {
+        if record["seq"] == 2 {
+            assert_eq!(record["error"]["kind"], "bad_input", "{record}");
+            assert_eq!(record["attempts"], 0, "never sent to a worker: {record}");
+            let message = record["error"]["message"].as_str().unwrap();
+            assert!(message.contains("line 2: 10020 bytes"), "{record}");
+        } else {
+            assert!(record["ok"].is_object(), "{record}");
+        }
+    }
+}

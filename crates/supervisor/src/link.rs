@@ -99,10 +99,18 @@ pub async fn write_tasks(
         let packed = pack(ready.drain(..).flatten(), max_frame, |batch| {
             codec.encode(&ToWorker::Tasks(batch), &mut buf)
         });
-        // Lines were checked against `max_task_payload` when read, and
-        // `pack` cuts batches by postcard's worst case, so a batch always
-        // encodes.
-        packed.expect("a packed task batch encodes within the frame limit");
+        // Every payload was held to `max_task_payload` when it became a
+        // task (`input::line_item`, for files and queues alike), and `pack`
+        // cuts batches by postcard's worst case, so a batch encodes. Should
+        // one not, the worker's pipe closes: the worker finishes what it
+        // has, and its exit puts the rest back through the dispatcher's
+        // crash policy, which ends in a record, never in a panic here.
+        if let Err(error) = packed {
+            tracing::error!(
+                "a task batch does not fit a frame ({error}); closing the worker's task pipe"
+            );
+            return;
+        }
         if pipe.write_all(&buf).await.is_err() {
             return; // The worker is gone; its exit is reported elsewhere.
         }
