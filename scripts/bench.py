@@ -337,11 +337,23 @@ def bench_trivial(b):
                   b.missing(b.supervisor), check=sup_out),
         Contender("inprocess_baseline", [b.baseline, tasks], b.missing(b.baseline), stdout=b.out("trivial-baseline")),
     ]
+    if b.args.screen_cost:
+        # The same run without the check that each result is one line of
+        # JSON (a hidden flag that exists for this comparison only).
+        unscreened = b.out("trivial-supervisor-unscreened")
+        contenders.append(Contender(
+            "supervisor --workers 2 --unscreened-output",
+            [b.supervisor, *b.sup_extra, "--workers", "2", "--unscreened-output", "--task", "sim",
+             "--input", tasks, "--output", unscreened],
+            b.missing(b.supervisor), check=unscreened))
     res = b.contest(contenders, repeat, lambda p: check_output.check(None, p, quick=True, expected=count)[1])
     b.say()
     b.say(table(["contender", "median s", "best s", "tasks/s", "status / output check"], b.rows(res, count)))
     sup, base = wall_of(res, "supervisor --workers 2"), wall_of(res, "inprocess_baseline")
     b.say(f"supervisor / baseline throughput: {ratio(base, sup)}   (1.00x = as fast as in-process)")
+    if b.args.screen_cost:
+        bare = wall_of(res, "supervisor --workers 2 --unscreened-output")
+        b.say(f"screened / unscreened throughput: {ratio(bare, sup)}   (what checking each result costs)")
     b.notes(res)
     b.save("trivial")
 
@@ -494,6 +506,8 @@ def main():
     p.add_argument("--python-full", action="store_true", help="demo: also run the Python peers on the unscaled list (slow)")
     p.add_argument("--skip-full", action="store_true", help="demo: only the scaled list")
     p.add_argument("--sup-args", help='extra arguments for every supervisor run; use the = form: --sup-args="--keep-order"')
+    p.add_argument("--screen-cost", action="store_true",
+                   help="trivial: also run without the check that each result is one line of JSON")
     p.add_argument("--no-save", action="store_true", help="do not append to scripts/results/")
     p.add_argument("--allow-dirty", action="store_true",
                    help="run on a tree with uncommitted changes; results are marked DIRTY (not for the README)")

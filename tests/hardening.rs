@@ -449,3 +449,30 @@ fn without_user_or_xdg_runtime_dir_the_uid_directory_is_used() {
     drop(child.stdin.take());
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn a_foreign_worker_result_that_is_not_one_json_line_is_a_failure_naming_it() {
+    // A worker of another language speaking the protocol, whose results
+    // may be any bytes at all (tests/workers/foreign.py).
+    let foreign = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workers/foreign.py");
+    let input = b"{\"reply\":\"fine\"}\n{\"reply\":\"newline\"}\n{\"reply\":\"garbage\"}\n";
+    let output = run(&["-w", "1", "--worker", foreign.to_str().unwrap()], input);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "two tasks failed: {stderr}");
+    // Every line of the output is still one JSON record (`records` fails
+    // on any other line).
+    let records = by_seq(&records(&output.stdout));
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert_eq!(records[&1]["ok"]["fine"], true, "{}", records[&1]);
+    for (seq, why) in [(2, "a raw line break"), (3, "not JSON")] {
+        let record = &records[&seq];
+        assert_eq!(record["error"]["kind"], "failed", "{record}");
+        let message = record["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("worker 0 (") && message.contains("foreign.py) sent a result"),
+            "names the worker: {record}"
+        );
+        assert!(message.contains(why), "{record}");
+        assert_eq!(record["attempts"], 1, "not retried: {record}");
+    }
+}

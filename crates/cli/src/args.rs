@@ -133,6 +133,13 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub window: Option<u32>,
 
+    /// Write workers' results without checking that each is one line of
+    /// JSON. Hidden: it exists so that `scripts/bench.py trivial
+    /// --screen-cost` can measure what the check costs; a worker that
+    /// sends anything else then breaks the output file.
+    #[arg(long, hide = true)]
+    pub unscreened_output: bool,
+
     /// Largest frame between supervisor and worker; longer input lines are
     /// `bad_input`.
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]

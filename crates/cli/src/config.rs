@@ -151,6 +151,7 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
         lines_as_strings: args.lines,
         settings,
         shard,
+        screen_output: !args.unscreened_output,
     })
 }
 

@@ -47,6 +47,9 @@ pub struct RunConfig {
     pub settings: Vec<(String, String)>,
     /// Only this slice of the input (`--shard`).
     pub shard: Option<Shard>,
+    /// Check that every result is one line of JSON before writing it
+    /// (off only to measure what the check costs).
+    pub screen_output: bool,
 }
 
 /// What stops a run before it starts, or breaks it while it runs.
@@ -314,6 +317,10 @@ impl Engine<'_> {
         let spawner = self.spawner.clone();
         let events = self.events_tx.clone();
         let max_frame = self.config.max_frame;
+        let screen = self
+            .config
+            .screen_output
+            .then(|| std::sync::Arc::from(self.config.worker_program.display().to_string()));
         tokio::spawn(async move {
             match spawner.spawn(spec).await {
                 Err(error) => {
@@ -333,6 +340,7 @@ impl Engine<'_> {
                         worker,
                         process.results,
                         max_frame,
+                        screen,
                         events.clone(),
                     ));
                     tokio::spawn(link::forward_output(worker.index, process.stdout));

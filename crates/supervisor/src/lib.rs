@@ -18,6 +18,7 @@ mod record;
 mod reorder;
 mod resume;
 mod sample;
+mod screen;
 mod shard;
 pub mod socket_dir;
 pub mod source;

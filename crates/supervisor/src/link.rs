@@ -27,10 +27,13 @@ const MAX_OUTPUT_LINE: usize = 64 * 1024;
 
 /// Reads result frames and turns them into events. Stops at the first
 /// violation: the dispatcher kills the worker, and its exit explains.
+/// With `screen`, results that are not one line of JSON become failures
+/// naming `program` (see [`crate::screen`]).
 pub async fn read_frames(
     worker: WorkerId,
     results: pipe::Receiver,
     max_frame: usize,
+    screen: Option<std::sync::Arc<str>>,
     events: mpsc::UnboundedSender<Event>,
 ) {
     // Until the handshake, frames are held to the size a hello can have:
@@ -64,7 +67,13 @@ pub async fn read_frames(
                 },
             },
             Ok(frame) => match decode_from_worker(&frame.freeze()) {
-                Ok(FromWorker::Results(results)) => Event::Results { worker, results },
+                Ok(FromWorker::Results(mut results)) => {
+                    if let Some(program) = &screen {
+                        let name = format!("worker {} ({program})", worker.index);
+                        crate::screen::screen_results(&mut results, &name);
+                    }
+                    Event::Results { worker, results }
+                }
                 Ok(FromWorker::Heartbeat(heartbeat)) => Event::Heartbeat { worker, heartbeat },
                 Ok(FromWorker::Bye(usage)) => Event::Bye { worker, usage },
                 Ok(FromWorker::Hello(_)) => Event::LinkFailed {
