@@ -124,8 +124,9 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_task_timeout)]
     pub task_timeout: Option<Duration>,
 
-    /// Write records in input order (through a bounded reorder buffer)
-    /// instead of completion order.
+    /// Write records in input order instead of completion order. Records
+    /// that finish ahead of an earlier task wait in a reorder buffer of at
+    /// most 32MiB; when it is full, input pauses until that task ends.
     #[arg(long)]
     pub keep_order: bool,
 

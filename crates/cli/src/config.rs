@@ -119,7 +119,7 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
             kind,
             window,
             keep_order: args.keep_order,
-            reorder_limit: (window * workers * 16).max(100_000),
+            reorder_bytes: multiloop_supervisor::REORDER_BYTES,
             worker_timeout: args.worker_timeout,
             task_timeout: args.task_timeout,
             heartbeat: HEARTBEAT,

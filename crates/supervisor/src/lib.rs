@@ -33,6 +33,7 @@ pub use input::InputSource;
 pub use limits::{check_fleet_size, fleet_limit, max_fleet_size, FleetLimit, FleetTooLarge};
 pub use output::OutputTarget;
 pub use record::{Record, RecordHead};
+pub use reorder::REORDER_BYTES;
 pub use resume::{Identity, Journal};
 pub use shard::Shard;
 pub use term::{set_stderr_hook, write_stderr, write_stderr_raw};

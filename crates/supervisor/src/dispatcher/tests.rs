@@ -16,7 +16,7 @@ fn config(workers: usize, window: usize) -> DispatchConfig {
         kind: "sim".into(),
         window,
         keep_order: false,
-        reorder_limit: 1000,
+        reorder_bytes: 1 << 20,
         worker_timeout: Duration::from_secs(10),
         task_timeout: None,
         heartbeat: Duration::from_millis(500),
