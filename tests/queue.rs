@@ -99,9 +99,20 @@ impl Redis {
 
     /// Stops it the way a maintenance restart does (SIGTERM) and waits.
     fn stop(&mut self) {
+        self.end(libc::SIGTERM);
+    }
+
+    /// Kills it (SIGKILL: no goodbye to its clients) and waits.
+    fn crash(&mut self) {
+        self.end(libc::SIGKILL);
+    }
+
+    fn end(&mut self, signal: i32) {
         if let Some(mut child) = self.child.take() {
-            kill(child.id(), libc::SIGTERM);
-            child.wait().unwrap();
+            kill(child.id(), signal);
+            wait_until(LONG, "redis-server to exit", || {
+                child.try_wait().unwrap().is_some()
+            });
         }
     }
 
@@ -519,4 +530,64 @@ fn a_queue_line_over_the_frame_limit_is_bad_input_not_a_panic() {
             assert!(record["ok"].is_object(), "{record}");
         }
     }
+}
+
+#[test]
+fn after_redis_comes_back_a_node_runs_lines_a_lost_reply_left_under_its_name() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let n = 6_000;
+    let (lines, iters) = mixed(n);
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &lines);
+    push(&redis, "lost", &input);
+
+    // Nobody claims anything for an hour: lines pending under the node's
+    // own name can only be run by the node looking for them itself.
+    let url = redis.url("lost");
+    let args = [
+        "--workers",
+        "1",
+        "--concurrency",
+        "8",
+        "--claim-after",
+        "1h",
+    ];
+    let mut consumer = node(&url, &args);
+    wait_until(LONG, "some records", || consumer.output_lines() >= 300);
+    // What a read in flight when Redis died leaves behind: Redis carried it
+    // out (and wrote it to its append-only file), its reply never came.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let name = format!("{}:{}", host.trim(), consumer.output_path().display());
+    let taken = redis.cli(&[
+        "XREADGROUP",
+        "GROUP",
+        "multiloop",
+        &name,
+        "COUNT",
+        "12",
+        "STREAMS",
+        "multiloop:{lost}:tasks",
+        ">",
+    ]);
+    assert!(taken.lines().count() >= 12, "the read took lines: {taken}");
+    redis.crash();
+    redis.launch();
+
+    let started = std::time::Instant::now();
+    let code = consumer.wait(LONG);
+    let stderr = consumer.stderr();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("Redis is back"), "{stderr}");
+    assert!(stderr.contains("did not hold"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "ended long before --claim-after"
+    );
+    let (records, _) = merged(&[consumer.output_path()], &input);
+    assert_all_sums(&records, n, iters);
+    let status = queue(&["status", "--queue", &url, "--json"]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["in_flight"], 0, "{status}");
 }
