@@ -172,12 +172,13 @@ fn bad_requests_get_clear_errors() {
     );
     // A raw client sending garbage gets an error line, and the run goes on.
     let mut stream = std::os::unix::net::UnixStream::connect(running.socket_path()).unwrap();
+    stream.set_read_timeout(Some(LONG)).unwrap();
     use std::io::{BufRead, Write};
     stream.write_all(b"{\"cmd\":\"explode\"}\n").unwrap();
     let mut answer = String::new();
     std::io::BufReader::new(&stream)
         .read_line(&mut answer)
-        .unwrap();
+        .expect("an answer to a bad request within LONG");
     let answer: Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(answer["ok"], false);
     assert!(answer["error"].as_str().unwrap().contains("bad request"));
@@ -212,7 +213,8 @@ fn list_names_every_running_supervisor_of_the_directory() {
     assert!(stderr.contains("pick one with --pid"), "{stderr}");
     for child in [&mut first, &mut second] {
         drop(child.stdin.take());
-        assert_eq!(child.wait().unwrap().code(), Some(0));
+        let status = wait_child(child, LONG, "a supervisor whose input closed");
+        assert_eq!(status.code(), Some(0));
     }
     let (code, listed, _) = ctl_in(runtime.path(), &["list"]);
     assert_eq!((code, listed.as_str()), (0, ""), "sockets removed at exit");
@@ -244,6 +246,10 @@ fn answer_as_nobody(socket: &std::path::Path) -> String {
         let changed = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
         assert_eq!(changed, 0, "setresuid");
         let stream = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+        // A server that neither answers nor closes fails the test, not CI.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         use std::io::{BufRead, Write};
         let _ = (&stream).write_all(b"{\"cmd\":\"status\"}\n");
         let mut answer = String::new();

@@ -1009,7 +1009,7 @@ fn the_resolve_example_runs_under_the_supervisor() {
         .spawn()
         .and_then(|mut child| {
             child.stdin.take().unwrap().write_all(input.as_bytes())?;
-            child.wait_with_output()
+            Ok(wait_output(child, RUN_LIMIT, "the resolve example"))
         })
         .expect("supervisor runs");
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));

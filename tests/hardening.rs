@@ -93,7 +93,7 @@ fn a_directory_as_input_is_refused_before_any_worker_starts() {
     let output = supervisor()
         .args(["--workers", "1", "--input"])
         .arg(dir.path())
-        .output()
+        .output_within(RUN_LIMIT)
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
@@ -126,7 +126,7 @@ fn merge_refuses_a_record_past_the_end_of_the_input() {
         .arg(&shard)
         .arg("--input")
         .arg(&input)
-        .output()
+        .output_within(RUN_LIMIT)
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
@@ -153,7 +153,7 @@ fn resume_with_another_input_is_refused_and_a_grown_one_accepted() {
         if resume {
             command.arg("--resume");
         }
-        command.output().unwrap()
+        command.output_within(RUN_LIMIT).unwrap()
     };
     assert_eq!(run_on(&a, false).status.code(), Some(0));
     let other = run_on(&b, true);
@@ -223,7 +223,7 @@ fn a_planted_socket_directory_is_refused_not_adopted() {
         .args(["-w", "1", "--input", "-"])
         .env("XDG_RUNTIME_DIR", runtime.path())
         .stdin(Stdio::piped())
-        .output()
+        .output_within(RUN_LIMIT)
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(
@@ -366,7 +366,7 @@ fn a_closed_stdout_exits_141_and_leaves_no_worker() {
     });
     // What `| head -1` does: read one line, close the pipe.
     drop(stdout);
-    let status = child.wait().unwrap();
+    let status = wait_child(&mut child, LONG, "a supervisor whose stdout closed");
     assert_eq!(status.code(), Some(141), "{status:?}");
     for pid in workers {
         wait_until(LONG, "no worker left", || is_gone(pid));
@@ -440,14 +440,15 @@ fn without_user_or_xdg_runtime_dir_the_uid_directory_is_used() {
     wait_until(LONG, "the socket in multiloop-UID", || socket.exists());
     let mut ctl = Command::new(SUPERVISOR);
     env(&mut ctl);
-    let listed = ctl.args(["ctl", "list"]).output().unwrap();
+    let listed = ctl.args(["ctl", "list"]).output_within(RUN_LIMIT).unwrap();
     assert_eq!(listed.status.code(), Some(0));
     assert!(
         String::from_utf8_lossy(&listed.stdout).contains(&format!("{}\t", child.id())),
         "{listed:?}"
     );
     drop(child.stdin.take());
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let status = wait_child(&mut child, LONG, "a supervisor whose input closed");
+    assert_eq!(status.code(), Some(0));
 }
 
 #[test]

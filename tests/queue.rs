@@ -125,7 +125,7 @@ impl Redis {
         let output = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
             .args(args)
-            .output()
+            .output_within(RUN_LIMIT)
             .expect("redis-cli runs");
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
@@ -147,7 +147,7 @@ fn queue(args: &[&str]) -> Output {
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .output()
+        .output_within(RUN_LIMIT)
         .expect("supervisor queue runs")
 }
 
@@ -192,7 +192,7 @@ fn merged(files: &[PathBuf], input: &Path) -> (Vec<Value>, String) {
         .arg("--input")
         .arg(input)
         .stdin(Stdio::null())
-        .output()
+        .output_within(RUN_LIMIT)
         .expect("merge runs");
     let stderr = text(&output.stderr);
     assert!(
@@ -446,7 +446,7 @@ fn merge_resolves_repeats_only_in_queue_mode() {
         if queue {
             command.arg("--queue");
         }
-        command.output().unwrap()
+        command.output_within(RUN_LIMIT).unwrap()
     };
     let shards = run(false);
     assert_eq!(shards.status.code(), Some(1));

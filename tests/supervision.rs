@@ -429,7 +429,7 @@ fn a_second_supervisor_on_the_same_output_is_refused() {
         .arg(first.dir.path().join("in.jsonl"))
         .arg("--output")
         .arg(first.output_path())
-        .output()
+        .output_within(RUN_LIMIT)
         .unwrap();
     assert_eq!(second.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&second.stderr);
