@@ -591,3 +591,54 @@ fn after_redis_comes_back_a_node_runs_lines_a_lost_reply_left_under_its_name() {
     let status: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["in_flight"], 0, "{status}");
 }
+
+#[test]
+fn a_line_delivered_past_the_limit_is_recorded_crashed_unrun() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &sim_lines(5, |_| 0, |i| i));
+    push(&redis, "dead", &input);
+    // A node that died holding lines 1-3, line 3 after being handed out
+    // a hundred times (every node that took it died with it).
+    let stream = "multiloop:{dead}:tasks";
+    let taken = redis.cli(&[
+        "XREADGROUP",
+        "GROUP",
+        "multiloop",
+        "ghost",
+        "COUNT",
+        "3",
+        "STREAMS",
+        stream,
+        ">",
+    ]);
+    assert!(taken.contains("3-0"), "{taken}");
+    redis.cli(&[
+        "XCLAIM",
+        stream,
+        "multiloop",
+        "ghost",
+        "0",
+        "3-0",
+        "RETRYCOUNT",
+        "100",
+    ]);
+
+    let mut consumer = node(
+        &redis.url("dead"),
+        &["--workers", "1", "--claim-after", "100ms"],
+    );
+    let code = consumer.wait(LONG);
+    let stderr = consumer.stderr();
+    assert_eq!(code, 1, "{stderr}");
+    let records = by_seq(&consumer.output_records());
+    assert_eq!(records.len(), 5, "{records:?}");
+    let dead = &records[&3];
+    assert_eq!(dead["error"]["kind"], "crashed", "{dead}");
+    assert_eq!(dead["worker"], Value::Null, "never run: {dead}");
+    let message = dead["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("delivered 100 times"), "{dead}");
+    for seq in [1, 2, 4, 5] {
+        assert!(records[&seq]["ok"].is_object(), "{}", records[&seq]);
+    }
+}
