@@ -353,7 +353,7 @@ def test_ctrl_c_inside_async_with_pool_drains_and_raises(tmp_path):
                 async for r in pool.map(pool_jobs.sim, items):
                     assert r.ok
 
-        run_async(main())
+        asyncio.run(main())
     """))
     proc = run_script(script)
     try:
