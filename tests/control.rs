@@ -351,3 +351,51 @@ fn stats_file_parses_and_adds_up() {
         .iter()
         .all(|w| w["cpu_us"].as_u64().is_some() && w["peak_rss_bytes"].as_u64() > Some(0)));
 }
+
+#[test]
+fn requested_kills_do_not_count_against_max_restarts() {
+    // Nothing completes (every task stalls), so each death would count
+    // towards giving up; killed on request more often than the limit, the
+    // run must go on.
+    let mut running = start(
+        &[
+            "--workers",
+            "1",
+            "--concurrency",
+            "5",
+            "--max-restarts",
+            "2",
+            "--grace",
+            "200ms",
+        ],
+        &stalling(20),
+    );
+    wait_for_socket(&running);
+    for round in 0..5 {
+        let mut before = None;
+        wait_until(LONG, "a running worker", || {
+            before = worker_pids(&running)[0];
+            before.is_some()
+        });
+        let old = before.unwrap() as u32;
+        let (code, stdout, stderr) = running.ctl(&["kill", "0"]);
+        assert_eq!((code, stdout.trim()), (0, "ok"), "round {round}: {stderr}");
+        wait_until(LONG, "the killed worker to be gone", || is_gone(old));
+        wait_until(LONG, "worker 0 to have a new pid", || {
+            let now = worker_pids(&running)[0];
+            now.is_some() && now != before
+        });
+    }
+    assert!(
+        running.child.try_wait().unwrap().is_none(),
+        "gave up after requested kills: {}",
+        running.stderr()
+    );
+    assert!(
+        !running.stderr().contains("giving up"),
+        "{}",
+        running.stderr()
+    );
+    assert_eq!(running.ctl(&["drain"]).0, 0);
+    assert_eq!(running.wait(LONG), 143, "{}", running.stderr());
+}

@@ -642,3 +642,40 @@ fn a_line_delivered_past_the_limit_is_recorded_crashed_unrun() {
         assert!(records[&seq]["ok"].is_object(), "{}", records[&seq]);
     }
 }
+
+#[test]
+fn a_node_whose_redis_stays_away_stops_with_exit_2() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let n = 4_000;
+    let (lines, _) = mixed(n);
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &lines);
+    push(&redis, "gone", &input);
+    let args = [
+        "--workers",
+        "1",
+        "--concurrency",
+        "8",
+        "--claim-after",
+        "1s",
+    ];
+    let mut consumer = node(&redis.url("gone"), &args);
+    wait_until(LONG, "some records", || consumer.output_lines() >= 100);
+    redis.crash();
+    let started = std::time::Instant::now();
+    let code = consumer.wait(LONG);
+    let stderr = consumer.stderr();
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("error: cannot reach"), "{stderr}");
+    // It gives up after max(--claim-after, 5s) without Redis, not at once
+    // and not never.
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(4), "{waited:?}: {stderr}");
+    // What it recorded before is well formed, each line once.
+    let records = consumer.output_records();
+    let seqs: std::collections::HashSet<u64> =
+        records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs.len(), records.len());
+}
