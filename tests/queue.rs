@@ -26,12 +26,19 @@ struct Redis {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// `--requirepass`, when this one has a password.
+    password: Option<String>,
 }
 
 impl Redis {
     /// Starts one, or `None` (after a loud message) when the machine has no
     /// `redis-server` and this is not CI.
     fn start() -> Option<Self> {
+        Self::start_with_password(None)
+    }
+
+    /// Like [`Redis::start`], requiring `password` from its clients.
+    fn start_with_password(password: Option<&str>) -> Option<Self> {
         let found = std::env::var_os("PATH").is_some_and(|path| {
             std::env::split_paths(&path).any(|dir| dir.join("redis-server").is_file())
         });
@@ -54,6 +61,7 @@ impl Redis {
             child: None,
             port,
             dir: tempfile::tempdir().unwrap(),
+            password: password.map(str::to_string),
         };
         redis.launch();
         Some(redis)
@@ -77,6 +85,11 @@ impl Redis {
             ])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(
+                self.password
+                    .iter()
+                    .flat_map(|p| ["--requirepass", p.as_str()]),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -92,6 +105,16 @@ impl Redis {
         };
         let mut answer = [0u8; 7];
         stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
+        if let Some(password) = &self.password {
+            let mut ok = [0u8; 5];
+            if stream
+                .write_all(format!("AUTH {password}\r\n").as_bytes())
+                .is_err()
+                || stream.read_exact(&mut ok).is_err()
+            {
+                return false;
+            }
+        }
         stream.write_all(b"PING\r\n").is_ok()
             && stream.read_exact(&mut answer).is_ok()
             && &answer == b"+PONG\r\n"
@@ -678,4 +701,46 @@ fn a_node_whose_redis_stays_away_stops_with_exit_2() {
     let seqs: std::collections::HashSet<u64> =
         records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs.len(), records.len());
+}
+
+#[test]
+fn redis_password_comes_from_the_environment() {
+    let password = "s3cret-for-tests";
+    let Some(redis) = Redis::start_with_password(Some(password)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &sim_lines(50, |_| 0, |i| i));
+    let url = redis.url("auth");
+
+    // Without the password: refused, in one line, exit 2.
+    let refused = queue(&["push", "--queue", &url, "--input", input.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    let stderr = text(&refused.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains(password), "{stderr}");
+
+    // With REDIS_PASSWORD (kept out of `ps`): pushed, then consumed.
+    let pushed = supervisor()
+        .args(["queue", "push", "--queue", &url, "--input"])
+        .arg(&input)
+        .env("REDIS_PASSWORD", password)
+        .output_within(RUN_LIMIT)
+        .unwrap();
+    assert_eq!(pushed.status.code(), Some(0), "{}", text(&pushed.stderr));
+    let out = dir.path().join("out.jsonl");
+    let consumed = supervisor()
+        .args(["--queue", &url, "--workers", "1", "--output"])
+        .arg(&out)
+        .env("REDIS_PASSWORD", password)
+        .output_within(RUN_LIMIT)
+        .unwrap();
+    assert_eq!(
+        consumed.status.code(),
+        Some(0),
+        "{}",
+        text(&consumed.stderr)
+    );
+    let records = records(&std::fs::read(&out).unwrap());
+    assert_all_sums(&records, 50, |i| i);
 }
