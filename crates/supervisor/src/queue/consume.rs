@@ -80,6 +80,7 @@ pub async fn consume(
         next_id: 0,
         sent: 0,
         own_after: Some(0),
+        rereading: false,
         claim_cursor: "0-0".into(),
         next_claim: Instant::now(),
         next_hold: Instant::now() + spec.claim_after / 3,
@@ -210,6 +211,8 @@ struct Node {
     /// left; after Redis comes back, they include any line a read had
     /// taken for this node when its reply was lost with the connection.
     own_after: Option<u64>,
+    /// The own lines being read are those of a reconnect, not of a start.
+    rereading: bool,
     claim_cursor: String,
     next_claim: Instant,
     next_hold: Instant,
@@ -292,6 +295,7 @@ impl Node {
                     // no one else will take before --claim-after: look at
                     // them all again.
                     self.own_after = Some(0);
+                    self.rereading = true;
                 }
                 Ok(Some(value))
             }
@@ -356,6 +360,7 @@ impl Node {
                 let entries = self.store.read_own(&consumer, batch, after).await?;
                 let Some(last) = entries.last() else {
                     self.own_after = None;
+                    self.rereading = false;
                     break;
                 };
                 after = last.seq;
@@ -365,7 +370,7 @@ impl Node {
                     .filter(|entry| !known.contains(&entry.seq))
                     .collect();
                 if !unknown.is_empty() {
-                    if !known.is_empty() {
+                    if self.rereading {
                         info!(
                             "queue: {} line(s) pending under this node's name that it did not hold (a reply lost with the connection); running them",
                             unknown.len()
