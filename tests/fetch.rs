@@ -1104,3 +1104,18 @@ fn connections_closed_early_by_a_keep_alive_server_are_retried() {
     assert!(message.starts_with("connection closed before"), "{record}");
     assert!(message.contains("(attempt 2; retried after: "), "{record}");
 }
+
+#[test]
+fn max_redirects_0_gives_the_redirect_itself_as_the_result() {
+    let server = Server::start();
+    let url = server.url("/redirect/4");
+    let output = run_fetch(
+        &["--workers", "1", "--set", "max_redirects=0"],
+        &json_line(&url),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let record = &records(&output.stdout)[0];
+    let ok = &record["ok"];
+    assert_eq!(ok["status"], 302, "{record}");
+    assert_eq!(ok["url"], url, "not followed: {record}");
+}
