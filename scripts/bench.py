@@ -12,6 +12,8 @@
            scaled (default x0.01), since a Python loop is ~100x slower.
   rss      supervisor peak RSS on 1M vs 10M trivial tasks streamed from
            gen_tasks.py through a pipe (target < 64 MiB, flat).
+  keeporder supervisor peak RSS with --keep-order on 2M trivial tasks and a
+           15 s straggler on line 2, from a file and from stdin.
   all      all of the above, in that order.
 
 Each prints a table and appends it to scripts/results/<name>-<date>.txt.
@@ -337,11 +339,23 @@ def bench_trivial(b):
                   b.missing(b.supervisor), check=sup_out),
         Contender("inprocess_baseline", [b.baseline, tasks], b.missing(b.baseline), stdout=b.out("trivial-baseline")),
     ]
+    if b.args.screen_cost:
+        # The same run without the check that each result is one line of
+        # JSON (a hidden flag that exists for this comparison only).
+        unscreened = b.out("trivial-supervisor-unscreened")
+        contenders.append(Contender(
+            "supervisor --workers 2 --unscreened-output",
+            [b.supervisor, *b.sup_extra, "--workers", "2", "--unscreened-output", "--task", "sim",
+             "--input", tasks, "--output", unscreened],
+            b.missing(b.supervisor), check=unscreened))
     res = b.contest(contenders, repeat, lambda p: check_output.check(None, p, quick=True, expected=count)[1])
     b.say()
     b.say(table(["contender", "median s", "best s", "tasks/s", "status / output check"], b.rows(res, count)))
     sup, base = wall_of(res, "supervisor --workers 2"), wall_of(res, "inprocess_baseline")
     b.say(f"supervisor / baseline throughput: {ratio(base, sup)}   (1.00x = as fast as in-process)")
+    if b.args.screen_cost:
+        bare = wall_of(res, "supervisor --workers 2 --unscreened-output")
+        b.say(f"screened / unscreened throughput: {ratio(bare, sup)}   (what checking each result costs)")
     b.notes(res)
     b.save("trivial")
 
@@ -474,13 +488,52 @@ def bench_rss(b):
     b.save("rss")
 
 
-BENCHES = {"trivial": bench_trivial, "cpu": bench_cpu, "demo": bench_demo, "rss": bench_rss}
+def bench_keeporder(b):
+    count = b.args.count or (100_000 if b.args.quick else 2_000_000)
+    straggle_ms = 2_000 if b.args.quick else 15_000
+    b.header("keeporder")
+    trivial = b.tasks(f"trivial-{count}", ["--preset", "trivial", "--count", str(count)])
+    # The same list with line 2 a straggler: every record after it waits in
+    # --keep-order's reorder buffer until it ends.
+    tasks = b.data / f"keeporder-{count}-{straggle_ms}.jsonl"
+    if not tasks.exists():
+        with open(trivial, "rb") as src, open(tasks, "wb") as dst:
+            for i, line in enumerate(src, 1):
+                dst.write(b'{"sleep_ms":%d,"iters":0}\n' % straggle_ms if i == 2 else line)
+    b.say(f"{count:,} trivial tasks with a {straggle_ms / 1000:g} s straggler on line 2, --keep-order, "
+          f"from a file and from stdin; self = supervisor peak RSS (VmHWM), bound {KEEP_ORDER_BOUND_MIB} MiB "
+          "of held records")
+    rows = []
+    for source in ("file", "stdin"):
+        label = f"supervisor --workers 2 --keep-order ({source})"
+        cmd = [b.supervisor, *b.sup_extra, "--workers", "2", "--keep-order", "--task", "sim",
+               "--input", str(tasks) if source == "file" else "-", "--output", "/dev/null"]
+        reason = b.missing(b.supervisor)
+        if reason:
+            rows.append([label, "-", "-", "-", reason])
+            continue
+        b.say(f"  {label}: {fmt_cmd(cmd)}" + (f" < {tasks}" if source == "stdin" else ""))
+        run = run_timed(label, cmd, stdin_path=tasks if source == "stdin" else None, poll_rss=True)
+        mib = lambda k: f"{k / 1024:.1f}" if k else "?"  # noqa: E731
+        status = "ok" if run.rc == 0 else f"FAILED exit {run.rc}: {run.summary(2)}"[:100]
+        rows.append([label, mib(run.hwm_kib), mib(run.child_hwm_kib) if run.child_hwm_kib else "-",
+                     f"{run.wall:.2f}", status])
+    b.say()
+    b.say(table(["contender", "self MiB", "children MiB", "wall s", "status"], rows))
+    b.save("keeporder")
+
+
+#: REORDER_BYTES in crates/supervisor/src/reorder.rs, for the report.
+KEEP_ORDER_BOUND_MIB = 32
+
+BENCHES = {"trivial": bench_trivial, "cpu": bench_cpu, "demo": bench_demo, "rss": bench_rss,
+           "keeporder": bench_keeporder}
 
 
 def main():
     p = argparse.ArgumentParser(prog="bench.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="+", choices=list(BENCHES) + ["all"], metavar="NAME",
-                   help="trivial | cpu | demo | rss | all")
+                   help="trivial | cpu | demo | rss | keeporder | all")
     p.add_argument("--bin-dir", default=str(ROOT / "target" / "release"),
                    help="where supervisor, worker and examples/inprocess_baseline are (default target/release)")
     p.add_argument("--data-dir", default=os.environ.get("MULTILOOP_BENCH_DATA", str(SCRIPTS / "data")),
@@ -494,6 +547,8 @@ def main():
     p.add_argument("--python-full", action="store_true", help="demo: also run the Python peers on the unscaled list (slow)")
     p.add_argument("--skip-full", action="store_true", help="demo: only the scaled list")
     p.add_argument("--sup-args", help='extra arguments for every supervisor run; use the = form: --sup-args="--keep-order"')
+    p.add_argument("--screen-cost", action="store_true",
+                   help="trivial: also run without the check that each result is one line of JSON")
     p.add_argument("--no-save", action="store_true", help="do not append to scripts/results/")
     p.add_argument("--allow-dirty", action="store_true",
                    help="run on a tree with uncommitted changes; results are marked DIRTY (not for the README)")

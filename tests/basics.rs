@@ -267,7 +267,7 @@ fn worker_refuses_to_run_by_hand() {
     let output = std::process::Command::new(WORKER)
         .args(["--kind", "sim"])
         .stdin(std::process::Stdio::null())
-        .output()
+        .output_within(RUN_LIMIT)
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);

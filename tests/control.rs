@@ -172,12 +172,13 @@ fn bad_requests_get_clear_errors() {
     );
     // A raw client sending garbage gets an error line, and the run goes on.
     let mut stream = std::os::unix::net::UnixStream::connect(running.socket_path()).unwrap();
+    stream.set_read_timeout(Some(LONG)).unwrap();
     use std::io::{BufRead, Write};
     stream.write_all(b"{\"cmd\":\"explode\"}\n").unwrap();
     let mut answer = String::new();
     std::io::BufReader::new(&stream)
         .read_line(&mut answer)
-        .unwrap();
+        .expect("an answer to a bad request within LONG");
     let answer: Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(answer["ok"], false);
     assert!(answer["error"].as_str().unwrap().contains("bad request"));
@@ -212,7 +213,8 @@ fn list_names_every_running_supervisor_of_the_directory() {
     assert!(stderr.contains("pick one with --pid"), "{stderr}");
     for child in [&mut first, &mut second] {
         drop(child.stdin.take());
-        assert_eq!(child.wait().unwrap().code(), Some(0));
+        let status = wait_child(child, LONG, "a supervisor whose input closed");
+        assert_eq!(status.code(), Some(0));
     }
     let (code, listed, _) = ctl_in(runtime.path(), &["list"]);
     assert_eq!((code, listed.as_str()), (0, ""), "sockets removed at exit");
@@ -244,6 +246,10 @@ fn answer_as_nobody(socket: &std::path::Path) -> String {
         let changed = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
         assert_eq!(changed, 0, "setresuid");
         let stream = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+        // A server that neither answers nor closes fails the test, not CI.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         use std::io::{BufRead, Write};
         let _ = (&stream).write_all(b"{\"cmd\":\"status\"}\n");
         let mut answer = String::new();
@@ -362,4 +368,52 @@ fn stats_file_parses_and_adds_up() {
     assert!(workers
         .iter()
         .all(|w| w["cpu_us"].as_u64().is_some() && w["peak_rss_bytes"].as_u64() > Some(0)));
+}
+
+#[test]
+fn requested_kills_do_not_count_against_max_restarts() {
+    // Nothing completes (every task stalls), so each death would count
+    // towards giving up; killed on request more often than the limit, the
+    // run must go on.
+    let mut running = start(
+        &[
+            "--workers",
+            "1",
+            "--concurrency",
+            "5",
+            "--max-restarts",
+            "2",
+            "--grace",
+            "200ms",
+        ],
+        &stalling(20),
+    );
+    wait_for_socket(&running);
+    for round in 0..5 {
+        let mut before = None;
+        wait_until(LONG, "a running worker", || {
+            before = worker_pids(&running)[0];
+            before.is_some()
+        });
+        let old = before.unwrap() as u32;
+        let (code, stdout, stderr) = running.ctl(&["kill", "0"]);
+        assert_eq!((code, stdout.trim()), (0, "ok"), "round {round}: {stderr}");
+        wait_until(LONG, "the killed worker to be gone", || is_gone(old));
+        wait_until(LONG, "worker 0 to have a new pid", || {
+            let now = worker_pids(&running)[0];
+            now.is_some() && now != before
+        });
+    }
+    assert!(
+        running.child.try_wait().unwrap().is_none(),
+        "gave up after requested kills: {}",
+        running.stderr()
+    );
+    assert!(
+        !running.stderr().contains("giving up"),
+        "{}",
+        running.stderr()
+    );
+    assert_eq!(running.ctl(&["drain"]).0, 0);
+    assert_eq!(running.wait(LONG), 143, "{}", running.stderr());
 }

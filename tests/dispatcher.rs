@@ -156,8 +156,10 @@ fn a_rolling_restart_onto_a_broken_binary_backs_off_and_stops() {
 
 #[test]
 fn scale_beyond_the_machine_is_refused_with_one_line() {
-    let input = sim_lines(200, |_| 20, |i| i);
-    let mut running = start(&["--workers", "1", "--concurrency", "10"], &input);
+    // Piped: the run lasts until the input closes, so the fleet is still
+    // there to be counted after the refusal.
+    let mut running = start_piped(&["--workers", "1", "--concurrency", "10"]);
+    running.feed(&sim_lines(200, |_| 20, |i| i));
     wait_until(LONG, "the control socket", || {
         running.ctl(&["status"]).0 == 0
     });
@@ -168,7 +170,13 @@ fn scale_beyond_the_machine_is_refused_with_one_line() {
         "{stderr}"
     );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert_eq!(
+        workers_of(running.pid()).len(),
+        1,
+        "the fleet did not grow: {}",
+        running.stderr()
+    );
+    running.close_input();
     assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
-    assert_eq!(workers_of(running.pid()).len(), 0);
     assert_all_sums(&running.output_records(), 200, |i| i);
 }

@@ -1009,7 +1009,7 @@ fn the_resolve_example_runs_under_the_supervisor() {
         .spawn()
         .and_then(|mut child| {
             child.stdin.take().unwrap().write_all(input.as_bytes())?;
-            child.wait_with_output()
+            Ok(wait_output(child, RUN_LIMIT, "the resolve example"))
         })
         .expect("supervisor runs");
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
@@ -1022,4 +1022,100 @@ fn the_resolve_example_runs_under_the_supervisor() {
     assert_eq!(map[&4]["error"]["kind"], "failed");
     let message = map[&4]["error"]["message"].as_str().unwrap();
     assert!(message.starts_with("cannot resolve"), "{message}");
+}
+
+/// A keep-alive server that closes its connections early the way a busy
+/// one does: on each connection it answers the first request in full (HTTP/1.1,
+/// kept alive), then reads the next one and closes without a word (FIN);
+/// paths under `/cut` instead get half their body, then the close.
+fn closing_keep_alive_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                for served in 0.. {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if served > 0 {
+                        return; // Closes the kept-alive connection unanswered.
+                    }
+                    let body = "<title>kept alive</title>".repeat(40);
+                    let cut = request.starts_with(b"GET /cut");
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{}",
+                        body.len(),
+                        if cut { &body[..body.len() / 2] } else { &body[..] }
+                    );
+                    let _ = stream.flush();
+                    if cut {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn connections_closed_early_by_a_keep_alive_server_are_retried() {
+    let port = closing_keep_alive_port();
+    let mut input = String::new();
+    for i in 0..40 {
+        input.push_str(&json_line(&format!("http://127.0.0.1:{port}/page/{i}")));
+    }
+    // One request at a time: every request after a connection's first
+    // meets the close, and is retried (the pool may hand it another used
+    // connection, hence the room for retries).
+    let output = run_fetch(
+        &["--workers", "1", "--per-host", "1", "--retries", "6"],
+        &input,
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let pages = records(&output.stdout);
+    assert_eq!(pages.len(), 40, "{}", stderr(&output));
+    let mut retried = 0;
+    for record in &pages {
+        let ok = &record["ok"];
+        assert_eq!(ok["status"], 200, "{record}");
+        if ok["attempts"] != 1 {
+            retried += 1;
+            let reasons = ok["retried"].to_string();
+            assert!(reasons.contains("connection closed before"), "{record}");
+        }
+    }
+    assert!(retried > 0, "the server closed kept-alive connections");
+
+    // Cut mid-body on every attempt: retried, then failed, named.
+    let cut = json_line(&format!("http://127.0.0.1:{port}/cut/1"));
+    let output = run_fetch(&["--workers", "1", "--retries", "1"], &cut);
+    let record = &records(&output.stdout)[0];
+    let message = record["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("connection closed before"), "{record}");
+    assert!(message.contains("(attempt 2; retried after: "), "{record}");
+}
+
+#[test]
+fn max_redirects_0_gives_the_redirect_itself_as_the_result() {
+    let server = Server::start();
+    let url = server.url("/redirect/4");
+    let output = run_fetch(
+        &["--workers", "1", "--set", "max_redirects=0"],
+        &json_line(&url),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let record = &records(&output.stdout)[0];
+    let ok = &record["ok"];
+    assert_eq!(ok["status"], 302, "{record}");
+    assert_eq!(ok["url"], url, "not followed: {record}");
 }

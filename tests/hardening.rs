@@ -93,7 +93,7 @@ fn a_directory_as_input_is_refused_before_any_worker_starts() {
     let output = supervisor()
         .args(["--workers", "1", "--input"])
         .arg(dir.path())
-        .output()
+        .output_within(RUN_LIMIT)
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
@@ -126,7 +126,7 @@ fn merge_refuses_a_record_past_the_end_of_the_input() {
         .arg(&shard)
         .arg("--input")
         .arg(&input)
-        .output()
+        .output_within(RUN_LIMIT)
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
@@ -153,7 +153,7 @@ fn resume_with_another_input_is_refused_and_a_grown_one_accepted() {
         if resume {
             command.arg("--resume");
         }
-        command.output().unwrap()
+        command.output_within(RUN_LIMIT).unwrap()
     };
     assert_eq!(run_on(&a, false).status.code(), Some(0));
     let other = run_on(&b, true);
@@ -223,7 +223,7 @@ fn a_planted_socket_directory_is_refused_not_adopted() {
         .args(["-w", "1", "--input", "-"])
         .env("XDG_RUNTIME_DIR", runtime.path())
         .stdin(Stdio::piped())
-        .output()
+        .output_within(RUN_LIMIT)
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(
@@ -366,7 +366,7 @@ fn a_closed_stdout_exits_141_and_leaves_no_worker() {
     });
     // What `| head -1` does: read one line, close the pipe.
     drop(stdout);
-    let status = child.wait().unwrap();
+    let status = wait_child(&mut child, LONG, "a supervisor whose stdout closed");
     assert_eq!(status.code(), Some(141), "{status:?}");
     for pid in workers {
         wait_until(LONG, "no worker left", || is_gone(pid));
@@ -440,12 +440,101 @@ fn without_user_or_xdg_runtime_dir_the_uid_directory_is_used() {
     wait_until(LONG, "the socket in multiloop-UID", || socket.exists());
     let mut ctl = Command::new(SUPERVISOR);
     env(&mut ctl);
-    let listed = ctl.args(["ctl", "list"]).output().unwrap();
+    let listed = ctl.args(["ctl", "list"]).output_within(RUN_LIMIT).unwrap();
     assert_eq!(listed.status.code(), Some(0));
     assert!(
         String::from_utf8_lossy(&listed.stdout).contains(&format!("{}\t", child.id())),
         "{listed:?}"
     );
     drop(child.stdin.take());
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let status = wait_child(&mut child, LONG, "a supervisor whose input closed");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_foreign_worker_result_that_is_not_one_json_line_is_a_failure_naming_it() {
+    // A worker of another language speaking the protocol, whose results
+    // may be any bytes at all (tests/workers/foreign.py).
+    let foreign = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workers/foreign.py");
+    let input = b"{\"reply\":\"fine\"}\n{\"reply\":\"newline\"}\n{\"reply\":\"garbage\"}\n";
+    let output = run(&["-w", "1", "--worker", foreign.to_str().unwrap()], input);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "two tasks failed: {stderr}");
+    // Every line of the output is still one JSON record (`records` fails
+    // on any other line).
+    let records = by_seq(&records(&output.stdout));
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert_eq!(records[&1]["ok"]["fine"], true, "{}", records[&1]);
+    for (seq, why) in [(2, "a raw line break"), (3, "not JSON")] {
+        let record = &records[&seq];
+        assert_eq!(record["error"]["kind"], "failed", "{record}");
+        let message = record["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("worker 0 (") && message.contains("foreign.py) sent a result"),
+            "names the worker: {record}"
+        );
+        assert!(message.contains(why), "{record}");
+        assert_eq!(record["attempts"], 1, "not retried: {record}");
+    }
+}
+
+/// Peak RSS (VmHWM) of a live process in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn keep_order_behind_a_straggler_holds_a_bounded_number_of_bytes() {
+    // Everything after line 2 waits for it in the reorder buffer. Before
+    // the bound was in bytes, up to 480,000 records waited, each keeping
+    // its whole result frame alive: about 200 MiB here.
+    let n = 400_000;
+    let mut lines = String::with_capacity(n * 26);
+    for seq in 1..=n {
+        lines.push_str(if seq == 2 {
+            "{\"sleep_ms\":6000,\"iters\":0}\n"
+        } else {
+            "{\"sleep_ms\":0,\"iters\":0}\n"
+        });
+    }
+    let mut run = start(&["--workers", "2", "--keep-order", "--task", "sim"], &lines);
+    let pid = run.pid();
+    let deadline = Instant::now() + LONG;
+    let mut peak_kib = 0;
+    while !is_gone(pid) {
+        if let Some(kib) = peak_rss_kib(pid) {
+            peak_kib = peak_kib.max(kib);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no exit within {LONG:?}; peak RSS {peak_kib} KiB, {} lines out; stderr:\n{}",
+            run.output_lines(),
+            run.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(run.wait(LONG), 0, "{}", run.stderr());
+    let out = std::fs::read_to_string(run.output_path()).unwrap();
+    let seqs: Vec<u64> = out
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=n as u64).collect::<Vec<_>>(),
+        "every line, in order"
+    );
+    // The held records are bounded at 32 MiB (counted twice for the moment
+    // they are released); the rest of the supervisor takes about 40 MiB.
+    assert!(
+        peak_kib < 120 * 1024,
+        "supervisor peak RSS {} MiB behind one straggler",
+        peak_kib / 1024
+    );
 }

@@ -26,12 +26,19 @@ struct Redis {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// `--requirepass`, when this one has a password.
+    password: Option<String>,
 }
 
 impl Redis {
     /// Starts one, or `None` (after a loud message) when the machine has no
     /// `redis-server` and this is not CI.
     fn start() -> Option<Self> {
+        Self::start_with_password(None)
+    }
+
+    /// Like [`Redis::start`], requiring `password` from its clients.
+    fn start_with_password(password: Option<&str>) -> Option<Self> {
         let found = std::env::var_os("PATH").is_some_and(|path| {
             std::env::split_paths(&path).any(|dir| dir.join("redis-server").is_file())
         });
@@ -54,6 +61,7 @@ impl Redis {
             child: None,
             port,
             dir: tempfile::tempdir().unwrap(),
+            password: password.map(str::to_string),
         };
         redis.launch();
         Some(redis)
@@ -77,6 +85,11 @@ impl Redis {
             ])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(
+                self.password
+                    .iter()
+                    .flat_map(|p| ["--requirepass", p.as_str()]),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -92,6 +105,16 @@ impl Redis {
         };
         let mut answer = [0u8; 7];
         stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
+        if let Some(password) = &self.password {
+            let mut ok = [0u8; 5];
+            if stream
+                .write_all(format!("AUTH {password}\r\n").as_bytes())
+                .is_err()
+                || stream.read_exact(&mut ok).is_err()
+            {
+                return false;
+            }
+        }
         stream.write_all(b"PING\r\n").is_ok()
             && stream.read_exact(&mut answer).is_ok()
             && &answer == b"+PONG\r\n"
@@ -99,9 +122,20 @@ impl Redis {
 
     /// Stops it the way a maintenance restart does (SIGTERM) and waits.
     fn stop(&mut self) {
+        self.end(libc::SIGTERM);
+    }
+
+    /// Kills it (SIGKILL: no goodbye to its clients) and waits.
+    fn crash(&mut self) {
+        self.end(libc::SIGKILL);
+    }
+
+    fn end(&mut self, signal: i32) {
         if let Some(mut child) = self.child.take() {
-            kill(child.id(), libc::SIGTERM);
-            child.wait().unwrap();
+            kill(child.id(), signal);
+            wait_until(LONG, "redis-server to exit", || {
+                child.try_wait().unwrap().is_some()
+            });
         }
     }
 
@@ -114,7 +148,7 @@ impl Redis {
         let output = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
             .args(args)
-            .output()
+            .output_within(RUN_LIMIT)
             .expect("redis-cli runs");
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
@@ -136,7 +170,7 @@ fn queue(args: &[&str]) -> Output {
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .output()
+        .output_within(RUN_LIMIT)
         .expect("supervisor queue runs")
 }
 
@@ -181,7 +215,7 @@ fn merged(files: &[PathBuf], input: &Path) -> (Vec<Value>, String) {
         .arg("--input")
         .arg(input)
         .stdin(Stdio::null())
-        .output()
+        .output_within(RUN_LIMIT)
         .expect("merge runs");
     let stderr = text(&output.stderr);
     assert!(
@@ -435,7 +469,7 @@ fn merge_resolves_repeats_only_in_queue_mode() {
         if queue {
             command.arg("--queue");
         }
-        command.output().unwrap()
+        command.output_within(RUN_LIMIT).unwrap()
     };
     let shards = run(false);
     assert_eq!(shards.status.code(), Some(1));
@@ -466,4 +500,247 @@ impl WaitOutput for Running {
         let code = self.wait(LONG);
         (code, self.stderr())
     }
+}
+
+#[test]
+fn a_queue_line_over_the_frame_limit_is_bad_input_not_a_panic() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let big = format!(r#"{{"iters":3,"pad":"{}"}}"#, "x".repeat(10_000));
+    let lines = format!("{{\"iters\":1}}\n{big}\n{{\"iters\":2}}\n");
+    let input = write_input(dir.path(), &lines);
+    let url = redis.url("oversize");
+
+    // The pusher is told the consumers' frame limit and names the line.
+    let pushed = queue(&[
+        "push",
+        "--queue",
+        &url,
+        "--input",
+        input.to_str().unwrap(),
+        "--max-frame",
+        "4KiB",
+    ]);
+    let stderr = text(&pushed.stderr);
+    assert_eq!(pushed.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("line 2: 10020 bytes is over the frame limit"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("1 of them over the frame limit"),
+        "{stderr}"
+    );
+
+    let mut consumer = node(&url, &["--workers", "1", "--max-frame", "4KiB"]);
+    let code = consumer.wait(LONG);
+    let stderr = consumer.stderr();
+    assert_eq!(code, 1, "one bad_input line: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains(" 0 worker restarts"),
+        "no worker died: {stderr}"
+    );
+    let records = consumer.output_records();
+    assert_eq!(records.len(), 3, "{records:?}");
+    for record in &records {
+        if record["seq"] == 2 {
+            assert_eq!(record["error"]["kind"], "bad_input", "{record}");
+            assert_eq!(record["attempts"], 0, "never sent to a worker: {record}");
+            let message = record["error"]["message"].as_str().unwrap();
+            assert!(message.contains("line 2: 10020 bytes"), "{record}");
+        } else {
+            assert!(record["ok"].is_object(), "{record}");
+        }
+    }
+}
+
+#[test]
+fn after_redis_comes_back_a_node_runs_lines_a_lost_reply_left_under_its_name() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let n = 6_000;
+    let (lines, iters) = mixed(n);
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &lines);
+    push(&redis, "lost", &input);
+
+    // Nobody claims anything for an hour: lines pending under the node's
+    // own name can only be run by the node looking for them itself.
+    let url = redis.url("lost");
+    let args = [
+        "--workers",
+        "1",
+        "--concurrency",
+        "8",
+        "--claim-after",
+        "1h",
+    ];
+    let mut consumer = node(&url, &args);
+    wait_until(LONG, "some records", || consumer.output_lines() >= 300);
+    // What a read in flight when Redis died leaves behind: Redis carried it
+    // out (and wrote it to its append-only file), its reply never came.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let name = format!("{}:{}", host.trim(), consumer.output_path().display());
+    let taken = redis.cli(&[
+        "XREADGROUP",
+        "GROUP",
+        "multiloop",
+        &name,
+        "COUNT",
+        "12",
+        "STREAMS",
+        "multiloop:{lost}:tasks",
+        ">",
+    ]);
+    assert!(taken.lines().count() >= 12, "the read took lines: {taken}");
+    redis.crash();
+    redis.launch();
+
+    let started = std::time::Instant::now();
+    let code = consumer.wait(LONG);
+    let stderr = consumer.stderr();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("Redis is back"), "{stderr}");
+    assert!(stderr.contains("did not hold"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "ended long before --claim-after"
+    );
+    let (records, _) = merged(&[consumer.output_path()], &input);
+    assert_all_sums(&records, n, iters);
+    let status = queue(&["status", "--queue", &url, "--json"]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["in_flight"], 0, "{status}");
+}
+
+#[test]
+fn a_line_delivered_past_the_limit_is_recorded_crashed_unrun() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &sim_lines(5, |_| 0, |i| i));
+    push(&redis, "dead", &input);
+    // A node that died holding lines 1-3, line 3 after being handed out
+    // a hundred times (every node that took it died with it).
+    let stream = "multiloop:{dead}:tasks";
+    let taken = redis.cli(&[
+        "XREADGROUP",
+        "GROUP",
+        "multiloop",
+        "ghost",
+        "COUNT",
+        "3",
+        "STREAMS",
+        stream,
+        ">",
+    ]);
+    assert!(taken.contains("3-0"), "{taken}");
+    redis.cli(&[
+        "XCLAIM",
+        stream,
+        "multiloop",
+        "ghost",
+        "0",
+        "3-0",
+        "RETRYCOUNT",
+        "100",
+    ]);
+
+    let mut consumer = node(
+        &redis.url("dead"),
+        &["--workers", "1", "--claim-after", "100ms"],
+    );
+    let code = consumer.wait(LONG);
+    let stderr = consumer.stderr();
+    assert_eq!(code, 1, "{stderr}");
+    let records = by_seq(&consumer.output_records());
+    assert_eq!(records.len(), 5, "{records:?}");
+    let dead = &records[&3];
+    assert_eq!(dead["error"]["kind"], "crashed", "{dead}");
+    assert_eq!(dead["worker"], Value::Null, "never run: {dead}");
+    let message = dead["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("delivered 100 times"), "{dead}");
+    for seq in [1, 2, 4, 5] {
+        assert!(records[&seq]["ok"].is_object(), "{}", records[&seq]);
+    }
+}
+
+#[test]
+fn a_node_whose_redis_stays_away_stops_with_exit_2() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let n = 4_000;
+    let (lines, _) = mixed(n);
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &lines);
+    push(&redis, "gone", &input);
+    let args = [
+        "--workers",
+        "1",
+        "--concurrency",
+        "8",
+        "--claim-after",
+        "1s",
+    ];
+    let mut consumer = node(&redis.url("gone"), &args);
+    wait_until(LONG, "some records", || consumer.output_lines() >= 100);
+    redis.crash();
+    let started = std::time::Instant::now();
+    let code = consumer.wait(LONG);
+    let stderr = consumer.stderr();
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("error: cannot reach"), "{stderr}");
+    // It gives up after max(--claim-after, 5s) without Redis, not at once
+    // and not never.
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(4), "{waited:?}: {stderr}");
+    // What it recorded before is well formed, each line once.
+    let records = consumer.output_records();
+    let seqs: std::collections::HashSet<u64> =
+        records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs.len(), records.len());
+}
+
+#[test]
+fn redis_password_comes_from_the_environment() {
+    let password = "s3cret-for-tests";
+    let Some(redis) = Redis::start_with_password(Some(password)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &sim_lines(50, |_| 0, |i| i));
+    let url = redis.url("auth");
+
+    // Without the password: refused, in one line, exit 2.
+    let refused = queue(&["push", "--queue", &url, "--input", input.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    let stderr = text(&refused.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains(password), "{stderr}");
+
+    // With REDIS_PASSWORD (kept out of `ps`): pushed, then consumed.
+    let pushed = supervisor()
+        .args(["queue", "push", "--queue", &url, "--input"])
+        .arg(&input)
+        .env("REDIS_PASSWORD", password)
+        .output_within(RUN_LIMIT)
+        .unwrap();
+    assert_eq!(pushed.status.code(), Some(0), "{}", text(&pushed.stderr));
+    let out = dir.path().join("out.jsonl");
+    let consumed = supervisor()
+        .args(["--queue", &url, "--workers", "1", "--output"])
+        .arg(&out)
+        .env("REDIS_PASSWORD", password)
+        .output_within(RUN_LIMIT)
+        .unwrap();
+    assert_eq!(
+        consumed.status.code(),
+        Some(0),
+        "{}",
+        text(&consumed.stderr)
+    );
+    let records = records(&std::fs::read(&out).unwrap());
+    assert_all_sums(&records, 50, |i| i);
 }

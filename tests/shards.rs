@@ -37,7 +37,7 @@ fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .output()
+        .output_within(RUN_LIMIT)
         .expect("supervisor runs")
 }
 
@@ -50,7 +50,7 @@ fn merge(files: &[PathBuf], args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .output()
+        .output_within(RUN_LIMIT)
         .expect("supervisor merge runs")
 }
 

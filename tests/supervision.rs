@@ -166,8 +166,17 @@ fn a_crash_loop_gives_up_with_exit_3_and_says_why() {
         stderr.contains("--resume"),
         "says how to continue: {stderr}"
     );
-    // Whatever was written is well formed.
-    let _ = running.output_records();
+    // Whatever was written is well formed (`output_records` fails on a
+    // line that is not JSON), each line once, each a whole record.
+    let mut seen = std::collections::HashSet::new();
+    for record in running.output_records() {
+        let seq = record["seq"].as_u64().expect("a seq");
+        assert!(seen.insert(seq), "line {seq} recorded twice");
+        assert!(
+            record["ok"].is_object() || record["error"]["kind"].is_string(),
+            "{record}"
+        );
+    }
 }
 
 #[test]
@@ -429,7 +438,7 @@ fn a_second_supervisor_on_the_same_output_is_refused() {
         .arg(first.dir.path().join("in.jsonl"))
         .arg("--output")
         .arg(first.output_path())
-        .output()
+        .output_within(RUN_LIMIT)
         .unwrap();
     assert_eq!(second.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&second.stderr);

@@ -209,6 +209,9 @@ class Run:
             stdin=subprocess.DEVNULL,
             capture_output=True,
             env=worker_env(),
+            # `ctl` answers in milliseconds; a hung one must fail the
+            # test, not defeat the deadline of the wait around it.
+            timeout=30,
         )
         if answer.returncode != 0:
             return None

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +35,35 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 DEADLINE = 60.0
+
+#: Longest a whole driver run may take in a test (a loaded CI machine).
+RUN_DEADLINE = 3 * DEADLINE
+
+
+def run_async(coroutine):
+    """`asyncio.run` with a deadline: a hang fails the test instead of CI."""
+    return asyncio.run(asyncio.wait_for(coroutine, RUN_DEADLINE))
+
+
+def within(call, *args, limit=RUN_DEADLINE, **kwargs):
+    """`call(*args, **kwargs)` in a helper thread, failing the test if it has
+    not returned within `limit` seconds (a hang must not stall CI)."""
+    box = {}
+
+    def target():
+        try:
+            box["value"] = call(*args, **kwargs)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the test's thread
+            box["error"] = error
+
+    thread = threading.Thread(target=target, name="test-within", daemon=True)
+    thread.start()
+    thread.join(limit)
+    if thread.is_alive():
+        pytest.fail(f"{getattr(call, '__name__', call)}{args!r} did not return within {limit} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 # -- process helpers ----------------------------------------------------------
@@ -107,7 +137,7 @@ def test_gather_equals_asyncio_gather_on_10000_items():
         ours = await multiloop.gather(pool_jobs.sim, items, workers=2, progress=False)
         return plain, ours
 
-    plain, ours = asyncio.run(both())
+    plain, ours = run_async(both())
     assert ours == plain
 
 
@@ -119,7 +149,7 @@ def test_map_yields_results_with_their_items_and_workers():
                 seen.append(r)
         return seen
 
-    seen = asyncio.run(main())
+    seen = run_async(main())
     assert sorted(r.index for r in seen) == list(range(300))
     for r in seen:
         assert r.ok and r.error is None
@@ -140,7 +170,7 @@ def test_results_stream_out_while_cpu_heavy_steps_hold_the_loop():
                 arrivals.append((time.monotonic(), r.value))
         return arrivals
 
-    arrivals = asyncio.run(main())
+    arrivals = run_async(main())
     first_arrival = min(arrived for arrived, _ in arrivals)
     last_finish = max(finished for _, finished in arrivals)
     assert first_arrival < last_finish, "results were held until the loop iteration ended"
@@ -151,7 +181,7 @@ def test_await_map_gives_values_in_order_like_aiomultiprocess():
         async with multiloop.Pool(workers=2, progress=False) as pool:
             return await pool.map(pool_jobs.echo, list(range(1000)))
 
-    assert asyncio.run(main()) == list(range(1000))
+    assert run_async(main()) == list(range(1000))
 
 
 def test_run_is_sync_and_a_main_function_goes_by_value_with_setup_and_teardown(tmp_path):
@@ -167,7 +197,7 @@ def test_run_is_sync_and_a_main_function_goes_by_value_with_setup_and_teardown(t
     async def add(x, state):  # a closure: only by value can reach the workers
         return x + state["offset"]
 
-    out = multiloop.run(
+    out = within(multiloop.run,
         add, range(500), workers=2, setup=setup, teardown=teardown,
         settings={"offset": 1000}, progress=False,
     )
@@ -251,7 +281,7 @@ def test_a_worker_sigkilled_mid_map_loses_nothing():
                     os.kill(killed, signal.SIGKILL)
         return results, killed
 
-    results, killed = asyncio.run(main())
+    results, killed = run_async(main())
     assert killed is not None
     assert sorted(r.index for r in results) == list(range(400))
     assert all(r.ok and r.value == expected(r.item) for r in results)
@@ -268,7 +298,7 @@ def test_a_poison_item_is_an_error_result_and_the_rest_succeed():
         async with multiloop.Pool(workers=2, max_crashes=2, progress=False) as pool:
             return [r async for r in pool.map(pool_jobs.sim, items)]
 
-    results = {r.index: r for r in asyncio.run(main())}
+    results = {r.index: r for r in run_async(main())}
     assert len(results) == 200
     assert results[57].error.kind == "crashed"
     assert results[91].error.kind == "failed" and "ValueError: bad item 91" in results[91].error.message
@@ -278,9 +308,9 @@ def test_a_poison_item_is_an_error_result_and_the_rest_succeed():
             assert r.ok and r.value == expected(items[i])
     # gather raises the first error like asyncio.gather, or returns it in place.
     with pytest.raises(multiloop.TaskFailed) as caught:
-        multiloop.run(pool_jobs.sim, items[85:95], workers=2, progress=False)
+        within(multiloop.run, pool_jobs.sim, items[85:95], workers=2, progress=False)
     assert caught.value.kind == "failed" and caught.value.item == items[91]
-    mixed = multiloop.run(pool_jobs.sim, items[85:95], workers=2, progress=False, return_exceptions=True)
+    mixed = within(multiloop.run, pool_jobs.sim, items[85:95], workers=2, progress=False, return_exceptions=True)
     assert isinstance(mixed[6], multiloop.TaskFailed) and mixed[5] == expected(items[90])
 
 
@@ -294,7 +324,7 @@ def test_break_out_of_map_leaves_no_process():
                 break
         return supervisor, workers
 
-    supervisor, workers = asyncio.run(main())
+    supervisor, workers = run_async(main())
     assert len(workers) == 2
     assert state(supervisor) is None, "the supervisor is still there (or an unreaped zombie)"
     wait_for(lambda: all(gone(p) for p in workers), "the workers to exit")
@@ -344,7 +374,7 @@ def test_ctrl_c_in_a_script_drains_raises_and_resume_finishes(tmp_path):
     assert len({r["seq"] for r in records}) == len(records)
 
     items = [{"n": i, "sleep_ms": 300, "iters": 10} for i in range(600)]
-    done = multiloop.run(
+    done = within(multiloop.run,
         pool_jobs.sim, items, workers=2, concurrency=50, output=str(out), resume=True, progress=False
     )
     assert done == [expected(t) for t in items]
@@ -390,7 +420,7 @@ def test_ctrl_c_inside_async_with_pool_drains_and_raises(tmp_path):
 
 def test_a_crashed_supervisor_raises_with_its_status_and_last_line():
     with pytest.raises(multiloop.SupervisorError) as caught:
-        multiloop.run(pool_jobs.sim, tasks(10), workers=2, progress=False, extra_args=["--max-frame", "lots"])
+        within(multiloop.run, pool_jobs.sim, tasks(10), workers=2, progress=False, extra_args=["--max-frame", "lots"])
     assert caught.value.status == 2
     assert "lots" in str(caught.value) and "status 2" in str(caught.value)
 
@@ -418,7 +448,7 @@ def test_an_unpicklable_function_is_refused_by_name():
             return sock.send(b"x")
 
         with pytest.raises(multiloop.SendError, match="cannot send .*send.* by value.*socket"):
-            multiloop.run(send, [1, 2], workers=1, progress=False)
+            within(multiloop.run, send, [1, 2], workers=1, progress=False)
     finally:
         sock.close()
 
@@ -426,9 +456,9 @@ def test_an_unpicklable_function_is_refused_by_name():
 def test_an_item_that_is_not_json_is_named():
     items = [1, 2, {"when": object()}, 4]
     with pytest.raises(multiloop.SendError, match=r"item 2 is not JSON-encodable.*object"):
-        multiloop.run(pool_jobs.echo, items, workers=1, progress=False)
+        within(multiloop.run, pool_jobs.echo, items, workers=1, progress=False)
     with pytest.raises(multiloop.SendError, match=r"item 1 is not JSON-encodable"):
-        multiloop.run(pool_jobs.echo, iter([1.0, float("nan")]), workers=1, progress=False)
+        within(multiloop.run, pool_jobs.echo, iter([1.0, float("nan")]), workers=1, progress=False)
 
 
 # -- options ------------------------------------------------------------------

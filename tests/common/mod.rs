@@ -5,9 +5,10 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -38,6 +39,112 @@ pub fn shared_runtime_dir() -> &'static Path {
         .path()
 }
 
+/// Longest a one-shot run of a binary may take before its test fails.
+pub const RUN_LIMIT: Duration = Duration::from_secs(180);
+
+/// Longest a `supervisor ctl` may take (it answers in milliseconds; a hung
+/// one would otherwise defeat the deadline of the wait around it).
+pub const CTL_LIMIT: Duration = Duration::from_secs(30);
+
+/// `Command::output` with a deadline.
+pub trait OutputWithin {
+    /// Runs the command (stdin empty) and collects its output; past
+    /// `limit` the child is killed and the test fails with what it wrote.
+    fn output_within(&mut self, limit: Duration) -> std::io::Result<Output>;
+}
+
+impl OutputWithin for Command {
+    fn output_within(&mut self, limit: Duration) -> std::io::Result<Output> {
+        let child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        Ok(wait_output(child, limit, &format!("{self:?}")))
+    }
+}
+
+/// A pipe read to its end by a thread, into a buffer the test can look at
+/// at any time.
+struct Drained {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Drained {
+    fn start(mut pipe: impl Read + Send + 'static) -> Self {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let sink = bytes.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Drained { bytes, thread }
+    }
+
+    /// What was read; waits a moment for the end of the pipe, which a
+    /// grandchild still holding it could delay forever.
+    fn take(this: Option<Self>) -> Vec<u8> {
+        let Some(this) = this else {
+            return Vec::new();
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !this.thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let bytes = std::mem::take(&mut *this.bytes.lock().unwrap());
+        bytes
+    }
+}
+
+/// Collects `child`'s stdout and stderr (when piped) and waits for it to
+/// exit, for at most `limit`: past it the child is killed and the test
+/// fails with what the child had written.
+pub fn wait_output(mut child: Child, limit: Duration, what: &str) -> Output {
+    let stdout = child.stdout.take().map(Drained::start);
+    let stderr = child.stderr.take().map(Drained::start);
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what} did not exit within {limit:?}; its stdout:\n{}\nits stderr:\n{}",
+                String::from_utf8_lossy(&Drained::take(stdout)),
+                String::from_utf8_lossy(&Drained::take(stderr))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: Drained::take(stdout),
+        stderr: Drained::take(stderr),
+    }
+}
+
+/// Waits for `child` to exit, for at most `limit`; past it the child is
+/// killed and the test fails naming `what`.
+pub fn wait_child(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// `supervisor ctl ARGS...` with `runtime_dir` as XDG_RUNTIME_DIR;
 /// returns (exit code, stdout, stderr).
 pub fn ctl_in(runtime_dir: &Path, args: &[&str]) -> (i32, String, String) {
@@ -45,8 +152,7 @@ pub fn ctl_in(runtime_dir: &Path, args: &[&str]) -> (i32, String, String) {
         .arg("ctl")
         .args(args)
         .env("XDG_RUNTIME_DIR", runtime_dir)
-        .stdin(Stdio::null())
-        .output()
+        .output_within(CTL_LIMIT)
         .unwrap();
     (
         output.status.code().unwrap_or(-1),
@@ -72,12 +178,13 @@ pub fn run_command(mut command: Command, input: &[u8]) -> Output {
         .expect("supervisor starts");
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_vec();
-    let feeder = std::thread::spawn(move || {
+    let what = format!("{command:?}");
+    // The feeder ends when the input is written or the child is gone (a
+    // broken pipe), so it is not waited for past the run.
+    std::thread::spawn(move || {
         let _ = stdin.write_all(&input);
     });
-    let output = child.wait_with_output().expect("supervisor runs");
-    feeder.join().unwrap();
-    output
+    wait_output(child, RUN_LIMIT, &what)
 }
 
 /// Every output line, parsed; panics on a line that is not JSON.

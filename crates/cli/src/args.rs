@@ -128,14 +128,22 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_task_timeout)]
     pub task_timeout: Option<Duration>,
 
-    /// Write records in input order (through a bounded reorder buffer)
-    /// instead of completion order.
+    /// Write records in input order instead of completion order. Records
+    /// that finish ahead of an earlier task wait in a reorder buffer of at
+    /// most 32MiB; when it is full, input pauses until that task ends.
     #[arg(long)]
     pub keep_order: bool,
 
     /// Tasks a worker may hold unanswered [default: 1.5 x --concurrency].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub window: Option<u32>,
+
+    /// Write workers' results without checking that each is one line of
+    /// JSON. Hidden: it exists so that `scripts/bench.py trivial
+    /// --screen-cost` can measure what the check costs; a worker that
+    /// sends anything else then breaks the output file.
+    #[arg(long, hide = true)]
+    pub unscreened_output: bool,
 
     /// Largest frame between supervisor and worker; longer input lines are
     /// `bad_input`.

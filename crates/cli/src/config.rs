@@ -129,7 +129,7 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
             kind,
             window,
             keep_order: args.keep_order,
-            reorder_limit: (window * workers * 16).max(100_000),
+            reorder_bytes: multiloop_supervisor::REORDER_BYTES,
             fleet: FleetConfig {
                 life: LifeLimits {
                     worker_timeout: args.worker_timeout,
@@ -162,6 +162,7 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
         lines_as_strings: args.lines,
         settings,
         shard,
+        screen_output: !args.unscreened_output,
     })
 }
 

@@ -26,6 +26,11 @@ pub enum QueueAction {
         /// Input file of JSON lines.
         #[arg(short, long, value_name = "FILE")]
         input: PathBuf,
+        /// The consumers' --max-frame: longer lines are pushed with a
+        /// warning naming them, and recorded `bad_input` by the node that
+        /// pulls them.
+        #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = crate::size::parse_size)]
+        max_frame: u64,
     },
     /// Tasks waiting, in flight per node, done and dead.
     Status {
@@ -63,10 +68,29 @@ pub async fn main(args: &QueueArgs) -> i32 {
 
 async fn run(args: &QueueArgs) -> Result<()> {
     match &args.action {
-        QueueAction::Push { queue, input } => {
+        QueueAction::Push {
+            queue,
+            input,
+            max_frame,
+        } => {
             let url = parse_url(&queue.queue)?;
+            let max_frame = usize::try_from(*max_frame).context("--max-frame is too large")?;
             let started = std::time::Instant::now();
-            let report = queue::push(&url, input).await?;
+            let report = queue::push(&url, input, max_frame).await?;
+            let max_line = report.max_line;
+            for (seq, len) in &report.oversize_lines {
+                eprintln!(
+                    "warning: {}: line {seq}: {len} bytes is over the frame limit of {max_line} bytes (see --max-frame); nodes will record it bad_input",
+                    input.display()
+                );
+            }
+            if report.oversize > report.oversize_lines.len() as u64 {
+                eprintln!(
+                    "warning: {}: {} more lines over the frame limit",
+                    input.display(),
+                    report.oversize - report.oversize_lines.len() as u64
+                );
+            }
             eprintln!(
                 "pushed {} of {} tasks to {url} in {:.2}s{}",
                 report.added,
@@ -78,6 +102,12 @@ async fn run(args: &QueueArgs) -> Result<()> {
                     String::new()
                 }
             );
+            if report.oversize > 0 {
+                eprintln!(
+                    "{} of them over the frame limit (bad_input when run)",
+                    report.oversize
+                );
+            }
             Ok(())
         }
         QueueAction::Status { queue, json } => {

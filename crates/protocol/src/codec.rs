@@ -207,6 +207,46 @@ mod tests {
                 let _ = crate::check_hello(&frame);
             }
         }
+
+        /// Below the length check: random payloads go straight to the
+        /// decoders (a random length prefix almost never passes the check
+        /// above, so the decoders would hardly see bytes at all).
+        #[test]
+        fn arbitrary_payloads_never_panic_the_decoders(payload in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let frame = Bytes::from(payload);
+            let _ = crate::decode_from_worker(&frame);
+            let _ = crate::decode_to_worker(&frame);
+            let _ = crate::check_hello(&frame);
+        }
+
+        /// Structure-aware: real messages with bytes overwritten or cut
+        /// short decode to something or to an error, never a panic; the
+        /// borrowed and the copying decoders agree on which.
+        #[test]
+        fn mutated_messages_never_panic_the_decoders(
+            message in arb_from_worker(),
+            task in arb_task(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            for mut payload in [
+                postcard::to_stdvec(&message).unwrap(),
+                postcard::to_stdvec(&ToWorker::Tasks(vec![task.clone()])).unwrap(),
+            ] {
+                for (at, byte) in &edits {
+                    let i = at.index(payload.len());
+                    payload[i] = *byte;
+                }
+                for len in [payload.len(), cut.index(payload.len() + 1)] {
+                    let frame = Bytes::copy_from_slice(&payload[..len]);
+                    let borrowed = crate::decode_from_worker(&frame);
+                    let copied = FrameCodec::decode_message::<FromWorker>(&frame);
+                    prop_assert_eq!(borrowed.is_ok(), copied.is_ok());
+                    let _ = crate::decode_to_worker(&frame);
+                    let _ = crate::check_hello(&frame);
+                }
+            }
+        }
     }
 
     #[test]

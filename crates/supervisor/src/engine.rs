@@ -52,6 +52,9 @@ pub struct RunConfig {
     /// Keep task times, errors (and for `fetch`, hosts) from the records
     /// in the run's history, for a report; costs a little per record.
     pub history_records: bool,
+    /// Check that every result is one line of JSON before writing it
+    /// (off only to measure what the check costs).
+    pub screen_output: bool,
 }
 
 /// What stops a run before it starts, or breaks it while it runs.
@@ -358,6 +361,10 @@ impl Engine<'_> {
         let spawner = self.spawner.clone();
         let events = self.events_tx.clone();
         let max_frame = self.config.max_frame;
+        let screen = self
+            .config
+            .screen_output
+            .then(|| std::sync::Arc::from(self.config.worker_program.display().to_string()));
         tokio::spawn(async move {
             match spawner.spawn(spec).await {
                 Err(error) => {
@@ -377,6 +384,7 @@ impl Engine<'_> {
                         worker,
                         process.results,
                         max_frame,
+                        screen,
                         events.clone(),
                     ));
                     tokio::spawn(link::forward_output(worker.index, process.stdout));

@@ -172,6 +172,15 @@ pub(crate) fn line_item(
     line: Line<'_>,
     filter: &InputFilter,
 ) -> Option<InputItem> {
+    // A line that did not pass through a `LineReader` (a queue entry) is
+    // held to the same limit here, so that no task reaches a worker's pipe
+    // too big for a frame.
+    let line = match line {
+        Line::Complete(bytes) if bytes.len() > filter.max_line => {
+            Line::TooLong { len: bytes.len() }
+        }
+        line => line,
+    };
     let (payload, key) = match line {
         Line::Complete(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => return None,
         Line::Complete(bytes) => match &filter.identity {

@@ -27,10 +27,13 @@ const MAX_OUTPUT_LINE: usize = 64 * 1024;
 
 /// Reads result frames and turns them into events. Stops at the first
 /// violation: the dispatcher kills the worker, and its exit explains.
+/// With `screen`, results that are not one line of JSON become failures
+/// naming `program` (see [`crate::screen`]).
 pub async fn read_frames(
     worker: WorkerId,
     results: pipe::Receiver,
     max_frame: usize,
+    screen: Option<std::sync::Arc<str>>,
     events: mpsc::UnboundedSender<Event>,
 ) {
     // Until the handshake, frames are held to the size a hello can have:
@@ -64,7 +67,13 @@ pub async fn read_frames(
                 },
             },
             Ok(frame) => match decode_from_worker(&frame.freeze()) {
-                Ok(FromWorker::Results(results)) => Event::Results { worker, results },
+                Ok(FromWorker::Results(mut results)) => {
+                    if let Some(program) = &screen {
+                        let name = format!("worker {} ({program})", worker.index);
+                        crate::screen::screen_results(&mut results, &name);
+                    }
+                    Event::Results { worker, results }
+                }
                 Ok(FromWorker::Heartbeat(heartbeat)) => Event::Heartbeat { worker, heartbeat },
                 Ok(FromWorker::Bye(usage)) => Event::Bye { worker, usage },
                 Ok(FromWorker::Hello(_)) => Event::LinkFailed {
@@ -99,10 +108,18 @@ pub async fn write_tasks(
         let packed = pack(ready.drain(..).flatten(), max_frame, |batch| {
             codec.encode(&ToWorker::Tasks(batch), &mut buf)
         });
-        // Lines were checked against `max_task_payload` when read, and
-        // `pack` cuts batches by postcard's worst case, so a batch always
-        // encodes.
-        packed.expect("a packed task batch encodes within the frame limit");
+        // Every payload was held to `max_task_payload` when it became a
+        // task (`input::line_item`, for files and queues alike), and `pack`
+        // cuts batches by postcard's worst case, so a batch encodes. Should
+        // one not, the worker's pipe closes: the worker finishes what it
+        // has, and its exit puts the rest back through the dispatcher's
+        // crash policy, which ends in a record, never in a panic here.
+        if let Err(error) = packed {
+            tracing::error!(
+                "a task batch does not fit a frame ({error}); closing the worker's task pipe"
+            );
+            return;
+        }
         if pipe.write_all(&buf).await.is_err() {
             return; // The worker is gone; its exit is reported elsewhere.
         }

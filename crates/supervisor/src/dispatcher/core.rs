@@ -32,8 +32,8 @@ pub struct DispatchConfig {
     /// Tasks a worker may hold unanswered (its credit window).
     pub window: usize,
     pub keep_order: bool,
-    /// Most records held back by `--keep-order` before input pauses.
-    pub reorder_limit: usize,
+    /// Most bytes `--keep-order` holds back before input pauses.
+    pub reorder_bytes: usize,
     /// The workers' limits, restart backoff and recycling.
     pub fleet: FleetConfig,
     pub max_restarts: usize,
@@ -150,7 +150,7 @@ impl Dispatcher {
         self.run.input_open()
             && self.run.accepting()
             && self.book.queued() < credit
-            && (!self.config.keep_order || self.reorder.held() < self.config.reorder_limit)
+            && (!self.config.keep_order || self.reorder.bytes() < self.config.reorder_bytes)
     }
 
     /// The earliest time at which [`Event::Wake`] has something to do.

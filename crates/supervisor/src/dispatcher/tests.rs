@@ -17,7 +17,7 @@ fn config(workers: usize, window: usize) -> DispatchConfig {
         kind: "sim".into(),
         window,
         keep_order: false,
-        reorder_limit: 1000,
+        reorder_bytes: 1 << 20,
         fleet: FleetConfig {
             life: LifeLimits {
                 worker_timeout: Duration::from_secs(10),

@@ -3,7 +3,7 @@
 //! acknowledges a line only once its record is flushed, claims lines that
 //! dead nodes left behind, and hands back what it did not finish.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use multiloop_protocol::{ErrorKind, Outcome};
@@ -80,6 +80,7 @@ pub async fn consume(
         next_id: 0,
         sent: 0,
         own_after: Some(0),
+        rereading: false,
         claim_cursor: "0-0".into(),
         next_claim: Instant::now(),
         next_hold: Instant::now() + spec.claim_after / 3,
@@ -205,9 +206,13 @@ struct Node {
     next_id: u64,
     /// Lines handed to the dispatcher.
     sent: u64,
-    /// Reading this node's own pending lines (left by an earlier run under
-    /// the same name) after this line; `None` once read.
+    /// Reading this node's own pending lines after this line; `None` once
+    /// read. At the start they are what an earlier run under the same name
+    /// left; after Redis comes back, they include any line a read had
+    /// taken for this node when its reply was lost with the connection.
     own_after: Option<u64>,
+    /// The own lines being read are those of a reconnect, not of a start.
+    rereading: bool,
     claim_cursor: String,
     next_claim: Instant,
     next_hold: Instant,
@@ -285,6 +290,12 @@ impl Node {
                         self.spec.url,
                         since.elapsed().as_secs_f64()
                     );
+                    // A read that Redis carried out while its reply was
+                    // lost left lines pending under this node's name that
+                    // no one else will take before --claim-after: look at
+                    // them all again.
+                    self.own_after = Some(0);
+                    self.rereading = true;
                 }
                 Ok(Some(value))
             }
@@ -336,14 +347,37 @@ impl Node {
     async fn try_pull(&mut self) -> Result<Pull, QueueError> {
         let consumer = self.spec.consumer.clone();
         let batch = self.spec.batch;
-        if let Some(after) = self.own_after {
-            let entries = self.store.read_own(&consumer, batch, after).await?;
-            match entries.last() {
-                Some(last) => {
-                    self.own_after = Some(last.seq);
-                    return Ok(self.items(entries));
+        if let Some(mut after) = self.own_after {
+            // What this node holds or has recorded is pending under its
+            // name too; only the other lines are new to it.
+            let known: HashSet<u64> = self
+                .held
+                .values()
+                .map(|held| held.seq)
+                .chain(self.to_ack.iter().copied())
+                .collect();
+            loop {
+                let entries = self.store.read_own(&consumer, batch, after).await?;
+                let Some(last) = entries.last() else {
+                    self.own_after = None;
+                    self.rereading = false;
+                    break;
+                };
+                after = last.seq;
+                self.own_after = Some(after);
+                let unknown: Vec<Entry> = entries
+                    .into_iter()
+                    .filter(|entry| !known.contains(&entry.seq))
+                    .collect();
+                if !unknown.is_empty() {
+                    if self.rereading {
+                        info!(
+                            "queue: {} line(s) pending under this node's name that it did not hold (a reply lost with the connection); running them",
+                            unknown.len()
+                        );
+                    }
+                    return Ok(self.items(unknown));
                 }
-                None => self.own_after = None,
             }
         }
         if self.now >= self.next_claim {

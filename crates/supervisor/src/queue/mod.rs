@@ -7,7 +7,7 @@ mod store;
 mod url;
 
 pub use consume::{consume, QueueSpec};
-pub use push::{push, PushReport};
+pub use push::{push, PushReport, OVERSIZE_NAMED};
 pub use store::{NodeStatus, QueueError, QueueStatus, Store};
 pub use url::{QueueUrl, UrlError};
 

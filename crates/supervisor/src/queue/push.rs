@@ -12,8 +12,11 @@ use super::url::QueueUrl;
 /// Lines per pipelined round trip.
 const PUSH_BATCH: usize = 2000;
 
+/// Oversized lines named one by one in a push report; the rest are counted.
+pub const OVERSIZE_NAMED: usize = 10;
+
 /// What a push did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushReport {
     /// Tasks (non-blank lines) in the file.
     pub total: u64,
@@ -21,14 +24,24 @@ pub struct PushReport {
     pub added: u64,
     /// Already in the queue (an earlier, maybe interrupted, push).
     pub present: u64,
+    /// Lines longer than a task may be (`--max-frame`): pushed all the
+    /// same, so that line numbers and counts stay whole, and recorded
+    /// `bad_input` by the node that pulls them.
+    pub oversize: u64,
+    /// The first [`OVERSIZE_NAMED`] of them: (line number, bytes).
+    pub oversize_lines: Vec<(u64, usize)>,
+    /// The longest line a task may be.
+    pub max_line: usize,
 }
 
 /// Pushes every non-blank line of `path` to the queue. The entry id of
 /// line N is `N-0`: Redis refuses an id at or below the stream's last, so a
 /// repeated or concurrent push of the same file adds each line once, and an
 /// interrupted push continues where it stopped. A different file (by
-/// content digest) is refused.
-pub async fn push(url: &QueueUrl, path: &Path) -> Result<PushReport, QueueError> {
+/// content digest) is refused. Lines too long for a task in frames of
+/// `max_frame` bytes are counted in the report.
+pub async fn push(url: &QueueUrl, path: &Path, max_frame: usize) -> Result<PushReport, QueueError> {
+    let max_line = multiloop_protocol::max_task_payload(max_frame);
     let (digest, lines, total) = describe(path)?;
     let mut store = connect(url, Duration::from_secs(10)).await?;
     let meta = Meta {
@@ -47,6 +60,9 @@ pub async fn push(url: &QueueUrl, path: &Path) -> Result<PushReport, QueueError>
         total,
         added: 0,
         present: 0,
+        oversize: 0,
+        oversize_lines: Vec::new(),
+        max_line,
     };
     let mut seq = 0u64;
     let mut text: Vec<Vec<u8>> = Vec::with_capacity(PUSH_BATCH);
@@ -60,6 +76,12 @@ pub async fn push(url: &QueueUrl, path: &Path) -> Result<PushReport, QueueError>
                 line.pop();
             }
             if !line.iter().all(u8::is_ascii_whitespace) {
+                if line.len() > max_line {
+                    report.oversize += 1;
+                    if report.oversize_lines.len() < OVERSIZE_NAMED {
+                        report.oversize_lines.push((seq, line.len()));
+                    }
+                }
                 if seq <= last {
                     report.present += 1;
                 } else {

@@ -75,7 +75,7 @@ pub(crate) fn describe(error: &reqwest::Error, limits: Limits) -> TaskError {
             return TaskError::failed(what);
         }
     }
-    if find::<hyper::Error>(error).is_some_and(|e| e.is_incomplete_message()) {
+    if closed_early(error) {
         return TaskError::failed("connection closed before the response was complete");
     }
     let stage = if error.is_decode() {
@@ -127,11 +127,28 @@ pub(crate) fn retry_of(error: &reqwest::Error) -> Retry {
                 | io::ErrorKind::BrokenPipe
                 | io::ErrorKind::UnexpectedEof
         )
-    ) || find::<hyper::Error>(error).is_some_and(|e| e.is_incomplete_message());
+    ) || closed_early(error);
     if closed {
         return Retry::Yes { congestion: false };
     }
     Retry::No
+}
+
+/// Hyper's text for a connection closed before a message was complete.
+const INCOMPLETE_MESSAGE: &str = "connection closed before message completed";
+
+/// Whether the connection closed under the request: hyper's incomplete
+/// message, a request canceled because its (kept-alive) connection went
+/// away, or a dispatch channel closed with the connection. Some paths
+/// (a pooled connection's error handed through hyper-util) carry hyper's
+/// error as text only, so its message is matched too: a stock nginx
+/// closing keep-alive connections under load produced errors that the
+/// type checks alone missed, and they were not retried.
+pub(crate) fn closed_early(error: &reqwest::Error) -> bool {
+    chain(error).any(|e| match e.downcast_ref::<hyper::Error>() {
+        Some(hyper) => hyper.is_incomplete_message() || hyper.is_canceled() || hyper.is_closed(),
+        None => e.to_string().contains(INCOMPLETE_MESSAGE),
+    })
 }
 
 /// True when the request failed because this process (or the system) is
