@@ -61,6 +61,11 @@ def worker_env(extra: Optional[Dict[str, Optional[str]]] = None) -> Dict[str, st
         paths = [str(PACKAGE_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         env["PYTHONPATH"] = os.pathsep.join(paths)
     env.pop("RUST_LOG", None)
+    # As tests/common does for the Rust suite: a Rust worker's panic with
+    # RUST_BACKTRACE=1 (set in many shells and CI machines) symbolizes a
+    # backtrace on the event loop, which under load outlasts the tests'
+    # short --task-timeout and turns a `panicked` record into `timeout`.
+    env["RUST_BACKTRACE"] = "0"
     for key, value in (extra or {}).items():
         if value is None:
             env.pop(key, None)
