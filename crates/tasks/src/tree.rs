@@ -56,7 +56,7 @@ pub fn tree_children(seed: u64, node: &str, fanout: u32) -> u32 {
 
 /// Whether `node` crashes its worker once under `crash_once`.
 pub fn tree_crashes(seed: u64, node: &str) -> bool {
-    fnv(seed ^ 0x5eed, node) % 7 == 0
+    fnv(seed ^ 0x5eed, node).is_multiple_of(7)
 }
 
 /// The names of every node of the tree under `root`, root included.
