@@ -73,11 +73,12 @@ impl Frontier {
         self.counts
     }
 
-    /// Takes over a resumed journal's seen keys and task count; returns
-    /// its frontier as tasks to queue.
+    /// Takes over a resumed journal's seen keys and task count (its input
+    /// lines and additions count against `--max-tasks`); returns its
+    /// frontier as tasks to queue.
     pub fn resume(&mut self, journal: CrawlJournal) -> Vec<InputItem> {
         self.seen = journal.seen;
-        self.tasks += journal.added;
+        self.tasks += journal.added + journal.lines;
         journal
             .frontier
             .into_iter()
