@@ -22,7 +22,7 @@ import importlib
 from typing import Any, List
 
 from ._kinds import BadInput, Kind, TaskError, kind
-from ._runtime import request_retry
+from ._runtime import add, request_retry
 
 __version__ = "0.1.0"
 
@@ -48,6 +48,7 @@ __all__ = [
     "BadInput",
     "Kind",
     "Report",
+    "add",
     "TaskError",
     "kind",
     "request_retry",

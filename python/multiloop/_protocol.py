@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Tuple, Union
 
 #: Version of the wire protocol; must equal ``PROTOCOL_VERSION`` in Rust.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 #: Bytes of the big-endian length prefix in front of every frame.
 LENGTH_PREFIX = 4
@@ -40,6 +40,13 @@ TASK_OVERHEAD = 10 + 10
 #: error-kind tags, the bytes' length, the retry flag).
 RESULT_OVERHEAD = 10 + 10 + 5 + 5 + 10 + 1
 
+#: A result's list of added tasks, besides its items (its length).
+ADDITIONS_OVERHEAD = 10
+
+#: An added task besides its payload and key (payload length, the key's
+#: option tag and length).
+ADDED_OVERHEAD = 10 + 1 + 10
+
 # ErrorKind variants, in the order of the Rust enum.
 TIMEOUT, FAILED, PANICKED, CRASHED, BAD_INPUT = range(5)
 ERROR_KINDS = ("timeout", "failed", "panicked", "crashed", "bad_input")
@@ -52,15 +59,15 @@ SUPERVISOR_ONLY_ERROR_KINDS = ("crashed",)
 
 _LENGTH = struct.Struct(">I")
 
-
 def max_task_payload(max_frame: int) -> int:
     """The longest task payload that fits a frame of ``max_frame`` bytes alone."""
     return max(0, max_frame - BATCH_OVERHEAD - TASK_OVERHEAD)
 
 
 def max_result_payload(max_frame: int) -> int:
-    """The longest result output (or message) that fits a frame of ``max_frame`` bytes alone."""
-    return max(0, max_frame - BATCH_OVERHEAD - RESULT_OVERHEAD)
+    """The longest result output (or message, with no added tasks) that fits a
+    frame of ``max_frame`` bytes alone."""
+    return max(0, max_frame - BATCH_OVERHEAD - RESULT_OVERHEAD - ADDITIONS_OVERHEAD)
 
 
 class ProtocolError(Exception):
@@ -89,8 +96,17 @@ class Hello:
 
 
 @dataclass
+class Added:
+    """A task a handler added: its input line as JSON bytes and an optional dedupe key."""
+
+    payload: bytes
+    key: Optional[str] = None
+
+
+@dataclass
 class TaskResult:
-    """The result of one task: ``ok`` JSON bytes, or an error kind and message."""
+    """The result of one task: ``ok`` JSON bytes, or an error kind and message;
+    with ``ok``, the tasks the handler added."""
 
     id: int
     micros: int
@@ -98,6 +114,7 @@ class TaskResult:
     error_kind: int = FAILED
     message: str = ""
     retry: bool = False
+    added: List[Added] = field(default_factory=list)
 
 
 @dataclass
@@ -270,6 +287,14 @@ def encode_results(results: List[TaskResult]) -> bytes:
             put_varint(out, result.error_kind)
             _put_str(out, result.message)
         out.append(1 if result.retry else 0)
+        put_varint(out, len(result.added))
+        for added in result.added:
+            _put_bytes(out, added.payload)
+            if added.key is None:
+                out.append(0)
+            else:
+                out.append(1)
+                _put_str(out, added.key)
     return frame(bytes(out))
 
 
@@ -341,6 +366,16 @@ def decode_from_worker(payload: bytes) -> FromWorker:
             else:
                 raise ProtocolError(f"unknown outcome (variant {outcome})")
             result.retry, pos = _get_bool(payload, pos)
+            n_added, pos = get_varint(payload, pos)
+            if n_added > len(payload):
+                raise ProtocolError(f"{n_added} added tasks cannot fit in a frame of {len(payload)} bytes")
+            for _ in range(n_added):
+                task, pos = _get_bytes(payload, pos)
+                has_key, pos = _get_bool(payload, pos)
+                key = None
+                if has_key:
+                    key, pos = _get_str(payload, pos)
+                result.added.append(Added(task, key))
             results.append(result)
         message = results
     elif variant == 2:

@@ -9,7 +9,7 @@ The record format belongs to the supervisor (``crates/supervisor/src/record.rs``
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 # -- errors -----------------------------------------------------------------
 
@@ -75,7 +75,9 @@ class ErrorInfo:
 class Result:
     """One task's record: ``ok`` and ``value``, or ``error``; plus ``index``
     (position in the items), ``seq`` (input line, ``index + 1``), ``worker``,
-    ``attempts``, ``ms``, ``key`` and the ``item`` itself."""
+    ``attempts``, ``ms``, ``key`` and the ``item`` itself. A task a handler
+    added (``multiloop.add``) has a path for ``seq`` (``"5.3"``), no
+    ``index`` or ``item``, and its ``parent`` and ``depth``."""
 
     __slots__ = ("record", "item")
 
@@ -100,12 +102,24 @@ class Result:
         return ErrorInfo(str(error.get("kind", "failed")), str(error.get("message", "")))
 
     @property
-    def seq(self) -> int:
-        return int(self.record["seq"])
+    def seq(self) -> Union[int, str]:
+        seq = self.record["seq"]
+        return seq if isinstance(seq, str) else int(seq)
 
     @property
-    def index(self) -> int:
-        return int(self.record["seq"]) - 1
+    def index(self) -> Optional[int]:
+        seq = self.record["seq"]
+        return None if isinstance(seq, str) else int(seq) - 1
+
+    @property
+    def parent(self) -> Union[int, str, None]:
+        """The task that added this one (None for an item)."""
+        return self.record.get("parent")
+
+    @property
+    def depth(self) -> int:
+        """Additions away from an item: 0 for an item, 1 for what it added, ..."""
+        return int(self.record.get("depth", 0))
 
     @property
     def worker(self) -> Optional[int]:

@@ -232,6 +232,8 @@ class MapRun:
 
     def _result(self, record: Dict[str, Any]) -> Result:
         seq = record.get("seq", 0)
+        if isinstance(seq, str):
+            return Result(record)  # added by a handler: not one of the items
         if self._sequence is not None:
             item = self._sequence[seq - 1] if 0 < seq <= len(self._sequence) else None
         else:
@@ -426,6 +428,8 @@ class MapRun:
         out: List[Any] = [_MISSING] * len(self._sequence)
 
         def place(record: Dict[str, Any]) -> None:
+            if isinstance(record.get("seq"), str):
+                return  # added by a handler: values are the items' only
             if "error" in record:
                 result = self._result(record)
                 if not return_exceptions:
@@ -442,10 +446,11 @@ class MapRun:
             async for chunk in self._chunks():
                 with _no_gc():
                     for record in parse_records(chunk):
-                        if "error" in record:
-                            place(record)
+                        seq = record["seq"]
+                        if "error" in record or isinstance(seq, str):
+                            place(record)  # an error, or a task a handler added
                         else:
-                            out[record["seq"] - 1] = record.get("ok")
+                            out[seq - 1] = record.get("ok")
         finally:
             await self.aclose()
         if self._draining:

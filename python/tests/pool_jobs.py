@@ -51,3 +51,16 @@ def multiloop_modules(task):
     import sys
 
     return sorted(name for name in sys.modules if name.split(".")[0] == "multiloop")
+
+
+async def crawl(task):
+    """A binary tree by number: node n adds 2n and 2n+1 below ``task["max"]``,
+    each keyed by its number, and node 1 again (kept out as seen)."""
+    import multiloop
+
+    n = task["n"]
+    for child in (2 * n, 2 * n + 1):
+        if child <= task["max"]:
+            multiloop.add({"n": child, "max": task["max"]}, key=str(child))
+    multiloop.add({"n": 1, "max": task["max"]}, key="1")
+    return n

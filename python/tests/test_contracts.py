@@ -46,7 +46,8 @@ CONSTANTS = golden("crates/protocol/golden/constants.json")
 @pytest.mark.parametrize(
     "name",
     ["protocol_version", "length_prefix", "default_max_frame", "task_fd", "result_fd",
-     "batch_overhead", "task_overhead", "result_overhead"],
+     "batch_overhead", "task_overhead", "result_overhead", "additions_overhead",
+     "added_overhead"],
 )
 def test_protocol_constants_are_rusts(name: str):
     assert getattr(proto, name.upper()) == CONSTANTS[name]

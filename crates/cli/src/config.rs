@@ -11,8 +11,8 @@ use anyhow::{bail, Context, Result};
 use multiloop_supervisor::fingerprint::Fingerprint;
 use multiloop_supervisor::queue::QueueSpec;
 use multiloop_supervisor::{
-    Backoff, DemoBatch, DispatchConfig, FleetConfig, Identity, InputSource, Journal, LifeLimits,
-    OutputTarget, RunConfig,
+    Backoff, CrawlLimits, DemoBatch, DispatchConfig, FleetConfig, Identity, InputSource, Journal,
+    LifeLimits, OutputTarget, RunConfig,
 };
 use tracing::{info, warn};
 
@@ -69,7 +69,7 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
              or pass --input - to run an empty stdin as 0 tasks"
         );
     }
-    let (output, journal) = match &args.output {
+    let (output, mut journal) = match &args.output {
         None => (OutputTarget::Stdout, None),
         Some(path) if path.as_os_str() == "-" => {
             if resume {
@@ -87,7 +87,7 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
             }
             record_input(path, &input)?;
             let journal = if resume {
-                Some(Arc::new(load_journal(path, &identity, args.resume_failed)?))
+                Some(load_journal(path, &identity, args.resume_failed)?)
             } else {
                 None
             };
@@ -149,6 +149,12 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
             max_crashes: args.max_crashes,
             retries,
             retry_backoff: args.retry_backoff,
+            crawl: CrawlLimits {
+                max_tasks: args.max_tasks,
+                max_depth: args.max_depth,
+                // The engine derives the payload limit from --max-frame.
+                ..Default::default()
+            },
         },
         input,
         output,
@@ -157,7 +163,10 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
         concurrency,
         max_frame,
         identity,
-        journal,
+        crawl_journal: journal
+            .as_mut()
+            .map(|j: &mut Journal| std::mem::take(&mut j.crawl)),
+        journal: journal.map(Arc::new),
         history_records: args.report.is_some(),
         lines_as_strings: args.lines,
         settings,
@@ -341,6 +350,15 @@ fn load_journal(path: &Path, identity: &Identity, rerun_failed: bool) -> Result<
             String::new()
         }
     );
+    if !journal.crawl.frontier.is_empty() || journal.crawl.added > 0 {
+        info!(
+            "resuming a crawl: {} tasks added, {} recorded, {} to run first; {} keys seen",
+            journal.crawl.added,
+            journal.crawl.recorded,
+            journal.crawl.frontier.len(),
+            journal.crawl.seen.len()
+        );
+    }
     if journal.unreadable > 0 {
         warn!(
             "{}: {} lines are not records; ignored",

@@ -274,6 +274,15 @@ pub fn print_summary(report: &RunReport) {
         done as f64 / secs.max(1e-9),
         report.restarts
     );
+    let crawl = &report.crawl;
+    if crawl.added > 0 || crawl.kept_out.total() > 0 {
+        let kept = &crawl.kept_out;
+        let _ = writeln!(
+            out,
+            "multiloop: {} tasks added by tasks; kept out: {} already seen, {} past --max-depth, {} past --max-tasks",
+            crawl.added, kept.seen, kept.max_depth, kept.max_tasks
+        );
+    }
     match &report.outcome {
         RunOutcome::GaveUp(message) => {
             let _ = writeln!(out, "multiloop: {message}");

@@ -8,8 +8,9 @@
 //! rewrites them after a deliberate change; then change Python to match.
 
 use multiloop_protocol::{
-    max_result_payload, max_task_payload, ErrorKind, WorkerArgv, BATCH_OVERHEAD, DEFAULT_MAX_FRAME,
-    LENGTH_PREFIX, PROTOCOL_VERSION, RESULT_FD, RESULT_OVERHEAD, TASK_FD, TASK_OVERHEAD,
+    max_result_payload, max_task_payload, ErrorKind, WorkerArgv, ADDED_OVERHEAD,
+    ADDITIONS_OVERHEAD, BATCH_OVERHEAD, DEFAULT_MAX_FRAME, LENGTH_PREFIX, PROTOCOL_VERSION,
+    RESULT_FD, RESULT_OVERHEAD, TASK_FD, TASK_OVERHEAD,
 };
 use serde_json::{json, Value};
 
@@ -93,6 +94,8 @@ fn protocol_constants_match_constants_json() {
             "batch_overhead": BATCH_OVERHEAD,
             "task_overhead": TASK_OVERHEAD,
             "result_overhead": RESULT_OVERHEAD,
+            "additions_overhead": ADDITIONS_OVERHEAD,
+            "added_overhead": ADDED_OVERHEAD,
             "max_task_payload": payloads(max_task_payload),
             "max_result_payload": payloads(max_result_payload),
             "error_kinds": ErrorKind::ALL.map(ErrorKind::as_str),

@@ -24,7 +24,7 @@ use crate::input::{InputFilter, InputMessage, InputSource};
 use crate::link;
 use crate::output::{OutputEnd, OutputTarget, OutputWriter};
 use crate::process::{Spawner, WorkerSpec};
-use crate::resume::{Identity, Journal};
+use crate::resume::{CrawlJournal, Identity, Journal};
 use crate::sample::Sampler;
 use crate::shard::Shard;
 use crate::source::Source;
@@ -43,6 +43,9 @@ pub struct RunConfig {
     pub identity: Identity,
     /// The output being resumed: its tasks are skipped.
     pub journal: Option<Arc<Journal>>,
+    /// The crawl part of that journal: its frontier is queued first, its
+    /// keys are seen.
+    pub crawl_journal: Option<CrawlJournal>,
     /// Input lines are bare strings, sent as JSON strings (`--lines`).
     pub lines_as_strings: bool,
     /// `KEY=VALUE` settings passed to every worker.
@@ -97,7 +100,10 @@ struct WorkerChannels {
 }
 
 /// Runs a whole batch; returns how it went.
-pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunReport, RunError> {
+pub async fn run(
+    mut config: RunConfig,
+    observer: &mut dyn Observer,
+) -> Result<RunReport, RunError> {
     let (source, acks) = Source::new(config.input.clone());
     let output = OutputWriter::start(&config.output, acks).map_err(RunError::Output)?;
     let spawner = Spawner::start(tokio::runtime::Handle::current()).map_err(RunError::Setup)?;
@@ -132,7 +138,12 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
     progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
     let started = Instant::now();
-    let mut dispatcher = Dispatcher::new(config.dispatch.clone(), started);
+    let mut dispatch = config.dispatch.clone();
+    dispatch.crawl.max_payload = multiloop_protocol::max_task_payload(config.max_frame);
+    let mut dispatcher = Dispatcher::new(dispatch, started);
+    if let Some(crawl) = config.crawl_journal.take() {
+        dispatcher.resume(crawl);
+    }
     let mut engine = Engine {
         config: &config,
         spawner,

@@ -76,12 +76,14 @@ mod tests {
                 micros: 5,
                 outcome: Outcome::Ok(Bytes::from_static(b"{\"ok\":1}")),
                 retry: false,
+                added: Vec::new(),
             },
             TaskResult {
                 id: 2,
                 micros: 5,
                 outcome: Outcome::Ok(Bytes::from_static(b"oops")),
                 retry: true,
+                added: Vec::new(),
             },
         ];
         screen_results(&mut results, "worker 3 (./mine)");

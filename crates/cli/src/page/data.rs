@@ -55,6 +55,23 @@ pub struct RunEnd {
     pub read: u64,
     pub restarts: u64,
     pub workers: Vec<WorkerRow>,
+    /// What tasks added and what the crawl's limits kept out (all zero for
+    /// a batch whose handlers add nothing).
+    #[serde(default)]
+    pub crawl: CrawlEnd,
+}
+
+/// A crawl's counts at the end of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrawlEnd {
+    /// Tasks added by tasks and accepted.
+    pub added: u64,
+    /// Additions whose key was seen before.
+    pub kept_out_seen: u64,
+    /// Additions deeper than `--max-depth`.
+    pub kept_out_max_depth: u64,
+    /// Additions past `--max-tasks`.
+    pub kept_out_max_tasks: u64,
 }
 
 impl RunEnd {
@@ -75,6 +92,12 @@ impl RunEnd {
             read: report.read,
             restarts: report.restarts,
             workers: report.workers.clone(),
+            crawl: CrawlEnd {
+                added: report.crawl.added,
+                kept_out_seen: report.crawl.kept_out.seen,
+                kept_out_max_depth: report.crawl.kept_out.max_depth,
+                kept_out_max_tasks: report.crawl.kept_out.max_tasks,
+            },
         }
     }
 }

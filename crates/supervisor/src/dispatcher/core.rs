@@ -14,6 +14,7 @@ use super::book::TaskBook;
 use super::death::{classify, Death, Exit, Named, Restart};
 use super::events::{Command, Event, ExitStatus, LinkFailure, Request, Tick, WorkerId};
 use super::fleet::{AfterBeat, Fleet, FleetConfig, Taker, Tally};
+use super::frontier::{CrawlLimits, Frontier};
 use super::policy::deadline_after;
 use super::reasons::{end_cause, CloseReason, KillReason, RecycleReason};
 use super::run::{Phase, RunState};
@@ -23,6 +24,7 @@ use crate::history::{EndCause, LifeChange};
 use crate::limits::check_fleet_size;
 use crate::record::{InputItem, Record, TaskEntry};
 use crate::reorder::ReorderBuffer;
+use crate::resume::CrawlJournal;
 
 /// The dispatcher's settings.
 #[derive(Debug, Clone)]
@@ -41,6 +43,8 @@ pub struct DispatchConfig {
     pub max_crashes: u32,
     pub retries: u32,
     pub retry_backoff: Duration,
+    /// Limits on tasks that add tasks.
+    pub crawl: CrawlLimits,
 }
 
 /// Coordinates the fleet, the task book and the run state.
@@ -51,6 +55,8 @@ pub struct Dispatcher {
     book: TaskBook,
     run: RunState,
     reorder: ReorderBuffer,
+    /// Tasks that add tasks: dedupe, limits, counts.
+    frontier: Frontier,
     /// Commands decided while handling the current event.
     out: Vec<Command>,
     /// Records decided while handling the current event.
@@ -65,6 +71,7 @@ impl Dispatcher {
             book: TaskBook::new(config.max_crashes),
             run: RunState::new(config.max_restarts, config.restart_window, now),
             reorder: ReorderBuffer::new(),
+            frontier: Frontier::new(config.crawl.clone()),
             out: Vec::new(),
             records: Vec::new(),
             config,
@@ -185,7 +192,8 @@ impl Dispatcher {
     pub fn progress(&self) -> Progress {
         Progress {
             queued: self.book.queued() as u64,
-            ..self.run
+            ..self
+                .run
                 .progress_counts(self.fleet.restarts(), self.fleet.alive())
         }
     }
@@ -200,6 +208,7 @@ impl Dispatcher {
             read,
             lines,
             restarts: self.fleet.restarts(),
+            crawl: self.frontier.counts(),
             wall: now.saturating_duration_since(self.run.started()),
             workers: self.rows(now),
         }
@@ -207,11 +216,23 @@ impl Dispatcher {
 
     // ----- input --------------------------------------------------------
 
+    /// Before the run starts: the seen keys of a resumed journal, and the
+    /// tasks it added but did not record, queued ahead of the input.
+    pub fn resume(&mut self, journal: CrawlJournal) {
+        let items = self.frontier.resume(journal);
+        self.take_input(items);
+    }
+
     fn take_input(&mut self, items: Vec<InputItem>) {
         for item in items {
             self.run.read_one();
             match item {
-                InputItem::Task(task) => self.book.push(task),
+                InputItem::Task(task) => {
+                    if task.path.is_none() {
+                        self.frontier.input(task.key.as_deref());
+                    }
+                    self.book.push(task)
+                }
                 InputItem::Answered(record) => self.emit(record),
                 InputItem::Rejected { id, seq, message } => self.emit(Record {
                     id,
@@ -224,6 +245,8 @@ impl Dispatcher {
                         kind: ErrorKind::BadInput,
                         message,
                     },
+                    path: None,
+                    adds: None,
                 }),
             }
         }
@@ -459,12 +482,24 @@ impl Dispatcher {
                     message,
                 } => Outcome::Err {
                     kind: ErrorKind::BadInput,
-                    message: format!("line {}: {message}", task.seq),
+                    message: match &task.path {
+                        None => format!("line {}: {message}", task.seq),
+                        Some(path) => format!("task {path}: {message}"),
+                    },
                 },
                 outcome => outcome,
             };
+            // Only the recorded attempt's additions count, and only with
+            // an output: a failed task adds nothing.
+            let adds = match outcome {
+                Outcome::Ok(_) => Frontier::proposed(result.added),
+                Outcome::Err { .. } => None,
+            };
             self.fleet.record(worker.index, Tally::of(&outcome));
-            self.emit(Record::of(task, worker.index, result.micros, outcome));
+            self.emit(Record {
+                adds,
+                ..Record::of(task, worker.index, result.micros, outcome)
+            });
         }
         if progressed {
             self.run.progress();
@@ -796,12 +831,28 @@ impl Dispatcher {
         self.out.push(Command::Finish);
     }
 
+    /// Records go out in the order decided (`--keep-order` holds input
+    /// lines' records back; added tasks have no input order). A record's
+    /// additions are decided on as it goes out, so the tasks it adds are
+    /// queued only once it is on its way to the journal that keeps them.
     fn emit(&mut self, record: Record) {
         self.run.recorded(record.is_ok());
-        if self.config.keep_order {
+        let start = self.records.len();
+        if self.config.keep_order && record.path.is_none() {
             self.reorder.push(record, &mut self.records);
         } else {
             self.records.push(record);
+        }
+        for i in start..self.records.len() {
+            let items = self.frontier.admit(&mut self.records[i]);
+            if !items.is_empty() {
+                self.take_input(items);
+                if !self.run.accepting() {
+                    // Draining or stopping: like unread input, what was
+                    // just added waits in the journal for `--resume`.
+                    self.book.drop_waiting();
+                }
+            }
         }
     }
 }

@@ -1,0 +1,304 @@
+//! Tasks that add tasks, through the real binaries: the `tree` kind adds
+//! children by a seeded rule (and itself again, a cycle for the seen-set),
+//! so each test knows the whole set of nodes a crawl must run, and checks
+//! that every one of them is recorded exactly once — plainly, with workers
+//! SIGKILLed, with the supervisor SIGKILLed and resumed, and with parents
+//! that crash their worker once.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// The `tree` kind's rule, written again here so that the test checks the
+/// worker instead of trusting it.
+fn fnv(seed: u64, node: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for &byte in node.as_bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+fn nodes(root: &str, levels: u32, fanout: u32, seed: u64) -> Vec<String> {
+    let mut all = vec![root.to_string()];
+    let mut next = vec![(root.to_string(), levels)];
+    while let Some((node, levels)) = next.pop() {
+        if levels == 0 {
+            continue;
+        }
+        for i in 0..fnv(seed, &node) % (u64::from(fanout) + 1) {
+            let child = format!("{node}/{i}");
+            all.push(child.clone());
+            next.push((child, levels - 1));
+        }
+    }
+    all
+}
+
+/// Input lines of roots `r0`.. and every node their trees hold.
+fn forest(roots: u32, levels: u32, fanout: u32, extra: &str) -> (String, Vec<String>) {
+    let seed = 11;
+    let mut input = String::new();
+    let mut all = Vec::new();
+    for r in 0..roots {
+        let root = format!("r{r}");
+        input.push_str(&format!(
+            "{{\"node\":\"{root}\",\"levels\":{levels},\"fanout\":{fanout},\"seed\":{seed}{extra}}}\n"
+        ));
+        all.extend(nodes(&root, levels, fanout, seed));
+    }
+    (input, all)
+}
+
+/// Every expected node has exactly one ok record, nothing else is
+/// recorded, and each added task's record names its parent and depth.
+fn assert_each_node_once(records: &[Value], expected: &[String]) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut by_seq: HashMap<String, &Value> = HashMap::new();
+    for record in records {
+        let node = record["ok"]["node"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an ok tree record: {record}"));
+        *seen.entry(node).or_default() += 1;
+        by_seq.insert(
+            record["seq"].to_string().trim_matches('"').to_string(),
+            record,
+        );
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(twice.is_empty(), "recorded more than once: {twice:?}");
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|n| !seen.contains_key(n.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "never recorded: {missing:?}");
+    assert_eq!(
+        seen.len(),
+        expected.len(),
+        "records of nodes that are not in the trees"
+    );
+    for record in records {
+        let Some(seq) = record["seq"].as_str() else {
+            assert!(record.get("parent").is_none(), "{record}");
+            continue;
+        };
+        let (parent, n) = seq.rsplit_once('.').unwrap();
+        let parent_record = by_seq[parent];
+        let n: usize = n.parse().unwrap();
+        let added = &parent_record["added"][n - 1];
+        assert_eq!(added["task"]["node"], record["ok"]["node"], "{record}");
+        assert_eq!(record["depth"], seq.matches('.').count(), "{record}");
+        assert_eq!(record["parent"].to_string().trim_matches('"'), parent);
+    }
+}
+
+fn merge_checks(running: &Running) {
+    let out = supervisor()
+        .arg("merge")
+        .arg(running.output_path())
+        .arg("--input")
+        .arg(running.dir.path().join("in.jsonl"))
+        .arg("--output")
+        .arg(running.dir.path().join("merged.jsonl"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "merge: {stderr}");
+}
+
+#[test]
+fn a_crawl_runs_every_node_once_and_merge_agrees() {
+    let (input, expected) = forest(3, 5, 5, "");
+    assert!(expected.len() > 100, "{} nodes", expected.len());
+    let mut running = start(
+        &["--task", "tree", "--key", "node", "--workers", "2"],
+        &input,
+    );
+    assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
+    assert_each_node_once(&running.output_records(), &expected);
+    merge_checks(&running);
+    let stderr = running.stderr();
+    assert!(
+        stderr.contains(&format!("{} tasks added by tasks", expected.len() - 3)),
+        "{stderr}"
+    );
+    // Each node adds itself again: the seen-set keeps every one out.
+    assert!(
+        stderr.contains(&format!("kept out: {} already seen", expected.len())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn limits_keep_tasks_out_and_say_how_many() {
+    let (input, expected) = forest(2, 4, 4, "");
+    let depth_one: Vec<String> = expected
+        .iter()
+        .filter(|n| n.matches('/').count() <= 1)
+        .cloned()
+        .collect();
+    let mut running = start(
+        &[
+            "--task",
+            "tree",
+            "--key",
+            "node",
+            "--workers",
+            "1",
+            "--max-depth",
+            "1",
+        ],
+        &input,
+    );
+    assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
+    assert_each_node_once(&running.output_records(), &depth_one);
+    let deeper = expected.len() - depth_one.len();
+    let grandchildren_proposed = expected
+        .iter()
+        .filter(|n| n.matches('/').count() == 2)
+        .count();
+    assert!(deeper >= grandchildren_proposed);
+    // Depth-1 nodes propose their children and themselves: all past the limit.
+    let proposed = grandchildren_proposed + (depth_one.len() - 2);
+    assert!(
+        running
+            .stderr()
+            .contains(&format!("{proposed} past --max-depth")),
+        "{}",
+        running.stderr()
+    );
+
+    let mut running = start(
+        &[
+            "--task",
+            "tree",
+            "--key",
+            "node",
+            "--workers",
+            "1",
+            "--max-tasks",
+            "10",
+        ],
+        &input,
+    );
+    assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
+    assert_eq!(running.output_records().len(), 10);
+    assert!(
+        running.stderr().contains("past --max-tasks"),
+        "{}",
+        running.stderr()
+    );
+}
+
+#[test]
+fn workers_killed_again_and_again_lose_and_repeat_no_node() {
+    // About 3,600 nodes of 20 ms, 20 at a time: a few seconds of kills.
+    let (input, expected) = forest(4, 7, 5, ",\"sleep_ms\":20");
+    let mut running = start(
+        &[
+            "--task",
+            "tree",
+            "--key",
+            "node",
+            "--workers",
+            "2",
+            "--concurrency",
+            "10",
+        ],
+        &input,
+    );
+    let mut kills = 0;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    while running.child.try_wait().unwrap().is_none() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        // A person at `top`: the pause is the scenario, not a wait.
+        std::thread::sleep(Duration::from_millis(80 + seed % 80));
+        if let Some(&pid) = workers_of(running.pid()).get((seed % 2) as usize) {
+            kill(pid, libc::SIGKILL);
+            kills += 1;
+        }
+        assert!(kills < 2_000, "the run does not end");
+    }
+    assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
+    assert!(kills >= 3, "only {kills} kills");
+    assert_each_node_once(&running.output_records(), &expected);
+    merge_checks(&running);
+}
+
+#[test]
+fn supervisor_killed_twice_and_resumed_runs_every_node_once() {
+    let (input, expected) = forest(4, 6, 5, ",\"sleep_ms\":2");
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--task",
+        "tree",
+        "--key",
+        "node",
+        "--workers",
+        "2",
+        "--concurrency",
+        "20",
+    ];
+    let mut running = start_in(dir, &args, &input, false);
+    for round in 1..=2 {
+        let target = round * expected.len() / 3;
+        wait_until(LONG, &format!("{target} records"), || {
+            running.output_lines() >= target
+        });
+        let workers = workers_of(running.pid());
+        kill(running.pid(), libc::SIGKILL);
+        running.wait(LONG);
+        wait_until(LONG, "workers to die with their supervisor", || {
+            workers.iter().all(|&pid| is_gone(pid))
+        });
+        let dir = std::mem::replace(&mut running.dir, tempfile::tempdir().unwrap());
+        running = start_in(dir, &args, &input, true);
+    }
+    assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
+    assert!(
+        running.stderr().contains("resuming a crawl"),
+        "{}",
+        running.stderr()
+    );
+    assert_each_node_once(&running.output_records(), &expected);
+    merge_checks(&running);
+}
+
+#[test]
+fn a_parent_that_crashes_its_worker_once_adds_its_children_once() {
+    let markers = tempfile::tempdir().unwrap();
+    let extra = format!(",\"crash_once\":\"{}\"", markers.path().display());
+    let (input, expected) = forest(2, 4, 4, &extra);
+    let mut running = start(
+        &[
+            "--task",
+            "tree",
+            "--key",
+            "node",
+            "--workers",
+            "2",
+            "--max-crashes",
+            "3",
+        ],
+        &input,
+    );
+    assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
+    let crashed = std::fs::read_dir(markers.path()).unwrap().count();
+    assert!(crashed > 0, "no node crashed: pick another seed");
+    let records = running.output_records();
+    assert_each_node_once(&records, &expected);
+    let rerun = records
+        .iter()
+        .filter(|r| r["attempts"].as_u64() > Some(1))
+        .count();
+    assert!(rerun >= crashed, "{rerun} re-run, {crashed} crashed");
+}
