@@ -204,7 +204,9 @@ class MapRun:
             for line in data[:offset].splitlines():
                 if line.strip():
                     record = json.loads(line)
-                    last[record.get(ident)] = record
+                    seq = record.get("seq")
+                    # Tasks a handler added are known by their path.
+                    last[seq if isinstance(seq, str) else record.get(ident)] = record
             keep = [r for r in last.values() if not (self._options.get("resume_failed") and "error" in r)]
             if ident == "key" and self._sequence is not None:
                 # Old records' seq numbered an older input; renumber by key.

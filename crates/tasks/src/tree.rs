@@ -124,7 +124,7 @@ mod tests {
             node: "r".into(),
             levels: 4,
             fanout: 3,
-            seed: 7,
+            seed: 2,
             ..Default::default()
         };
         let nodes = tree_nodes(&root);
