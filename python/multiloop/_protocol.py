@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Tuple, Union
 
 #: Version of the wire protocol; must equal ``PROTOCOL_VERSION`` in Rust.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 #: Bytes of the big-endian length prefix in front of every frame.
 LENGTH_PREFIX = 4
@@ -62,8 +62,17 @@ class Hello:
 
 
 @dataclass
+class Added:
+    """A task a handler added: its input line as JSON bytes and an optional dedupe key."""
+
+    payload: bytes
+    key: Optional[str] = None
+
+
+@dataclass
 class TaskResult:
-    """The result of one task: ``ok`` JSON bytes, or an error kind and message."""
+    """The result of one task: ``ok`` JSON bytes, or an error kind and message;
+    with ``ok``, the tasks the handler added."""
 
     id: int
     micros: int
@@ -71,6 +80,7 @@ class TaskResult:
     error_kind: int = FAILED
     message: str = ""
     retry: bool = False
+    added: List[Added] = field(default_factory=list)
 
 
 @dataclass
@@ -243,6 +253,14 @@ def encode_results(results: List[TaskResult]) -> bytes:
             put_varint(out, result.error_kind)
             _put_str(out, result.message)
         out.append(1 if result.retry else 0)
+        put_varint(out, len(result.added))
+        for added in result.added:
+            _put_bytes(out, added.payload)
+            if added.key is None:
+                out.append(0)
+            else:
+                out.append(1)
+                _put_str(out, added.key)
     return frame(bytes(out))
 
 
@@ -314,6 +332,16 @@ def decode_from_worker(payload: bytes) -> FromWorker:
             else:
                 raise ProtocolError(f"unknown outcome (variant {outcome})")
             result.retry, pos = _get_bool(payload, pos)
+            n_added, pos = get_varint(payload, pos)
+            if n_added > len(payload):
+                raise ProtocolError(f"{n_added} added tasks cannot fit in a frame of {len(payload)} bytes")
+            for _ in range(n_added):
+                task, pos = _get_bytes(payload, pos)
+                has_key, pos = _get_bool(payload, pos)
+                key = None
+                if has_key:
+                    key, pos = _get_str(payload, pos)
+                result.added.append(Added(task, key))
             results.append(result)
         message = results
     elif variant == 2:

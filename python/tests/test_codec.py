@@ -25,7 +25,7 @@ def golden() -> List[Tuple[str, bytes]]:
 
 def test_golden_file_is_of_our_protocol_version():
     assert f"# protocol version {proto.PROTOCOL_VERSION}\n" in GOLDEN.read_text()
-    assert len(golden()) == 9
+    assert len(golden()) == 10
 
 
 EXPECTED = {
@@ -40,6 +40,18 @@ EXPECTED = {
         proto.TaskResult(3, 11, error_kind=proto.PANICKED, message="handler panicked: boom"),
         proto.TaskResult(4, 12, error_kind=proto.CRASHED, message=""),
         proto.TaskResult(5, 13, error_kind=proto.BAD_INPUT, message="missing field `iters`"),
+    ],
+    "results_added": [
+        proto.TaskResult(
+            9,
+            77,
+            ok=b"{}",
+            added=[
+                proto.Added(b'{"url":"https://a.example/x"}', "https://a.example/x"),
+                proto.Added('"\u00e9t\u00e9"'.encode()),
+            ],
+        ),
+        proto.TaskResult(10, 1, error_kind=proto.FAILED, message="no"),
     ],
     "heartbeat": proto.Heartbeat(150, 70_000, 1024, 1_000_000, 12_345_678, 52_428_800, None, 0),
     "heartbeat_held": proto.Heartbeat(

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::{
-    ErrorKind, FromWorker, Heartbeat, Hello, Outcome, ProtocolError, Task, TaskResult, ToWorker,
-    Usage,
+    Added, ErrorKind, FromWorker, Heartbeat, Hello, Outcome, ProtocolError, Task, TaskResult,
+    ToWorker, Usage,
 };
 
 #[derive(Deserialize)]
@@ -38,6 +38,14 @@ struct TaskResultRef<'a> {
     #[serde(borrow)]
     outcome: OutcomeRef<'a>,
     retry: bool,
+    #[serde(borrow)]
+    added: Vec<AddedRef<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AddedRef<'a> {
+    payload: &'a [u8],
+    key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +92,14 @@ pub fn decode_from_worker(frame: &Bytes) -> Result<FromWorker, ProtocolError> {
                         OutcomeRef::Err { kind, message } => Outcome::Err { kind, message },
                     },
                     retry: result.retry,
+                    added: result
+                        .added
+                        .into_iter()
+                        .map(|added| Added {
+                            payload: frame.slice_ref(added.payload),
+                            key: added.key,
+                        })
+                        .collect(),
                 })
                 .collect(),
         ),

@@ -104,7 +104,7 @@ impl<T: Serialize> Encoder<&T> for FrameCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ErrorKind, FromWorker, Heartbeat, Outcome, Task, TaskResult, ToWorker};
+    use crate::{Added, ErrorKind, FromWorker, Heartbeat, Outcome, Task, TaskResult, ToWorker};
     use bytes::Bytes;
     use proptest::prelude::*;
 
@@ -123,12 +123,24 @@ mod tests {
                 message
             }),
         ];
-        (any::<u64>(), any::<u64>(), outcome, any::<bool>()).prop_map(
-            |(id, micros, outcome, retry)| TaskResult {
+        let added = proptest::collection::vec(
+            (
+                proptest::collection::vec(any::<u8>(), 0..32),
+                proptest::option::of(".{0,12}"),
+            )
+                .prop_map(|(payload, key)| Added {
+                    payload: payload.into(),
+                    key,
+                }),
+            0..4,
+        );
+        (any::<u64>(), any::<u64>(), outcome, any::<bool>(), added).prop_map(
+            |(id, micros, outcome, retry, added)| TaskResult {
                 id,
                 micros,
                 outcome,
                 retry,
+                added,
             },
         )
     }

@@ -14,16 +14,16 @@ pub use borrowed::{decode_from_worker, decode_to_worker};
 pub use codec::{FrameCodec, DEFAULT_MAX_FRAME, LENGTH_PREFIX};
 pub use error::ProtocolError;
 pub use messages::{
-    check_hello, ErrorKind, FromWorker, Heartbeat, Held, Hello, Outcome, Task, TaskResult,
+    check_hello, Added, ErrorKind, FromWorker, Heartbeat, Held, Hello, Outcome, Task, TaskResult,
     ToWorker, Usage,
 };
 pub use pack::{
-    max_result_payload, max_task_payload, pack, Packed, BATCH_OVERHEAD, RESULT_OVERHEAD,
-    TASK_OVERHEAD,
+    max_result_payload, max_task_payload, pack, Packed, ADDED_OVERHEAD, ADDITIONS_OVERHEAD,
+    BATCH_OVERHEAD, RESULT_OVERHEAD, TASK_OVERHEAD,
 };
 
 /// Version of the wire protocol. Bump it whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// File descriptor on which a worker reads task frames.
 pub const TASK_FD: i32 = 3;

@@ -70,6 +70,18 @@ pub struct TaskResult {
     /// supervisor runs the task again while `--retries` allow, and keeps
     /// this outcome if it was the last attempt.
     pub retry: bool,
+    /// Follow-up tasks the handler added while it ran, in the order it
+    /// added them. They count only with an `Ok` outcome of the attempt that
+    /// is recorded: a failed or re-run attempt adds nothing.
+    pub added: Vec<Added>,
+}
+
+/// A task a handler added: its input line as JSON bytes, and the key that
+/// dedupes it against every key the run has seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Added {
+    pub payload: Bytes,
+    pub key: Option<String>,
 }
 
 /// What a task produced: handler output as JSON bytes, or an error.

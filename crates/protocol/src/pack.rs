@@ -3,7 +3,7 @@
 //! always encodes: a varint `u64`/`usize` takes at most 10 bytes, an enum
 //! tag at most 5 (a `u32` varint), a `bool` 1.
 
-use crate::{Outcome, Task, TaskResult};
+use crate::{Added, Outcome, Task, TaskResult};
 
 /// A `ToWorker::Tasks` / `FromWorker::Results` message around its items:
 /// the enum tag (5) and the length of the sequence (10).
@@ -17,6 +17,13 @@ pub const TASK_OVERHEAD: usize = 10 + 10;
 /// the retry flag (1).
 pub const RESULT_OVERHEAD: usize = 10 + 10 + 5 + 5 + 10 + 1;
 
+/// A result's list of added tasks, besides its items: its length (10).
+pub const ADDITIONS_OVERHEAD: usize = 10;
+
+/// An added task besides its payload and key: the payload's length (10),
+/// the key's option tag (1) and the key's length (10).
+pub const ADDED_OVERHEAD: usize = 10 + 1 + 10;
+
 /// Something that goes into a batch frame.
 pub trait Packed {
     /// The most bytes this item can take in the frame.
@@ -29,13 +36,21 @@ impl Packed for Task {
     }
 }
 
+impl Packed for Added {
+    fn encoded_bound(&self) -> usize {
+        ADDED_OVERHEAD + self.payload.len() + self.key.as_ref().map_or(0, String::len)
+    }
+}
+
 impl Packed for TaskResult {
     fn encoded_bound(&self) -> usize {
         RESULT_OVERHEAD
+            + ADDITIONS_OVERHEAD
             + match &self.outcome {
                 Outcome::Ok(bytes) => bytes.len(),
                 Outcome::Err { message, .. } => message.len(),
             }
+            + self.added.iter().map(Packed::encoded_bound).sum::<usize>()
     }
 }
 
@@ -44,9 +59,10 @@ pub fn max_task_payload(max_frame: usize) -> usize {
     max_frame.saturating_sub(BATCH_OVERHEAD + TASK_OVERHEAD)
 }
 
-/// The longest result output that fits a frame of `max_frame` bytes alone.
+/// The longest result output (with no added tasks) that fits a frame of
+/// `max_frame` bytes alone.
 pub fn max_result_payload(max_frame: usize) -> usize {
-    max_frame.saturating_sub(BATCH_OVERHEAD + RESULT_OVERHEAD)
+    max_frame.saturating_sub(BATCH_OVERHEAD + RESULT_OVERHEAD + ADDITIONS_OVERHEAD)
 }
 
 /// Splits `items` into batches that each encode within `max_frame`, in
@@ -103,15 +119,32 @@ mod tests {
         #[test]
         fn packed_result_batches_always_encode(sizes in prop::collection::vec(0usize..3000, 1..60), max_frame in 200usize..20_000) {
             let limit = max_result_payload(max_frame);
-            let results: Vec<TaskResult> = sizes.iter().enumerate().map(|(i, &n)| TaskResult {
-                id: u64::MAX - i as u64,
-                micros: u64::MAX,
-                outcome: if i % 2 == 0 {
-                    Outcome::Ok(Bytes::from(vec![b'1'; n.min(limit)]))
+            // Every third result gives a quarter of its room to an added
+            // task (payload and key), which must count in its bound.
+            let results: Vec<TaskResult> = sizes.iter().enumerate().map(|(i, &n)| {
+                let room = n.min(limit);
+                let share = if i % 3 == 0 && room / 4 > ADDED_OVERHEAD { room / 4 } else { 0 };
+                let added = if share > 0 {
+                    let key_len = (share - ADDED_OVERHEAD) / 2;
+                    vec![Added {
+                        payload: Bytes::from(vec![b'2'; share - ADDED_OVERHEAD - key_len]),
+                        key: Some("k".repeat(key_len)),
+                    }]
                 } else {
-                    Outcome::Err { kind: ErrorKind::BadInput, message: "m".repeat(n.min(limit)) }
-                },
-                retry: true,
+                    Vec::new()
+                };
+                let own = room - share;
+                TaskResult {
+                    id: u64::MAX - i as u64,
+                    micros: u64::MAX,
+                    outcome: if i % 2 == 0 {
+                        Outcome::Ok(Bytes::from(vec![b'1'; own]))
+                    } else {
+                        Outcome::Err { kind: ErrorKind::BadInput, message: "m".repeat(own) }
+                    },
+                    retry: true,
+                    added,
+                }
             }).collect();
             let mut codec = FrameCodec::new(max_frame);
             pack(results, max_frame, |batch: Vec<TaskResult>| {

@@ -8,8 +8,8 @@
 
 use bytes::{Bytes, BytesMut};
 use multiloop_protocol::{
-    decode_from_worker, decode_to_worker, ErrorKind, FrameCodec, FromWorker, Heartbeat, Held,
-    Hello, Outcome, Task, TaskResult, ToWorker, Usage, PROTOCOL_VERSION,
+    decode_from_worker, decode_to_worker, Added, ErrorKind, FrameCodec, FromWorker, Heartbeat,
+    Held, Hello, Outcome, Task, TaskResult, ToWorker, Usage, PROTOCOL_VERSION,
 };
 use tokio_util::codec::Encoder;
 
@@ -28,6 +28,7 @@ fn cases() -> Vec<(&'static str, Message)> {
         micros,
         outcome,
         retry,
+        added: Vec::new(),
     };
     let error = |kind, message: &str| Outcome::Err {
         kind,
@@ -101,6 +102,25 @@ fn cases() -> Vec<(&'static str, Message)> {
                     error(ErrorKind::BadInput, "missing field `iters`"),
                     false,
                 ),
+            ])),
+        ),
+        (
+            "results_added",
+            From(FromWorker::Results(vec![
+                TaskResult {
+                    added: vec![
+                        Added {
+                            payload: Bytes::from_static(br#"{"url":"https://a.example/x"}"#),
+                            key: Some("https://a.example/x".into()),
+                        },
+                        Added {
+                            payload: Bytes::from_static("\"\u{e9}t\u{e9}\"".as_bytes()),
+                            key: None,
+                        },
+                    ],
+                    ..result(9, 77, Outcome::Ok(Bytes::from_static(b"{}")), false)
+                },
+                result(10, 1, error(ErrorKind::Failed, "no"), false),
             ])),
         ),
         (

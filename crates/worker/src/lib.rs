@@ -12,6 +12,7 @@
 //! }
 //! ```
 
+mod adds;
 mod args;
 mod handler;
 mod os;
@@ -19,6 +20,7 @@ mod runtime;
 mod watchdog;
 mod worker;
 
+pub use adds::add;
 pub use args::WorkerArgs;
 pub use handler::TaskError;
 pub use multiloop_protocol::ErrorKind;

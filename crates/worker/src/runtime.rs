@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::MissedTickBehavior;
 use tokio_util::codec::{Encoder, FramedRead};
 
+use crate::adds::{self, Additions};
 use crate::handler::{ErasedHandler, TaskError};
 use crate::os;
 use crate::watchdog::{Outgoing, Watchdog, GAUGE};
@@ -144,6 +145,7 @@ async fn read_tasks(
 ) -> Result<(), ServeError> {
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let max_output = max_frame.saturating_sub(RESULT_OVERHEAD);
+    let max_added = multiloop_protocol::max_task_payload(max_frame);
     let mut frames = FramedRead::new(receiver, FrameCodec::new(max_frame));
     while let Some(frame) = frames.next().await {
         let frame = frame.map_err(ServeError::Tasks)?;
@@ -165,7 +167,7 @@ async fn read_tasks(
             let mut run = Tracked {
                 id,
                 future: Box::pin(async move {
-                    let result = run_task(&handler, task, timeout, max_output).await;
+                    let result = run_task(&handler, task, timeout, max_output, max_added).await;
                     // The writer outlives every task, so a send cannot fail
                     // unless the worker is already going down.
                     let _ = results.send(result);
@@ -183,40 +185,59 @@ async fn read_tasks(
 }
 
 /// Runs one task: a panic, a timeout or an oversize output become results.
+/// The tasks it added go with an output only: an error adds nothing.
 async fn run_task(
     handler: &ErasedHandler,
     task: Task,
     timeout: Option<Duration>,
     max_output: usize,
+    max_added: usize,
 ) -> TaskResult {
     let started = Instant::now();
-    let retry = RETRY.scope(Cell::new(false), async {
-        let run = async {
-            let future = std::panic::catch_unwind(AssertUnwindSafe(|| handler(task.payload)))?;
-            AssertUnwindSafe(future).catch_unwind().await
-        };
-        let outcome = match timeout {
-            None => run.await,
-            Some(limit) => match tokio::time::timeout(limit, run).await {
-                Ok(outcome) => outcome,
-                Err(_) => Ok(Err(TaskError::timeout(format!(
-                    "task took longer than {} ms",
-                    limit.as_millis()
-                )))),
-            },
-        };
-        (outcome, RETRY.with(Cell::get))
-    });
-    let (outcome, retry) = retry.await;
+    let additions = Additions::new(max_output, max_added);
+    let retry = RETRY.scope(
+        Cell::new(false),
+        adds::scope(additions, async {
+            let run = async {
+                let future = std::panic::catch_unwind(AssertUnwindSafe(|| handler(task.payload)))?;
+                AssertUnwindSafe(future).catch_unwind().await
+            };
+            let outcome = match timeout {
+                None => run.await,
+                Some(limit) => match tokio::time::timeout(limit, run).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Ok(Err(TaskError::timeout(format!(
+                        "task took longer than {} ms",
+                        limit.as_millis()
+                    )))),
+                },
+            };
+            (outcome, RETRY.with(Cell::get))
+        }),
+    );
+    let ((outcome, retry), additions) = retry.await;
+    let mut added = Vec::new();
     let outcome = match outcome {
-        Ok(Ok(output)) if output.len() > max_output => Outcome::Err {
+        Ok(Ok(output)) if output.len() + additions.bytes() > max_output => Outcome::Err {
             kind: multiloop_protocol::ErrorKind::Failed,
-            message: format!(
-                "output of {} bytes is over the frame limit ({max_output} bytes)",
-                output.len()
-            ),
+            message: if additions.bytes() == 0 {
+                format!(
+                    "output of {} bytes is over the frame limit ({max_output} bytes)",
+                    output.len()
+                )
+            } else {
+                format!(
+                    "output of {} bytes and added tasks of {} bytes are over the frame limit \
+                     ({max_output} bytes)",
+                    output.len(),
+                    additions.bytes()
+                )
+            },
         },
-        Ok(Ok(output)) => Outcome::Ok(output.into()),
+        Ok(Ok(output)) => {
+            added = additions.into_added();
+            Outcome::Ok(output.into())
+        }
         Ok(Err(TaskError { kind, message })) => Outcome::Err {
             kind,
             message: truncate(message, max_output),
@@ -231,6 +252,7 @@ async fn run_task(
         micros: started.elapsed().as_micros() as u64,
         outcome,
         retry,
+        added,
     }
 }
 

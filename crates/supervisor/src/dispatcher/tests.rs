@@ -110,6 +110,7 @@ impl Harness {
                 micros: 1,
                 outcome: Outcome::Ok(Bytes::from_static(b"1")),
                 retry: false,
+                added: Vec::new(),
             })
             .collect();
         self.handle(Event::Results { worker, results })
