@@ -105,6 +105,9 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
             HEARTBEAT * 2
         );
     }
+    if args.follow && kind != "fetch" {
+        bail!("--follow is for --task fetch (a handler of kind {kind:?} adds its own tasks)");
+    }
     let settings = settings(args, &kind);
     // fetch retries inside the worker, per host; the supervisor retrying
     // too would multiply the attempts.
@@ -166,7 +169,33 @@ fn settings(args: &Args, kind: &str) -> Vec<(String, String)> {
     if let Some(list) = &args.retry_status {
         settings.push(("retry_status".into(), list.clone()));
     }
+    if args.follow {
+        settings.push(("follow".into(), "true".into()));
+    }
+    if let Some(scope) = &args.scope {
+        settings.push(("scope".into(), scope.clone()));
+    }
+    for (key, patterns) in [("allow", &args.allow), ("deny", &args.deny)] {
+        if !patterns.is_empty() {
+            settings.push((key.into(), any_of(patterns)));
+        }
+    }
+    if args.follow_nofollow {
+        settings.push(("nofollow".into(), "follow".into()));
+    }
     settings
+}
+
+/// One pattern that matches where any of `patterns` does.
+fn any_of(patterns: &[String]) -> String {
+    match patterns {
+        [one] => one.clone(),
+        many => many
+            .iter()
+            .map(|p| format!("(?:{p})"))
+            .collect::<Vec<_>>()
+            .join("|"),
+    }
 }
 
 /// Counts the tasks to expect, in the background, for the progress bar:
