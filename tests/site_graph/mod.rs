@@ -132,11 +132,12 @@ impl Node {
 }
 
 /// One link of a page: its `<a>` as written, and the node a crawl that
-/// keeps to the host and skips `nofollow` goes to (`None`: it does not).
+/// keeps to the host and skips `nofollow` goes to; or, when it does not
+/// go, why (the name of `fetch --follow`'s count for it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
     pub html: String,
-    pub target: Option<Node>,
+    pub target: Result<Node, &'static str>,
 }
 
 impl Site {
@@ -164,12 +165,12 @@ impl Site {
         let degree = 3 + next() % 6;
         let mut links = vec![Link {
             html: "<a href=\"/\">home</a>".to_string(),
-            target: Some(Node::Page(0)),
+            target: Ok(Node::Page(0)),
         }];
-        if i % 13 == 0 {
+        if i.is_multiple_of(13) {
             links.push(Link {
                 html: "<a href=\"/loop/a\">loop</a>".to_string(),
-                target: Some(Node::Loop(false)),
+                target: Ok(Node::Loop(false)),
             });
         }
         for k in 0..degree {
@@ -177,19 +178,19 @@ impl Site {
             let form = FORMS[(next() % FORMS.len() as u64) as usize];
             let page = Node::Page(j).path();
             let (href, rel, target) = match form {
-                Form::Absolute => (page, "", Some(Node::Page(j))),
+                Form::Absolute => (page, "", Ok(Node::Page(j))),
                 // `../dK/pJ` from `/dL/pI`; `dK/pJ` against a base of `/`.
-                Form::Relative if j == 0 => (page, "", Some(Node::Page(j))),
-                Form::Relative if has_base => (page[1..].to_string(), "", Some(Node::Page(j))),
-                Form::Relative => (format!("..{page}"), "", Some(Node::Page(j))),
-                Form::FullUrl => (format!("HTTP://{host}{page}"), "", Some(Node::Page(j))),
-                Form::Fragment => (format!("{page}#s{k}"), "", Some(Node::Page(j))),
-                Form::Redirect => (Node::Redirect(j).path(), "", Some(Node::Redirect(j))),
-                Form::Missing => (Node::Missing(j).path(), "", Some(Node::Missing(j))),
-                Form::Query => (format!("{page}?v=1&amp;w=2"), "", Some(Node::Query(j))),
-                Form::OtherHost => (format!("http://{other}{page}"), "", None),
-                Form::Nofollow => (Node::Hidden(j).path(), " rel=\"nofollow\"", None),
-                Form::Mailto => (format!("mailto:p{j}@example.com"), "", None),
+                Form::Relative if j == 0 => (page, "", Ok(Node::Page(j))),
+                Form::Relative if has_base => (page[1..].to_string(), "", Ok(Node::Page(j))),
+                Form::Relative => (format!("..{page}"), "", Ok(Node::Page(j))),
+                Form::FullUrl => (format!("HTTP://{host}{page}"), "", Ok(Node::Page(j))),
+                Form::Fragment => (format!("{page}#s{k}"), "", Ok(Node::Page(j))),
+                Form::Redirect => (Node::Redirect(j).path(), "", Ok(Node::Redirect(j))),
+                Form::Missing => (Node::Missing(j).path(), "", Ok(Node::Missing(j))),
+                Form::Query => (format!("{page}?v=1&amp;w=2"), "", Ok(Node::Query(j))),
+                Form::OtherHost => (format!("http://{other}{page}"), "", Err("out_of_scope")),
+                Form::Nofollow => (Node::Hidden(j).path(), " rel=\"nofollow\"", Err("nofollow")),
+                Form::Mailto => (format!("mailto:p{j}@example.com"), "", Err("not_http")),
             };
             links.push(Link {
                 html: format!("<a href=\"{href}\"{rel}>link {k}</a>"),
@@ -230,7 +231,7 @@ impl Site {
             Node::Page(i) | Node::Query(i) => self
                 .links(i, "127.0.0.1:1")
                 .into_iter()
-                .filter_map(|link| link.target)
+                .filter_map(|link| link.target.ok())
                 .collect(),
             Node::Redirect(i) => vec![Node::Page(i)],
             Node::Loop(b) => vec![Node::Loop(!b)],

@@ -101,10 +101,16 @@ pub struct Fetcher {
 
 /// How one attempt ended.
 enum Attempt {
-    /// A response: the output, the `Retry-After` it asked for, and the
-    /// page's links (read only with `--follow`).
-    Answer(FetchOutput, Option<Duration>, PageLinks),
+    Answer(Box<Answer>),
     Failed(TaskError, Retry),
+}
+
+/// A response: the output, the `Retry-After` it asked for, and the page's
+/// links (read only with `--follow`).
+struct Answer {
+    output: FetchOutput,
+    asked: Option<Duration>,
+    links: PageLinks,
 }
 
 impl Fetcher {
@@ -221,10 +227,15 @@ impl Fetcher {
                 .try_clone()
                 .ok_or_else(|| TaskError::failed("request body cannot be sent twice"))?;
             let (reason, asked) = match self.attempt(copy, &host).await {
-                Attempt::Answer(output, asked, links)
-                    if self.settings.retry_status.contains(output.status)
+                Attempt::Answer(answer)
+                    if self.settings.retry_status.contains(answer.output.status)
                         && attempt <= self.settings.retries =>
                 {
+                    let Answer {
+                        output,
+                        asked,
+                        links,
+                    } = *answer;
                     (
                         format!("status {}", output.status),
                         (asked, Ok((output, links))),
@@ -233,7 +244,10 @@ impl Fetcher {
                 Attempt::Failed(error, Retry::Yes { .. }) if attempt <= self.settings.retries => {
                     (error.message.clone(), (None, Err(error)))
                 }
-                Attempt::Answer(mut output, _, links) => {
+                Attempt::Answer(answer) => {
+                    let Answer {
+                        mut output, links, ..
+                    } = *answer;
                     output.attempts = attempt;
                     output.retried = retried;
                     return Ok((output, links));
@@ -354,11 +368,11 @@ impl Fetcher {
             drop(connection);
             drop(slot);
 
-            // A redirect's body is a note for people; its target is the
-            // link.
-            let (page, links) = if !is_html(content_type.as_deref()) || redirect.is_some() {
+            // A redirect's target is its one link (its body is a note for
+            // people).
+            let (page, links) = if !is_html(content_type.as_deref()) {
                 (PageInfo::default(), PageLinks::default())
-            } else if self.settings.follow.is_some() {
+            } else if self.settings.follow.is_some() && redirect.is_none() {
                 scan_html_links(&body, content_type.as_deref())
             } else {
                 (
@@ -383,7 +397,11 @@ impl Fetcher {
                 redirect,
                 follow: None,
             };
-            return Attempt::Answer(output, asked, links);
+            return Attempt::Answer(Box::new(Answer {
+                output,
+                asked,
+                links,
+            }));
         }
     }
 
