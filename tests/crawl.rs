@@ -1,316 +1,258 @@
-//! `fetch --follow` end to end: the real binaries crawl a generated site
-//! (tests/site_graph: cycles, redirects and a redirect loop, 404s, links to
-//! another host, `rel=nofollow`, relative and `<base>` links, fragments,
-//! gzip) from its home page, and every page a breadth-first search of the
-//! graph reaches is fetched exactly once: in one run, with workers
-//! SIGKILLed every second, and with the supervisor SIGKILLed twice and
-//! `--resume`d.
-//!
-//! The tests of a whole crawl need the supervisor's frontier (branch
-//! `crawl`: added tasks queued, deduped by key, journaled, resumed); until
-//! it is merged they are ignored, with that reason.
+//! Tasks that add tasks, through the real binaries: the `tree` kind adds
+//! children by a seeded rule (and itself again, a cycle for the seen-set),
+//! so each test knows the whole set of nodes a crawl must run, and checks
+//! that every one of them is recorded exactly once — plainly, with workers
+//! SIGKILLed, with the supervisor SIGKILLed and resumed, and with parents
+//! that crash their worker once.
 
 mod common;
-mod site_graph;
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use common::*;
-use site_graph::{Node, Server, Site};
+use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(120);
 
-/// Starts a crawl from `seed` in `dir` (its output is `out.jsonl`), with no
-/// proxy settings from the environment: requests go straight to
-/// 127.0.0.1.
-fn start_crawl(dir: tempfile::TempDir, seed: &str, args: &[&str], resume: bool) -> Running {
-    let input = dir.path().join("in.jsonl");
-    std::fs::write(&input, Value::String(seed.to_string()).to_string() + "\n").unwrap();
-    let stderr = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.path().join("stderr.txt"))
-        .unwrap();
-    let mut command = supervisor();
-    for var in ["http_proxy", "https_proxy", "all_proxy", "no_proxy"] {
-        command.env_remove(var).env_remove(var.to_uppercase());
+/// The `tree` kind's rule, written again here so that the test checks the
+/// worker instead of trusting it.
+fn fnv(seed: u64, node: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for &byte in node.as_bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    command
-        .args(["--task", "fetch", "--follow", "--input"])
-        .arg(&input)
-        .arg("--output")
-        .arg(dir.path().join("out.jsonl"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", dir.path())
-        .stdout(Stdio::null())
-        .stderr(stderr);
-    if resume {
-        command.arg("--resume");
-    }
-    Running {
-        child: command.spawn().expect("supervisor starts"),
-        dir,
-        input: None,
-    }
+    hash
 }
 
-/// Checks that the records are the reachable set, each URL once, each with
-/// the answer its node gives.
-fn assert_crawled_once(records: &[Value], server: &Server, site: &Site) {
-    let mut fetched: HashMap<String, &Value> = HashMap::new();
+fn nodes(root: &str, levels: u32, fanout: u32, seed: u64) -> Vec<String> {
+    let mut all = vec![root.to_string()];
+    let mut next = vec![(root.to_string(), levels)];
+    while let Some((node, levels)) = next.pop() {
+        if levels == 0 {
+            continue;
+        }
+        for i in 0..fnv(seed, &node) % (u64::from(fanout) + 1) {
+            let child = format!("{node}/{i}");
+            all.push(child.clone());
+            next.push((child, levels - 1));
+        }
+    }
+    all
+}
+
+/// Input lines of roots `r0`.. and every node their trees hold.
+fn forest(roots: u32, levels: u32, fanout: u32, extra: &str) -> (String, Vec<String>) {
+    let seed = 11;
+    let mut input = String::new();
+    let mut all = Vec::new();
+    for r in 0..roots {
+        let root = format!("r{r}");
+        input.push_str(&format!(
+            "{{\"node\":\"{root}\",\"levels\":{levels},\"fanout\":{fanout},\"seed\":{seed}{extra}}}\n"
+        ));
+        all.extend(nodes(&root, levels, fanout, seed));
+    }
+    (input, all)
+}
+
+/// Every expected node has exactly one ok record, nothing else is
+/// recorded, and each added task's record names its parent and depth.
+fn assert_each_node_once(records: &[Value], expected: &[String]) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut by_seq: HashMap<String, &Value> = HashMap::new();
     for record in records {
-        let ok = &record["ok"];
-        let url = ok["url"]
+        let node = record["ok"]["node"]
             .as_str()
-            .unwrap_or_else(|| panic!("a record without ok.url: {record}"));
-        if let Some(earlier) = fetched.insert(url.to_string(), record) {
-            panic!("{url} fetched twice:\n{earlier}\n{record}");
-        }
-    }
-    let reachable = server.reachable(site);
-    for url in &reachable {
-        assert!(fetched.contains_key(url), "{url} was not fetched");
-    }
-    assert_eq!(
-        fetched.len(),
-        reachable.len(),
-        "fetched pages outside the reachable set: {:?}",
-        fetched
-            .keys()
-            .filter(|url| !reachable.contains(url))
-            .collect::<Vec<_>>()
-    );
-    for (url, record) in &fetched {
-        let path = &url[server.base.len()..];
-        let ok = &record["ok"];
-        match Node::parse(path, site.pages) {
-            Some(Node::Page(_) | Node::Query(_)) => {
-                assert_eq!(ok["status"], 200, "{record}");
-                assert!(ok["follow"]["added"].as_u64().unwrap() >= 1, "{record}");
-            }
-            Some(Node::Missing(_)) => assert_eq!(ok["status"], 404, "{record}"),
-            Some(Node::Redirect(i)) => {
-                assert_eq!(ok["status"], 302, "{record}");
-                let target = format!("{}{}", server.base, Node::Page(i).path());
-                assert_eq!(ok["redirect"], target.as_str(), "{record}");
-            }
-            Some(Node::Loop(_)) => assert_eq!(ok["status"], 301, "{record}"),
-            other => panic!("{url} is no node of the site the crawl should reach: {other:?}"),
-        }
-    }
-}
-
-#[test]
-fn the_site_graph_has_every_feature_the_crawl_must_handle() {
-    let site = Site {
-        pages: 300,
-        seed: 7,
-    };
-    let reachable = site.reachable(Node::Page(0));
-    let has = |f: fn(&Node) -> bool| reachable.iter().any(f);
-    assert!(has(|n| matches!(n, Node::Missing(_))));
-    assert!(has(|n| matches!(n, Node::Redirect(_))));
-    assert!(has(|n| matches!(n, Node::Query(_))));
-    assert!(has(|n| *n == Node::Loop(true)));
-    assert!(!has(|n| matches!(n, Node::Hidden(_))));
-    let pages = reachable
-        .iter()
-        .filter(|n| matches!(n, Node::Page(_)))
-        .count();
-    assert!(pages > 250, "{pages} of 300 pages reachable");
-    for node in &reachable {
-        assert_eq!(Node::parse(&node.path(), site.pages), Some(*node));
-    }
-    let html = site.page_html(5, "127.0.0.1:80");
-    assert!(html.contains("<base href=\"/\">"), "{html}");
-}
-
-/// The real binaries with `--follow` on chosen URLs of the site: each
-/// record's `follow` counts put every link of the page in the right place,
-/// and a redirect's record names its target. (This holds whatever the
-/// supervisor then does with the added tasks.)
-#[test]
-fn each_page_counts_its_links_once_in_the_right_place() {
-    let site = Site { pages: 60, seed: 5 };
-    let server = Server::start(site);
-    let host = &server.base["http://".len()..];
-    let pages: Vec<u64> = (0..12).collect();
-    let mut input: String = pages
-        .iter()
-        .map(|&i| {
-            Value::String(format!("{}{}", server.base, Node::Page(i).path())).to_string() + "\n"
-        })
-        .collect();
-    for node in [Node::Redirect(7), Node::Loop(false), Node::Missing(3)] {
-        input += &(Value::String(format!("{}{}", server.base, node.path())).to_string() + "\n");
-    }
-    let mut command = supervisor();
-    for var in ["http_proxy", "https_proxy", "all_proxy", "no_proxy"] {
-        command.env_remove(var).env_remove(var.to_uppercase());
-    }
-    command.args([
-        "--task",
-        "fetch",
-        "--follow",
-        "--workers",
-        "1",
-        "--input",
-        "-",
-    ]);
-    let output = run_command(command, input.as_bytes());
-    let records = records(&output.stdout);
-    let by_url: HashMap<&str, &Value> = records
-        .iter()
-        .filter_map(|r| Some((r["ok"]["url"].as_str()?, r)))
-        .collect();
-    for &i in &pages {
-        let url = format!("{}{}", server.base, Node::Page(i).path());
-        let record = by_url
-            .get(url.as_str())
-            .unwrap_or_else(|| panic!("no record for {url}"));
-        let links = site.links(i, host);
-        let mut expected: HashMap<&str, u64> = HashMap::new();
-        let mut targets = std::collections::HashSet::new();
-        for link in &links {
-            let count = match link.target {
-                Ok(node) if targets.insert(node) => "added",
-                Ok(_) => "repeated",
-                Err(count) => count,
-            };
-            *expected.entry(count).or_default() += 1;
-        }
-        let follow = &record["ok"]["follow"];
-        for count in [
-            "added",
-            "repeated",
-            "nofollow",
-            "out_of_scope",
-            "not_http",
-            "invalid",
-        ] {
-            assert_eq!(
-                follow[count].as_u64(),
-                Some(expected.get(count).copied().unwrap_or(0)),
-                "{count} of page {i}: {record}"
-            );
-        }
-        assert_eq!(
-            record["ok"]["links"].as_u64(),
-            Some(links.len() as u64),
-            "{record}"
+            .unwrap_or_else(|| panic!("not an ok tree record: {record}"));
+        *seen.entry(node).or_default() += 1;
+        by_seq.insert(
+            record["seq"].to_string().trim_matches('"').to_string(),
+            record,
         );
     }
-    let redirect = by_url[format!("{}/r/7", server.base).as_str()];
-    assert_eq!(redirect["ok"]["status"], 302, "{redirect}");
-    let target = format!("{}{}", server.base, Node::Page(7).path());
-    assert_eq!(redirect["ok"]["redirect"], target.as_str(), "{redirect}");
-    assert_eq!(redirect["ok"]["follow"]["added"], 1, "{redirect}");
-    let missing = by_url[format!("{}/missing/3", server.base).as_str()];
-    assert_eq!(missing["ok"]["status"], 404, "{missing}");
-    assert_eq!(missing["ok"]["follow"]["added"], 0, "{missing}");
-}
-
-#[test]
-#[ignore = "needs the supervisor to queue added tasks (branch crawl)"]
-fn a_crawl_fetches_every_reachable_page_exactly_once() {
-    let site = Site {
-        pages: 300,
-        seed: 7,
-    };
-    let server = Server::start(site);
-    let mut running = start_crawl(
-        tempfile::tempdir().unwrap(),
-        &format!("{}/", server.base),
-        &["--workers", "2"],
-        false,
-    );
-    assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
-    let records = running.output_records();
-    assert_crawled_once(&records, &server, &site);
-    // The seed is depth 0; every other record names its parent.
-    let seeds: Vec<&Value> = records.iter().filter(|r| r["depth"] == 0).collect();
-    assert_eq!(seeds.len(), 1, "one seed");
-    assert!(records
+    let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(twice.is_empty(), "recorded more than once: {twice:?}");
+    let missing: Vec<_> = expected
         .iter()
-        .all(|r| r["depth"] == 0 || !r["parent"].is_null()));
-}
-
-#[test]
-#[ignore = "needs the supervisor to queue added tasks (branch crawl)"]
-fn scope_any_and_nofollow_reach_more_of_the_same_server() {
-    let site = Site { pages: 40, seed: 3 };
-    let server = Server::start(site);
-    let mut running = start_crawl(
-        tempfile::tempdir().unwrap(),
-        &format!("{}/", server.base),
-        &["--workers", "1", "--scope", "any", "--follow-nofollow"],
-        false,
-    );
-    assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
-    let urls: Vec<String> = running
-        .output_records()
-        .iter()
-        .filter_map(|r| r["ok"]["url"].as_str().map(str::to_string))
+        .filter(|n| !seen.contains_key(n.as_str()))
         .collect();
-    assert!(urls.iter().any(|u| u.contains("://localhost:")), "{urls:?}");
-    assert!(urls.iter().any(|u| u.contains("/hidden/")), "{urls:?}");
-    assert!(!urls.iter().any(|u| u.starts_with("mailto:")), "{urls:?}");
+    assert!(missing.is_empty(), "never recorded: {missing:?}");
+    assert_eq!(
+        seen.len(),
+        expected.len(),
+        "records of nodes that are not in the trees"
+    );
+    for record in records {
+        let Some(seq) = record["seq"].as_str() else {
+            assert!(record.get("parent").is_none(), "{record}");
+            continue;
+        };
+        let (parent, n) = seq.rsplit_once('.').unwrap();
+        let parent_record = by_seq[parent];
+        let n: usize = n.parse().unwrap();
+        let added = &parent_record["added"][n - 1];
+        assert_eq!(added["task"]["node"], record["ok"]["node"], "{record}");
+        assert_eq!(record["depth"], seq.matches('.').count(), "{record}");
+        assert_eq!(record["parent"].to_string().trim_matches('"'), parent);
+    }
+}
+
+fn merge_checks(running: &Running) {
+    let out = supervisor()
+        .arg("merge")
+        .arg(running.output_path())
+        .arg("--input")
+        .arg(running.dir.path().join("in.jsonl"))
+        .arg("--output")
+        .arg(running.dir.path().join("merged.jsonl"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "merge: {stderr}");
 }
 
 #[test]
-#[ignore = "needs the supervisor to queue added tasks (branch crawl)"]
-fn a_crawl_with_workers_killed_every_second_still_fetches_each_page_once() {
-    let site = Site {
-        pages: 400,
-        seed: 11,
-    };
-    let server = Server::start_with_delay(site, Duration::from_millis(20));
-    let mut running = start_crawl(
-        tempfile::tempdir().unwrap(),
-        &format!("{}/", server.base),
-        &["--workers", "2", "--per-host", "4"],
-        false,
+fn a_crawl_runs_every_node_once_and_merge_agrees() {
+    let (input, expected) = forest(3, 5, 5, "");
+    assert!(expected.len() > 100, "{} nodes", expected.len());
+    let mut running = start(
+        &["--task", "tree", "--key", "node", "--workers", "2"],
+        &input,
+    );
+    assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
+    assert_each_node_once(&running.output_records(), &expected);
+    merge_checks(&running);
+    let stderr = running.stderr();
+    assert!(
+        stderr.contains(&format!("{} tasks added by tasks", expected.len() - 3)),
+        "{stderr}"
+    );
+    // Each node adds itself again: the seen-set keeps every one out.
+    assert!(
+        stderr.contains(&format!("kept out: {} already seen", expected.len())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn limits_keep_tasks_out_and_say_how_many() {
+    let (input, expected) = forest(2, 4, 4, "");
+    let depth_one: Vec<String> = expected
+        .iter()
+        .filter(|n| n.matches('/').count() <= 1)
+        .cloned()
+        .collect();
+    let mut running = start(
+        &[
+            "--task",
+            "tree",
+            "--key",
+            "node",
+            "--workers",
+            "1",
+            "--max-depth",
+            "1",
+        ],
+        &input,
+    );
+    assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
+    assert_each_node_once(&running.output_records(), &depth_one);
+    let deeper = expected.len() - depth_one.len();
+    let grandchildren_proposed = expected
+        .iter()
+        .filter(|n| n.matches('/').count() == 2)
+        .count();
+    assert!(deeper >= grandchildren_proposed);
+    // Depth-1 nodes propose their children and themselves: all past the limit.
+    let proposed = grandchildren_proposed + (depth_one.len() - 2);
+    assert!(
+        running
+            .stderr()
+            .contains(&format!("{proposed} past --max-depth")),
+        "{}",
+        running.stderr()
+    );
+
+    let mut running = start(
+        &[
+            "--task",
+            "tree",
+            "--key",
+            "node",
+            "--workers",
+            "1",
+            "--max-tasks",
+            "10",
+        ],
+        &input,
+    );
+    assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
+    assert_eq!(running.output_records().len(), 10);
+    assert!(
+        running.stderr().contains("past --max-tasks"),
+        "{}",
+        running.stderr()
+    );
+}
+
+#[test]
+fn workers_killed_again_and_again_lose_and_repeat_no_node() {
+    // About 3,600 nodes of 20 ms, 20 at a time: a few seconds of kills.
+    let (input, expected) = forest(4, 7, 5, ",\"sleep_ms\":20");
+    let mut running = start(
+        &[
+            "--task",
+            "tree",
+            "--key",
+            "node",
+            "--workers",
+            "2",
+            "--concurrency",
+            "10",
+        ],
+        &input,
     );
     let mut kills = 0;
-    let deadline = std::time::Instant::now() + LONG;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
     while running.child.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the crawl did not end"
-        );
-        // An event, not a sleep: one second passes, or the run ends.
-        let tick = std::time::Instant::now() + Duration::from_secs(1);
-        while std::time::Instant::now() < tick && running.child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if let Some(&pid) = workers_of(running.pid()).first() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        // A person at `top`: the pause is the scenario, not a wait.
+        std::thread::sleep(Duration::from_millis(80 + seed % 80));
+        if let Some(&pid) = workers_of(running.pid()).get((seed % 2) as usize) {
             kill(pid, libc::SIGKILL);
             kills += 1;
         }
+        assert!(kills < 2_000, "the run does not end");
     }
     assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
-    assert!(kills >= 1, "the crawl ended before a worker was killed");
-    assert_crawled_once(&running.output_records(), &server, &site);
+    assert!(kills >= 3, "only {kills} kills");
+    assert_each_node_once(&running.output_records(), &expected);
+    merge_checks(&running);
 }
 
 #[test]
-#[ignore = "needs the supervisor to queue added tasks (branch crawl)"]
-fn a_crawl_whose_supervisor_is_killed_twice_and_resumed_fetches_each_page_once() {
-    let site = Site {
-        pages: 400,
-        seed: 13,
-    };
-    let server = Server::start_with_delay(site, Duration::from_millis(20));
-    let seed = format!("{}/", server.base);
-    let args = ["--workers", "2", "--per-host", "4"];
-    let mut running = start_crawl(tempfile::tempdir().unwrap(), &seed, &args, false);
+fn supervisor_killed_twice_and_resumed_runs_every_node_once() {
+    let (input, expected) = forest(4, 6, 5, ",\"sleep_ms\":2");
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--task",
+        "tree",
+        "--key",
+        "node",
+        "--workers",
+        "2",
+        "--concurrency",
+        "20",
+    ];
+    let mut running = start_in(dir, &args, &input, false);
     for round in 1..=2 {
-        wait_until(LONG, "records before the kill", || {
-            running.output_lines() >= round * 60
+        let target = round * expected.len() / 3;
+        wait_until(LONG, &format!("{target} records"), || {
+            running.output_lines() >= target
         });
         let workers = workers_of(running.pid());
         kill(running.pid(), libc::SIGKILL);
@@ -319,8 +261,44 @@ fn a_crawl_whose_supervisor_is_killed_twice_and_resumed_fetches_each_page_once()
             workers.iter().all(|&pid| is_gone(pid))
         });
         let dir = std::mem::replace(&mut running.dir, tempfile::tempdir().unwrap());
-        running = start_crawl(dir, &seed, &args, true);
+        running = start_in(dir, &args, &input, true);
     }
     assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
-    assert_crawled_once(&running.output_records(), &server, &site);
+    assert!(
+        running.stderr().contains("resuming a crawl"),
+        "{}",
+        running.stderr()
+    );
+    assert_each_node_once(&running.output_records(), &expected);
+    merge_checks(&running);
+}
+
+#[test]
+fn a_parent_that_crashes_its_worker_once_adds_its_children_once() {
+    let markers = tempfile::tempdir().unwrap();
+    let extra = format!(",\"crash_once\":\"{}\"", markers.path().display());
+    let (input, expected) = forest(2, 4, 4, &extra);
+    let mut running = start(
+        &[
+            "--task",
+            "tree",
+            "--key",
+            "node",
+            "--workers",
+            "2",
+            "--max-crashes",
+            "3",
+        ],
+        &input,
+    );
+    assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
+    let crashed = std::fs::read_dir(markers.path()).unwrap().count();
+    assert!(crashed > 0, "no node crashed: pick another seed");
+    let records = running.output_records();
+    assert_each_node_once(&records, &expected);
+    let rerun = records
+        .iter()
+        .filter(|r| r["attempts"].as_u64() > Some(1))
+        .count();
+    assert!(rerun >= crashed, "{rerun} re-run, {crashed} crashed");
 }

@@ -15,9 +15,9 @@ Per-worker state and several kinds per module come from :class:`Kind` (or the
 """
 
 from ._kinds import BadInput, Kind, TaskError, kind
-from ._runtime import request_retry
+from ._runtime import add, request_retry
 
-__all__ = ["BadInput", "Kind", "TaskError", "kind", "request_retry"]
+__all__ = ["BadInput", "Kind", "TaskError", "add", "kind", "request_retry"]
 __version__ = "0.1.0"
 
 # --- driver (multiloop.pool: Pool, map, gather, run) ---------------------------

@@ -35,6 +35,17 @@ ERROR_KINDS = ("timeout", "failed", "panicked", "crashed", "bad_input")
 
 _LENGTH = struct.Struct(">I")
 
+#: Postcard's worst case around a batch, a task, and an added task (as the
+#: Rust crate's ``BATCH_OVERHEAD``, ``TASK_OVERHEAD``, ``ADDED_OVERHEAD``).
+BATCH_OVERHEAD = 5 + 10
+TASK_OVERHEAD = 10 + 10
+ADDED_OVERHEAD = 10 + 1 + 10
+
+
+def max_task_payload(max_frame: int) -> int:
+    """The longest task payload that fits a frame of ``max_frame`` bytes alone."""
+    return max(0, max_frame - BATCH_OVERHEAD - TASK_OVERHEAD)
+
 
 class ProtocolError(Exception):
     """A frame that is too long, truncated or does not decode."""

@@ -64,6 +64,56 @@ _json_loads = json.loads
 _RETRY: contextvars.ContextVar[List[bool]] = contextvars.ContextVar("multiloop_retry")
 
 
+class _Additions:
+    """The tasks one attempt added, and the room its result frame leaves them."""
+
+    __slots__ = ("items", "size", "room", "max_payload")
+
+    def __init__(self, room: int, max_payload: int) -> None:
+        self.items: List[proto.Added] = []
+        self.size = 0
+        self.room = room
+        self.max_payload = max_payload
+
+
+_ADDS: contextvars.ContextVar[_Additions] = contextvars.ContextVar("multiloop_adds")
+
+
+def add(item: Any, key: Optional[str] = None) -> None:
+    """Inside a running handler: queue a follow-up task. ``item`` is encoded
+    as JSON as the new task's input; ``key``, when given, dedupes it against
+    every key the run has seen (input ``--key`` values and earlier
+    additions). The additions travel with this attempt's result and count
+    only if it returns an output: an attempt that raises, times out or whose
+    worker dies adds nothing.
+
+    Raises :class:`TaskError` (``bad_input``) for an item that does not
+    encode or is over the frame limit, or when the additions no longer fit
+    in the result frame; ``RuntimeError`` outside a handler."""
+    adds = _ADDS.get(None)
+    if adds is None:
+        raise RuntimeError("multiloop.add called outside a handler")
+    try:
+        data = _json_dumps(item).encode()
+    except (TypeError, ValueError, RecursionError) as error:
+        raise TaskError(f"added task does not encode: {_error_text(error)}", "bad_input") from None
+    if len(data) > adds.max_payload:
+        raise TaskError(
+            f"added task of {len(data)} bytes is over the frame limit ({adds.max_payload} bytes)",
+            "bad_input",
+        )
+    if key is not None and not isinstance(key, str):
+        raise TaskError(f"an added task's key must be a str, not {type(key).__name__}", "bad_input")
+    size = adds.size + proto.ADDED_OVERHEAD + len(data) + (len(key.encode()) if key else 0)
+    if size > adds.room:
+        raise TaskError(
+            f"the {len(adds.items) + 1} tasks added so far take {size} bytes, "
+            f"over the frame limit ({adds.room} bytes)"
+        )
+    adds.size = size
+    adds.items.append(proto.Added(data, key))
+
+
 def request_retry() -> None:
     """Asks the supervisor to run the current task again, as long as
     ``--retries`` allow; the output of the last attempt is what is recorded.
@@ -337,6 +387,8 @@ class Runtime:
         started = time.perf_counter()
         retry = [False]
         _RETRY.set(retry)
+        adds = _Additions(self.max_output, proto.max_task_payload(self.max_frame))
+        _ADDS.set(adds)
         result = proto.TaskResult(task_id, 0)
         try:
             try:
@@ -363,7 +415,14 @@ class Runtime:
                     f"output of {len(data)} bytes is over the frame limit "
                     f"({self.max_output} bytes)"
                 )
+            if len(data) + adds.size > self.max_output:
+                raise TaskError(
+                    f"output of {len(data)} bytes and added tasks of {adds.size} bytes are "
+                    f"over the frame limit ({self.max_output} bytes)"
+                )
             result.ok = data
+            # Only an output carries additions: an error adds nothing.
+            result.added = adds.items
         except TaskError as error:
             result.error_kind = proto.ERROR_KINDS.index(error.kind)
             result.message = _truncate(str(error.message), self.max_output)
@@ -434,6 +493,8 @@ class Runtime:
         size = 0
         for result in results:
             n = RESULT_OVERHEAD + (len(result.ok) if result.ok is not None else len(result.message))
+            if result.added:
+                n += sum(proto.ADDED_OVERHEAD + len(a.payload) + len(a.key or "") * 4 for a in result.added)
             if size + n > budget and chunk:
                 chunks.append(proto.encode_results(chunk))
                 chunk, size = [], 0

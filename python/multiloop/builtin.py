@@ -6,7 +6,8 @@
 ``sim``: ``{"sleep_ms": N, "iters": N}`` -> ``{"sum": 0+1+...+(iters-1) mod 2^64}``
 after sleeping. ``chaos``: the same plus an optional ``"fault"``: ``abort``,
 ``exit:N``, ``block`` (blocks the event loop without using CPU), ``stall``, ``panic``, ``stdout``,
-``garbage``, ``leak:MIB``.
+``garbage``, ``leak:MIB``. ``tree``: the twin of ``crates/tasks/src/tree.rs``, a
+node that adds its children (by a seeded rule) and itself again, for crawl tests.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from ._kinds import BadInput, Kind, TaskError
+from ._runtime import add
 from ._protocol import RESULT_FD
 
 _MASK = (1 << 64) - 1
@@ -116,5 +118,36 @@ async def _chaos(task: ChaosInput) -> Dict[str, int]:
     return {"sum": iterative_sum(task.iters)}
 
 
+def _fnv(seed: int, node: str) -> int:
+    h = 0xCBF29CE484222325 ^ seed
+    for byte in node.encode():
+        h ^= byte
+        h = (h * 0x100000001B3) & _MASK
+    return h
+
+
+async def _tree(task: Dict[str, Any]) -> Dict[str, Any]:
+    node, levels, fanout = task["node"], task["levels"], task["fanout"]
+    seed = task.get("seed", 0)
+    if task.get("sleep_ms"):
+        await asyncio.sleep(task["sleep_ms"] / 1000)
+    count = 0 if levels == 0 else _fnv(seed, node) % (fanout + 1)
+    for i in range(count):
+        child = dict(task, node=f"{node}/{i}", levels=levels - 1)
+        add(child, key=child["node"])
+    add(task, key=node)
+    crash_dir = task.get("crash_once")
+    if crash_dir and _fnv(seed ^ 0x5EED, node) % 7 == 0:
+        try:
+            fd = os.open(os.path.join(crash_dir, node.replace("/", "_")), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pass
+        else:
+            os.close(fd)
+            os.abort()
+    return {"node": node, "children": count}
+
+
 sim = Kind(_sim, name="sim")
 chaos = Kind(_chaos, name="chaos")
+tree = Kind(_tree, name="tree")

@@ -138,7 +138,9 @@ _MISSING = object()
 class Result:
     """One task's record: ``ok`` and ``value``, or ``error``; plus ``index``
     (position in the items), ``seq`` (input line, ``index + 1``), ``worker``,
-    ``attempts``, ``ms``, ``key`` and the ``item`` itself."""
+    ``attempts``, ``ms``, ``key`` and the ``item`` itself. A task a handler
+    added (``multiloop.add``) has a path for ``seq`` (``"5.3"``), no
+    ``index`` or ``item``, and its ``parent`` and ``depth``."""
 
     __slots__ = ("record", "item")
 
@@ -163,12 +165,24 @@ class Result:
         return ErrorInfo(str(error.get("kind", "failed")), str(error.get("message", "")))
 
     @property
-    def seq(self) -> int:
-        return int(self.record["seq"])
+    def seq(self) -> Union[int, str]:
+        seq = self.record["seq"]
+        return seq if isinstance(seq, str) else int(seq)
 
     @property
-    def index(self) -> int:
-        return int(self.record["seq"]) - 1
+    def index(self) -> Optional[int]:
+        seq = self.record["seq"]
+        return None if isinstance(seq, str) else int(seq) - 1
+
+    @property
+    def parent(self) -> Union[int, str, None]:
+        """The task that added this one (None for an item)."""
+        return self.record.get("parent")
+
+    @property
+    def depth(self) -> int:
+        """Additions away from an item: 0 for an item, 1 for what it added, ..."""
+        return int(self.record.get("depth", 0))
 
     @property
     def worker(self) -> Optional[int]:
@@ -628,6 +642,8 @@ class MapRun:
 
     def _result(self, record: Dict[str, Any]) -> Result:
         seq = record.get("seq", 0)
+        if isinstance(seq, str):
+            return Result(record)  # added by a handler: not one of the items
         if self._sequence is not None:
             item = self._sequence[seq - 1] if 0 < seq <= len(self._sequence) else None
         else:
@@ -825,6 +841,8 @@ class MapRun:
         out: List[Any] = [_MISSING] * len(self._sequence)
 
         def place(record: Dict[str, Any]) -> None:
+            if isinstance(record.get("seq"), str):
+                return  # added by a handler: values are the items' only
             if "error" in record:
                 result = self._result(record)
                 if not return_exceptions:

@@ -44,3 +44,16 @@ async def busy_together(task):
     while time.monotonic() < end:
         pass
     return time.monotonic()
+
+
+async def crawl(task):
+    """A binary tree by number: node n adds 2n and 2n+1 below ``task["max"]``,
+    each keyed by its number, and node 1 again (kept out as seen)."""
+    import multiloop
+
+    n = task["n"]
+    for child in (2 * n, 2 * n + 1):
+        if child <= task["max"]:
+            multiloop.add({"n": child, "max": task["max"]}, key=str(child))
+    multiloop.add({"n": 1, "max": task["max"]}, key="1")
+    return n

@@ -232,3 +232,54 @@ def test_sigint_to_a_worker_is_ignored(run_in, runtime):
         # The Rust worker has no SIGINT handler of its own: the supervisor
         # counts on process groups there. A Python worker ignores it.
         assert restarts(run.stderr()) == 0, run.stderr()
+
+
+def tree(runtime: str) -> List[str]:
+    """The flags that run the tree kind (a task that adds tasks) on `runtime`."""
+    if runtime == "rust":
+        return ["--worker", str(rust_worker()), "--task", "tree"]
+    return ["--python", "multiloop.builtin", "--task", "tree"]
+
+
+def tree_nodes(root: str, levels: int, fanout: int, seed: int) -> List[str]:
+    """The tree kind's rule, again: every node under `root`, root included."""
+
+    def fnv(seed: int, node: str) -> int:
+        h = 0xCBF29CE484222325 ^ seed
+        for byte in node.encode():
+            h = ((h ^ byte) * 0x100000001B3) & ((1 << 64) - 1)
+        return h
+
+    nodes, todo = [root], [(root, levels)]
+    while todo:
+        node, left = todo.pop()
+        if left == 0:
+            continue
+        for i in range(fnv(seed, node) % (fanout + 1)):
+            nodes.append(f"{node}/{i}")
+            todo.append((f"{node}/{i}", left - 1))
+    return nodes
+
+
+def test_a_crawl_runs_every_added_task_once_even_when_parents_crash(run_in, runtime, tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    lines, expected = "", []
+    for r in range(3):
+        root = {"node": f"r{r}", "levels": 5, "fanout": 4, "seed": 11, "crash_once": str(markers)}
+        lines += json.dumps(root) + "\n"
+        expected += tree_nodes(root["node"], 5, 4, 11)
+    run = run_in(["--workers", "2", "--key", "node", "--max-crashes", "3", *tree(runtime)], lines)
+    assert run.wait() == 0, run.stderr()
+    records = run.records()
+    assert sorted(r["ok"]["node"] for r in records) == sorted(expected), "every node exactly once"
+    assert any(markers.iterdir()), "no parent crashed its worker"
+    by_id = {str(r["seq"]): r for r in records}
+    for record in records:
+        if isinstance(record["seq"], int):
+            assert "parent" not in record, record
+            continue
+        parent, n = record["seq"].rsplit(".", 1)
+        assert str(record["parent"]) == parent and record["depth"] == record["seq"].count("."), record
+        assert by_id[parent]["added"][int(n) - 1]["task"]["node"] == record["ok"]["node"], record
+    assert f"{len(expected) - 3} tasks added by tasks" in run.stderr(), run.stderr()

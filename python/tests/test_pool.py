@@ -126,6 +126,23 @@ def test_map_yields_results_with_their_items_and_workers():
         assert r.seq == r.index + 1 and r.attempts == 1 and r.worker in (0, 1)
 
 
+def test_map_yields_the_tasks_a_handler_added_with_parent_and_depth():
+    async def main():
+        async with multiloop.Pool(workers=2, progress=False) as pool:
+            return [r async for r in pool.map(pool_jobs.crawl, [{"n": 1, "max": 40}], key="n")]
+
+    seen = asyncio.run(main())
+    assert sorted(r.value for r in seen) == list(range(1, 41)), "every node once"
+    by_seq = {str(r.seq): r for r in seen}
+    for r in seen:
+        if r.value == 1:
+            assert r.index == 0 and r.parent is None and r.depth == 0
+            continue
+        assert r.index is None and r.item is None
+        assert r.depth == r.value.bit_length() - 1
+        assert by_seq[str(r.parent)].value == r.value // 2
+
+
 def test_results_stream_out_while_cpu_heavy_steps_hold_the_loop():
     # Twenty steps of 40 ms become ready in one loop iteration: the first
     # results must reach the caller while the later steps still run, not

@@ -5,7 +5,7 @@
 //! when the client offers it. [`Site::reachable`] is the set of URLs a
 //! breadth-first crawl from the home page must fetch, each once.
 //!
-//! Shared by `tests/crawl.rs` and `crates/tasks/examples/site_graph_server.rs`
+//! Shared by `tests/crawl_fetch.rs` and `crates/tasks/examples/site_graph_server.rs`
 //! (through `#[path]`), so the tests and the benchmark crawl the same site.
 
 #![allow(dead_code)]

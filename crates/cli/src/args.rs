@@ -175,6 +175,17 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
     pub retry_backoff: Duration,
 
+    /// At most N tasks in all: input lines plus the tasks handlers add
+    /// (crawls). Additions past it are kept out and counted, never run.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tasks: Option<u64>,
+
+    /// Tasks added more than D additions away from an input line (depth 0)
+    /// are kept out and counted: `--max-depth 1` runs the input lines and
+    /// what they add, nothing deeper.
+    #[arg(long, value_name = "D")]
+    pub max_depth: Option<u32>,
+
     /// Replace a worker after it answered about N tasks (±10 % jitter).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_tasks_per_worker: Option<u64>,

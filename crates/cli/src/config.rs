@@ -11,7 +11,8 @@ use anyhow::{bail, Context, Result};
 use multiloop_supervisor::fingerprint::Fingerprint;
 use multiloop_supervisor::queue::QueueSpec;
 use multiloop_supervisor::{
-    Backoff, DemoBatch, DispatchConfig, Identity, InputSource, Journal, OutputTarget, RunConfig,
+    Backoff, CrawlLimits, DemoBatch, DispatchConfig, Identity, InputSource, Journal, OutputTarget,
+    RunConfig,
 };
 use tracing::{info, warn};
 
@@ -58,7 +59,7 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
         None => Identity::Line,
     };
     let resume = args.resume || args.resume_failed;
-    let (output, journal) = match &args.output {
+    let (output, mut journal) = match &args.output {
         None => (OutputTarget::Stdout, None),
         Some(path) if path.as_os_str() == "-" => {
             if resume {
@@ -76,7 +77,7 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
             }
             record_input(path, &input)?;
             let journal = if resume {
-                Some(Arc::new(load_journal(path, &identity, args.resume_failed)?))
+                Some(load_journal(path, &identity, args.resume_failed)?)
             } else {
                 None
             };
@@ -140,6 +141,12 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
             retry_backoff: args.retry_backoff,
             max_tasks_per_worker: args.max_tasks_per_worker,
             max_worker_rss: args.max_worker_rss,
+            crawl: CrawlLimits {
+                max_tasks: args.max_tasks,
+                max_depth: args.max_depth,
+                // The engine derives the payload limit from --max-frame.
+                ..Default::default()
+            },
         },
         input,
         output,
@@ -150,7 +157,10 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
         heartbeat: HEARTBEAT,
         max_frame,
         identity,
-        journal,
+        crawl_journal: journal
+            .as_mut()
+            .map(|j: &mut Journal| std::mem::take(&mut j.crawl)),
+        journal: journal.map(Arc::new),
         lines_as_strings: args.lines,
         settings,
         shard,
@@ -337,6 +347,15 @@ fn load_journal(path: &Path, identity: &Identity, rerun_failed: bool) -> Result<
             String::new()
         }
     );
+    if !journal.crawl.frontier.is_empty() || journal.crawl.added > 0 {
+        info!(
+            "resuming a crawl: {} tasks added, {} recorded, {} to run first; {} keys seen",
+            journal.crawl.added,
+            journal.crawl.recorded,
+            journal.crawl.frontier.len(),
+            journal.crawl.seen.len()
+        );
+    }
     if journal.unreadable > 0 {
         warn!(
             "{}: {} lines are not records; ignored",

@@ -1,12 +1,14 @@
 //! `supervisor merge`: shard outputs into one file in input order, saying
-//! which tasks are missing and which were recorded more than once.
+//! which tasks are missing and which were recorded more than once. Tasks
+//! that handlers added count too: every task a kept record added must have
+//! a record, and follows its parent in the merged file.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use multiloop_supervisor::RecordHead;
+use multiloop_supervisor::{RecordHead, SeqHead};
 
 use crate::exit::ExitCode;
 
@@ -41,7 +43,33 @@ struct Entry {
     file: usize,
     line: u64,
     failed: bool,
+    /// How many tasks it added.
+    added: u64,
     text: Vec<u8>,
+}
+
+/// A task's identity as a path of numbers: `[5]` is input line 5, `[5, 3]`
+/// the third task it added. Sorting these puts children after their parent.
+type TaskPath = Vec<u64>;
+
+fn spell(path: &[u64]) -> String {
+    path.iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn task_path(seq: SeqHead<'_>) -> Result<TaskPath, String> {
+    match seq {
+        SeqHead::Line(line) => Ok(vec![line]),
+        SeqHead::Added(path) => {
+            let parts: Option<TaskPath> = path.split('.').map(|part| part.parse().ok()).collect();
+            match parts {
+                Some(parts) if parts.len() > 1 => Ok(parts),
+                _ => Err(format!("{path:?} is not a task's path")),
+            }
+        }
+    }
 }
 
 pub fn main(args: &MergeArgs) -> i32 {
@@ -57,7 +85,7 @@ pub fn main(args: &MergeArgs) -> i32 {
 
 /// Merges; returns whether the result is complete and without conflicts.
 fn merge(args: &MergeArgs) -> Result<bool> {
-    let mut records: BTreeMap<u64, Vec<Entry>> = BTreeMap::new();
+    let mut records: BTreeMap<TaskPath, Vec<Entry>> = BTreeMap::new();
     for (file, path) in args.files.iter().enumerate() {
         read_records(path, file, &mut records)?;
     }
@@ -73,6 +101,8 @@ fn merge(args: &MergeArgs) -> Result<bool> {
     let mut duplicated = Vec::new();
     let mut superseded = 0u64;
     let mut redelivered = 0u64;
+    // Tasks the kept records added, by parent: each must have a record.
+    let mut declared: BTreeMap<&TaskPath, u64> = BTreeMap::new();
     for (seq, entries) in &records {
         // Last record wins: a later attempt (--resume-failed) supersedes
         // an earlier failure. Anything else recorded twice is a conflict,
@@ -85,38 +115,67 @@ fn merge(args: &MergeArgs) -> Result<bool> {
             redelivered += 1;
             entries.iter().rev().find(|e| !e.failed).unwrap_or(last)
         } else {
-            duplicated.push((*seq, entries));
+            duplicated.push((seq, entries));
             last
         };
+        if kept.added > 0 {
+            declared.insert(seq, kept.added);
+        }
         out.write_all(&kept.text)?;
     }
     out.flush()?;
 
-    let missing: Vec<u64> = match &expected {
+    let lines_recorded: Vec<u64> = records
+        .keys()
+        .filter(|path| path.len() == 1)
+        .map(|path| path[0])
+        .collect();
+    let mut missing: Vec<TaskPath> = match &expected {
         Some(lines) => lines
             .iter()
             .copied()
-            .filter(|seq| !records.contains_key(seq))
+            .filter(|seq| lines_recorded.binary_search(seq).is_err())
+            .map(|seq| vec![seq])
             .collect(),
         None => {
-            let last = records.keys().next_back().copied().unwrap_or(0);
+            let last = lines_recorded.last().copied().unwrap_or(0);
             (1..=last)
-                .filter(|seq| !records.contains_key(seq))
+                .filter(|seq| lines_recorded.binary_search(seq).is_err())
+                .map(|seq| vec![seq])
                 .collect()
         }
     };
+    for (parent, &count) in &declared {
+        for n in 1..=count {
+            let mut child = (*parent).clone();
+            child.push(n);
+            if !records.contains_key(&child) {
+                missing.push(child);
+            }
+        }
+    }
     // Records for lines the input does not have (past its end, a blank
     // line, or line 0) come from another input: the files do not belong
     // together.
-    let unexpected: Vec<u64> = records
+    // An added task no kept record added is unexpected too.
+    let unexpected: Vec<TaskPath> = records
         .keys()
-        .copied()
-        .filter(|&seq| {
-            seq == 0
-                || expected
-                    .as_ref()
-                    .is_some_and(|lines| lines.binary_search(&seq).is_err())
+        .filter(|path| match path.as_slice() {
+            [seq] => {
+                *seq == 0
+                    || expected
+                        .as_ref()
+                        .is_some_and(|lines| lines.binary_search(seq).is_err())
+            }
+            [parent @ .., n] => {
+                *n == 0
+                    || declared
+                        .get(&parent.to_vec())
+                        .is_none_or(|&count| *n > count)
+            }
+            [] => true,
         })
+        .cloned()
         .collect();
     let mut report = format!(
         "merged {} tasks from {} files",
@@ -135,7 +194,7 @@ fn merge(args: &MergeArgs) -> Result<bool> {
     }
     eprintln!("{report}");
     if !missing.is_empty() {
-        let named: Vec<String> = missing.iter().take(NAMED).map(u64::to_string).collect();
+        let named: Vec<String> = missing.iter().take(NAMED).map(|p| spell(p)).collect();
         eprintln!(
             "missing: {} tasks{}: lines {}{}",
             missing.len(),
@@ -149,7 +208,7 @@ fn merge(args: &MergeArgs) -> Result<bool> {
         );
     }
     if !unexpected.is_empty() {
-        let named: Vec<String> = unexpected.iter().take(NAMED).map(u64::to_string).collect();
+        let named: Vec<String> = unexpected.iter().take(NAMED).map(|p| spell(p)).collect();
         eprintln!(
             "unexpected: {} records for lines that are not tasks of the input{}: lines {}{}",
             unexpected.len(),
@@ -175,7 +234,8 @@ fn merge(args: &MergeArgs) -> Result<bool> {
             .map(|e| format!("{}:{}", args.files[e.file].display(), e.line))
             .collect();
         eprintln!(
-            "duplicated: line {seq} recorded in {}",
+            "duplicated: line {} recorded in {}",
+            spell(seq),
             places.join(" and ")
         );
     }
@@ -190,7 +250,11 @@ fn merge(args: &MergeArgs) -> Result<bool> {
     Ok(missing.is_empty() && duplicated.is_empty() && unexpected.is_empty())
 }
 
-fn read_records(path: &Path, file: usize, records: &mut BTreeMap<u64, Vec<Entry>>) -> Result<()> {
+fn read_records(
+    path: &Path,
+    file: usize,
+    records: &mut BTreeMap<TaskPath, Vec<Entry>>,
+) -> Result<()> {
     let handle =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut reader = BufReader::new(handle);
@@ -213,16 +277,20 @@ fn read_records(path: &Path, file: usize, records: &mut BTreeMap<u64, Vec<Entry>
         }
         let head = match RecordHead::parse(&text) {
             Ok(head) => match head.seq {
-                Some(seq) => Ok((seq, head.failed())),
+                Some(seq) => task_path(seq).map(|seq| {
+                    let added = head.added.as_ref().map_or(0, |a| a.len() as u64);
+                    (seq, head.failed(), added)
+                }),
                 None => Err("no \"seq\" field".to_string()),
             },
             Err(error) => Err(error.to_string()),
         };
         match head {
-            Ok((seq, failed)) => records.entry(seq).or_default().push(Entry {
+            Ok((seq, failed, added)) => records.entry(seq).or_default().push(Entry {
                 file,
                 line,
                 failed,
+                added,
                 text,
             }),
             Err(error) => {

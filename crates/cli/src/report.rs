@@ -101,6 +101,15 @@ impl Reporter {
         });
         if let Some(report) = report {
             value["outcome"] = serde_json::Value::String(outcome_name(&report.outcome).into());
+            let crawl = &report.crawl;
+            value["crawl"] = serde_json::json!({
+                "added": crawl.added,
+                "kept_out": {
+                    "seen": crawl.kept_out.seen,
+                    "max_depth": crawl.kept_out.max_depth,
+                    "max_tasks": crawl.kept_out.max_tasks,
+                },
+            });
         }
         // Written aside and renamed, so a reader never sees half a file.
         let partial = path.with_extension("partial");
@@ -213,6 +222,15 @@ pub fn print_summary(report: &RunReport) {
         done as f64 / secs.max(1e-9),
         report.restarts
     );
+    let crawl = &report.crawl;
+    if crawl.added > 0 || crawl.kept_out.total() > 0 {
+        let kept = &crawl.kept_out;
+        let _ = writeln!(
+            out,
+            "multiloop: {} tasks added by tasks; kept out: {} already seen, {} past --max-depth, {} past --max-tasks",
+            crawl.added, kept.seen, kept.max_depth, kept.max_tasks
+        );
+    }
     match &report.outcome {
         RunOutcome::GaveUp(message) => {
             let _ = writeln!(out, "multiloop: {message}");

@@ -20,7 +20,7 @@ use crate::input::{InputFilter, InputMessage, InputSource};
 use crate::link;
 use crate::output::{OutputEnd, OutputTarget, OutputWriter};
 use crate::process::{Spawner, WorkerSpec};
-use crate::resume::{Identity, Journal};
+use crate::resume::{CrawlJournal, Identity, Journal};
 use crate::sample::Sampler;
 use crate::shard::Shard;
 use crate::source::Source;
@@ -41,6 +41,9 @@ pub struct RunConfig {
     pub identity: Identity,
     /// The output being resumed: its tasks are skipped.
     pub journal: Option<Arc<Journal>>,
+    /// The crawl part of that journal: its frontier is queued first, its
+    /// keys are seen.
+    pub crawl_journal: Option<CrawlJournal>,
     /// Input lines are bare strings, sent as JSON strings (`--lines`).
     pub lines_as_strings: bool,
     /// `KEY=VALUE` settings passed to every worker.
@@ -83,7 +86,10 @@ struct WorkerChannels {
 }
 
 /// Runs a whole batch; returns how it went.
-pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunReport, RunError> {
+pub async fn run(
+    mut config: RunConfig,
+    observer: &mut dyn Observer,
+) -> Result<RunReport, RunError> {
     let (source, acks) = Source::new(config.input.clone());
     let output = OutputWriter::start(&config.output, acks).map_err(RunError::Output)?;
     let spawner = Spawner::start(tokio::runtime::Handle::current()).map_err(RunError::Setup)?;
@@ -117,7 +123,12 @@ pub async fn run(config: RunConfig, observer: &mut dyn Observer) -> Result<RunRe
     let mut progress = tokio::time::interval(Duration::from_millis(200));
     progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
-    let mut dispatcher = Dispatcher::new(config.dispatch.clone(), Instant::now());
+    let mut dispatch = config.dispatch.clone();
+    dispatch.crawl.max_payload = multiloop_protocol::max_task_payload(config.max_frame);
+    let mut dispatcher = Dispatcher::new(dispatch, Instant::now());
+    if let Some(crawl) = config.crawl_journal.take() {
+        dispatcher.resume(crawl);
+    }
     let mut engine = Engine {
         config: &config,
         spawner,

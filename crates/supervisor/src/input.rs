@@ -189,6 +189,7 @@ pub(crate) fn line_item(
             key,
             attempts: 0,
             blame: Default::default(),
+            path: None,
         }),
         Err(message) => InputItem::Rejected { id, seq, message },
     })

@@ -1,6 +1,7 @@
 //! The multiloop engine: worker processes, the dispatcher, merging and
 //! supervision.
 
+mod added;
 pub mod control;
 mod demo;
 mod dispatcher;
@@ -18,20 +19,23 @@ mod record;
 mod reorder;
 mod resume;
 mod sample;
+pub mod seen;
 mod shard;
 pub mod socket_dir;
 pub mod source;
 mod term;
 
+pub use added::{AddedEntry, Adds, KeptOut};
 pub use demo::DemoBatch;
 pub use dispatcher::{
-    Backoff, DispatchConfig, Progress, RunOutcome, RunReport, WorkerRow, WorkerState,
+    Backoff, CrawlCounts, CrawlLimits, DispatchConfig, Progress, RunOutcome, RunReport, WorkerRow,
+    WorkerState,
 };
 pub use engine::{run, Observer, Quiet, RunConfig, RunError};
 pub use input::InputSource;
 pub use limits::{check_fleet_size, fleet_limit, max_fleet_size, FleetLimit, FleetTooLarge};
 pub use output::OutputTarget;
-pub use record::{Record, RecordHead};
-pub use resume::{Identity, Journal};
+pub use record::{Record, RecordHead, SeqHead};
+pub use resume::{CrawlJournal, Discovered, Identity, Journal};
 pub use shard::Shard;
 pub use term::{set_stderr_hook, write_stderr, write_stderr_raw};

@@ -126,10 +126,17 @@ fn write_batch(
     flushed: &mut Vec<Flushed>,
 ) -> io::Result<()> {
     if acks.is_some() {
-        flushed.extend(batch.iter().map(|record| Flushed {
-            id: record.id,
-            settled: Settled::of(&record.outcome),
-        }));
+        // Only input lines came from the source; added tasks are the
+        // journal's own.
+        flushed.extend(
+            batch
+                .iter()
+                .filter(|record| record.path.is_none())
+                .map(|record| Flushed {
+                    id: record.id,
+                    settled: Settled::of(&record.outcome),
+                }),
+        );
     }
     batch.iter().try_for_each(|record| record.write_line(out))
 }

@@ -7,6 +7,8 @@ use std::io::{self, Write};
 use bytes::Bytes;
 use multiloop_protocol::Outcome;
 
+use crate::added::{self, Adds};
+
 /// One input line that became a task. `id` is dense and internal (the
 /// protocol id and the reorder position); `seq` is the 1-based input line
 /// number that users see.
@@ -21,6 +23,9 @@ pub struct TaskEntry {
     pub attempts: u32,
     /// Blame bookkeeping; see `dispatcher::blame`.
     pub blame: BlameMarks,
+    /// For a task a handler added: its path (`"5.3"`, see [`crate::added`]);
+    /// `None` for an input line.
+    pub path: Option<Box<str>>,
 }
 
 /// What the blame policy remembers about one task.
@@ -59,6 +64,11 @@ pub struct Record {
     pub attempts: u32,
     pub micros: u64,
     pub outcome: Outcome,
+    /// For an added task: its path; `None` for an input line.
+    pub path: Option<Box<str>>,
+    /// What the task added (an `Ok` record only): as the worker sent it
+    /// until the dispatcher accepts it, then as the journal keeps it.
+    pub adds: Option<Box<Adds>>,
 }
 
 impl Record {
@@ -72,6 +82,8 @@ impl Record {
             attempts: task.attempts,
             micros,
             outcome,
+            path: task.path,
+            adds: None,
         }
     }
 
@@ -85,8 +97,16 @@ impl Record {
         // itoa rather than `write!`: formatting is most of the writer
         // thread's time per record.
         let mut n = itoa::Buffer::new();
-        out.write_all(b"{\"seq\":")?;
-        out.write_all(n.format(self.seq).as_bytes())?;
+        match &self.path {
+            None => {
+                out.write_all(b"{\"seq\":")?;
+                out.write_all(n.format(self.seq).as_bytes())?;
+            }
+            Some(path) => {
+                out.write_all(b"{")?;
+                added::write_identity(out, path)?;
+            }
+        }
         if let Some(key) = &self.key {
             out.write_all(b",\"key\":")?;
             out.write_all(key)?;
@@ -111,6 +131,9 @@ impl Record {
             Outcome::Ok(output) => {
                 out.write_all(b",\"ok\":")?;
                 out.write_all(output)?;
+                if let Some(adds) = &self.adds {
+                    added::write_adds(out, adds)?;
+                }
             }
             Outcome::Err { kind, message } => {
                 write!(
@@ -127,15 +150,47 @@ impl Record {
 }
 
 /// The fields of a written record that resume and merge read back:
-/// its line number, its `--key` value as raw JSON, and whether it failed.
-/// Everything else (the handler's output) is skipped unparsed.
+/// its identity (a line number, or an added task's path), its `--key`
+/// value as raw JSON, whether it failed, and what it added. Everything
+/// else (the handler's output) is skipped unparsed.
 #[derive(Debug, serde::Deserialize)]
 pub struct RecordHead<'a> {
-    pub seq: Option<u64>,
+    #[serde(borrow)]
+    pub seq: Option<SeqHead<'a>>,
     #[serde(borrow)]
     pub key: Option<&'a serde_json::value::RawValue>,
     #[serde(borrow)]
     error: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    pub added: Option<Vec<AddedHead<'a>>>,
+}
+
+/// A record's identity: an input line's number or an added task's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum SeqHead<'a> {
+    Line(u64),
+    Added(&'a str),
+}
+
+impl SeqHead<'_> {
+    /// The input line number, for a record of an input line.
+    pub fn line(self) -> Option<u64> {
+        match self {
+            SeqHead::Line(seq) => Some(seq),
+            SeqHead::Added(_) => None,
+        }
+    }
+}
+
+/// One entry of a record's `added` list, as written by
+/// [`crate::added::write_adds`].
+#[derive(Debug, serde::Deserialize)]
+pub struct AddedHead<'a> {
+    #[serde(borrow)]
+    pub task: Option<&'a serde_json::value::RawValue>,
+    pub key: Option<String>,
+    pub bad: Option<String>,
 }
 
 impl<'a> RecordHead<'a> {
@@ -168,10 +223,12 @@ mod tests {
                 kind: ErrorKind::Crashed,
                 message: "x".into(),
             },
+            path: None,
+            adds: None,
         };
         let text = line(&record);
         let head = RecordHead::parse(text.trim_end().as_bytes()).unwrap();
-        assert_eq!(head.seq, Some(5));
+        assert_eq!(head.seq, Some(SeqHead::Line(5)));
         assert_eq!(head.key.unwrap().get(), "{\"a\":[1,2]}");
         assert!(head.failed());
         let ok = line(&Record {
@@ -199,6 +256,8 @@ mod tests {
             attempts: 1,
             micros: 4_205,
             outcome: Outcome::Ok(Bytes::from_static(br#"{"sum":6}"#)),
+            path: None,
+            adds: None,
         };
         assert_eq!(
             line(&record),
@@ -219,6 +278,8 @@ mod tests {
                 kind: ErrorKind::BadInput,
                 message: "line 2: \"quoted\"\n".into(),
             },
+            path: None,
+            adds: None,
         };
         let text = line(&record);
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -86,6 +86,8 @@ mod tests {
             attempts: 1,
             micros: 0,
             outcome: Outcome::Ok(Bytes::new()),
+            path: None,
+            adds: None,
         }
     }
 

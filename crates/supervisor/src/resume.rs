@@ -7,7 +7,11 @@ use std::fs::OpenOptions;
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::path::Path;
 
-use crate::record::RecordHead;
+use bytes::Bytes;
+
+use crate::added::{self, AddedEntry};
+use crate::record::{RecordHead, SeqHead};
+use crate::seen::{self, SeenSet};
 
 /// How a task is identified across runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +35,31 @@ pub struct Journal {
     pub torn_bytes: u64,
     /// Lines in the middle of the file that were not records.
     pub unreadable: u64,
+    /// What the journal says about tasks that added tasks.
+    pub crawl: CrawlJournal,
+}
+
+/// A crawl as its journal left it: the tasks added and not recorded (the
+/// frontier), and every dedupe key it met.
+#[derive(Debug, Default, Clone)]
+pub struct CrawlJournal {
+    /// Added tasks without a record, in the order they were added.
+    pub frontier: Vec<Discovered>,
+    /// Fingerprints of the input `--key` values and added tasks' keys.
+    pub seen: SeenSet,
+    /// Tasks added in the journal (recorded or not).
+    pub added: u64,
+    /// Added tasks recorded in the journal (and not to run again).
+    pub recorded: u64,
+    /// Paths of recorded added tasks, by fingerprint, while loading.
+    done: HashSet<u64>,
+}
+
+/// An added task of the journal still to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovered {
+    pub path: Box<str>,
+    pub entry: AddedEntry,
 }
 
 impl Journal {
@@ -65,6 +94,7 @@ impl Journal {
             }
         }
         drop(reader);
+        journal.crawl.finish_load();
         if journal.torn_bytes > 0 {
             file.set_len(good_end)?;
             (&file).seek(SeekFrom::End(0))?;
@@ -75,13 +105,19 @@ impl Journal {
 
     fn add(&mut self, head: RecordHead<'_>, identity: &Identity, rerun_failed: bool) {
         self.records += 1;
+        self.crawl.read(&head);
         if rerun_failed && head.failed() {
             self.rerun_failed += 1;
             return;
         }
+        if let Some(SeqHead::Added(path)) = head.seq {
+            self.crawl.recorded(path);
+            return;
+        }
+        let line = head.seq.and_then(SeqHead::line);
         match identity {
             Identity::Line => {
-                if let Some(seq) = head.seq {
+                if let Some(seq) = line {
                     self.lines.insert(seq);
                 }
             }
@@ -92,7 +128,7 @@ impl Journal {
                 // A line that had no key (rejected as bad input) is known
                 // by its line number.
                 None => {
-                    if let Some(seq) = head.seq {
+                    if let Some(seq) = line {
                         self.lines.insert(seq);
                     }
                 }
@@ -111,6 +147,55 @@ impl Journal {
     /// Tasks recorded as done.
     pub fn done(&self) -> u64 {
         self.lines.len + self.keys.len() as u64
+    }
+}
+
+impl CrawlJournal {
+    /// Takes in one record: its `--key` and its additions are seen keys,
+    /// its additions are discovered.
+    fn read(&mut self, head: &RecordHead<'_>) {
+        if let Some(key) = head.key {
+            self.seen
+                .insert(seen::fingerprint_json(key.get().as_bytes()));
+        }
+        let (Some(adds), Some(seq)) = (&head.added, head.seq) else {
+            return;
+        };
+        let (line, parent) = match seq {
+            SeqHead::Line(line) => (line, None),
+            SeqHead::Added(path) => (0, Some(path)),
+        };
+        for (i, entry) in adds.iter().enumerate() {
+            self.added += 1;
+            if let Some(key) = &entry.key {
+                self.seen.insert(seen::fingerprint(key));
+            }
+            let entry = match (entry.task, &entry.bad) {
+                (Some(task), _) => AddedEntry::Task {
+                    payload: Bytes::copy_from_slice(task.get().as_bytes()),
+                    key: entry.key.clone(),
+                },
+                (None, Some(bad)) => AddedEntry::Bad(bad.clone()),
+                (None, None) => AddedEntry::Bad("an added task without \"task\"".into()),
+            };
+            self.frontier.push(Discovered {
+                path: added::child_path(line, parent, i + 1),
+                entry,
+            });
+        }
+    }
+
+    fn recorded(&mut self, path: &str) {
+        if self.done.insert(seen::fingerprint(path)) {
+            self.recorded += 1;
+        }
+    }
+
+    /// The frontier is what was added and not recorded.
+    fn finish_load(&mut self) {
+        let done = std::mem::take(&mut self.done);
+        self.frontier
+            .retain(|task| !done.contains(&seen::fingerprint(&task.path)));
     }
 }
 
@@ -179,6 +264,37 @@ mod tests {
         assert!(journal.contains(1, Some(b"17")));
         assert!(!journal.contains(9, Some(b"\"b\"")));
         assert_eq!(journal.done(), 2);
+    }
+
+    #[test]
+    fn the_frontier_is_what_was_added_and_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(
+            &path,
+            concat!(
+                "{\"seq\":1,\"ok\":1,\"added\":[{\"task\":{\"n\":1},\"key\":\"a\"},{\"bad\":\"no\"},{\"task\":2}]}\n",
+                "{\"seq\":\"1.1\",\"parent\":1,\"depth\":1,\"ok\":1,\"added\":[{\"task\":3,\"key\":\"b\"}]}\n",
+                "{\"seq\":\"1.2\",\"parent\":1,\"depth\":1,\"error\":{\"kind\":\"bad_input\"}}\n",
+            ),
+        )
+        .unwrap();
+        let journal = Journal::load(&path, &Identity::Line, false).unwrap();
+        let crawl = &journal.crawl;
+        let paths: Vec<&str> = crawl.frontier.iter().map(|d| &*d.path).collect();
+        assert_eq!(paths, ["1.3", "1.1.1"]);
+        assert_eq!(crawl.added, 4);
+        assert_eq!(crawl.recorded, 2);
+        assert_eq!(journal.done(), 1);
+        assert!(crawl.seen.contains(seen::fingerprint("a")));
+        assert!(crawl.seen.contains(seen::fingerprint("b")));
+        assert_eq!(
+            crawl.frontier[0].entry,
+            AddedEntry::Task {
+                payload: Bytes::from_static(b"2"),
+                key: None
+            }
+        );
     }
 
     #[test]

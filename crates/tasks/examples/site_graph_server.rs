@@ -1,4 +1,4 @@
-//! The generated site of `scripts/bench_crawl.py` (and of `tests/crawl.rs`,
+//! The generated site of `scripts/bench_crawl.py` (and of `tests/crawl_fetch.rs`,
 //! which runs the same module in-process): a seeded graph of pages with
 //! cycles, redirects, 404s, links out of scope and `rel=nofollow`.
 //!

@@ -3,6 +3,7 @@
 mod chaos;
 mod fetch;
 mod sim;
+mod tree;
 
 pub use chaos::{chaos, ChaosInput, Fault};
 pub use fetch::{
@@ -12,6 +13,7 @@ pub use fetch::{
     DEFAULT_RETRY_STATUS,
 };
 pub use sim::{expected_sum, sim, SimInput, SimOutput};
+pub use tree::{tree, tree_children, tree_crashes, tree_nodes, TreeInput, TreeOutput};
 
 use multiloop_worker::Worker;
 
@@ -21,4 +23,5 @@ pub fn builtin_worker() -> Worker {
         .kind("sim", sim)
         .kind_with("fetch", fetch_setup)
         .kind("chaos", chaos)
+        .kind("tree", tree)
 }

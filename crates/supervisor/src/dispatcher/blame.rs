@@ -162,6 +162,7 @@ mod tests {
             key: None,
             attempts: 1,
             blame: Default::default(),
+            path: None,
         }
     }
 

@@ -13,6 +13,7 @@ use super::blame::Evidence;
 use super::book::TaskBook;
 use super::events::{Command, Event, ExitStatus, LinkFailure, Request, Tick, WorkerId};
 use super::fleet::{AfterBeat, Fleet, FleetConfig, Taker};
+use super::frontier::{CrawlLimits, Frontier};
 use super::policy::Backoff;
 use super::reasons::{CloseReason, KillReason, RecycleReason};
 use super::run::{Phase, RunState};
@@ -21,6 +22,7 @@ use crate::control::{ControlAnswer, ControlRequest, StatusAnswer};
 use crate::limits::check_fleet_size;
 use crate::record::{InputItem, Record, TaskEntry};
 use crate::reorder::ReorderBuffer;
+use crate::resume::CrawlJournal;
 
 /// The dispatcher's settings.
 #[derive(Debug, Clone)]
@@ -46,6 +48,8 @@ pub struct DispatchConfig {
     pub retry_backoff: Duration,
     pub max_tasks_per_worker: Option<u64>,
     pub max_worker_rss: Option<u64>,
+    /// Limits on tasks that add tasks.
+    pub crawl: CrawlLimits,
 }
 
 /// Coordinates the fleet, the task book and the run state.
@@ -56,6 +60,8 @@ pub struct Dispatcher {
     book: TaskBook,
     run: RunState,
     reorder: ReorderBuffer,
+    /// Tasks that add tasks: dedupe, limits, counts.
+    frontier: Frontier,
     /// Commands decided while handling the current event.
     out: Vec<Command>,
     /// Records decided while handling the current event.
@@ -81,6 +87,7 @@ impl Dispatcher {
             book: TaskBook::new(config.max_crashes),
             run: RunState::new(config.max_restarts, config.restart_window, now),
             reorder: ReorderBuffer::new(),
+            frontier: Frontier::new(config.crawl.clone()),
             out: Vec::new(),
             records: Vec::new(),
             config,
@@ -212,6 +219,7 @@ impl Dispatcher {
             read,
             lines,
             restarts: self.run.restarts(),
+            crawl: self.frontier.counts(),
             wall: now.saturating_duration_since(self.run.started()),
             workers: self.rows(now),
         }
@@ -219,11 +227,23 @@ impl Dispatcher {
 
     // ----- input --------------------------------------------------------
 
+    /// Before the run starts: the seen keys of a resumed journal, and the
+    /// tasks it added but did not record, queued ahead of the input.
+    pub fn resume(&mut self, journal: CrawlJournal) {
+        let items = self.frontier.resume(journal);
+        self.take_input(items);
+    }
+
     fn take_input(&mut self, items: Vec<InputItem>) {
         for item in items {
             self.run.read_one();
             match item {
-                InputItem::Task(task) => self.book.push(task),
+                InputItem::Task(task) => {
+                    if task.path.is_none() {
+                        self.frontier.input(task.key.as_deref());
+                    }
+                    self.book.push(task)
+                }
                 InputItem::Answered(record) => self.emit(record),
                 InputItem::Rejected { id, seq, message } => self.emit(Record {
                     id,
@@ -236,6 +256,8 @@ impl Dispatcher {
                         kind: ErrorKind::BadInput,
                         message,
                     },
+                    path: None,
+                    adds: None,
                 }),
             }
         }
@@ -456,16 +478,28 @@ impl Dispatcher {
                     message,
                 } => Outcome::Err {
                     kind: ErrorKind::BadInput,
-                    message: format!("line {}: {message}", task.seq),
+                    message: match &task.path {
+                        None => format!("line {}: {message}", task.seq),
+                        Some(path) => format!("task {path}: {message}"),
+                    },
                 },
                 outcome => outcome,
+            };
+            // Only the recorded attempt's additions count, and only with
+            // an output: a failed task adds nothing.
+            let adds = match outcome {
+                Outcome::Ok(_) => Frontier::proposed(result.added),
+                Outcome::Err { .. } => None,
             };
             let totals = self.fleet.totals(worker.index);
             totals.done += 1;
             if !matches!(outcome, Outcome::Ok(_)) {
                 totals.failed += 1;
             }
-            self.emit(Record::of(task, worker.index, result.micros, outcome));
+            self.emit(Record {
+                adds,
+                ..Record::of(task, worker.index, result.micros, outcome)
+            });
         }
         if progressed {
             self.run.progress();
@@ -808,12 +842,21 @@ impl Dispatcher {
         self.out.push(Command::Finish);
     }
 
+    /// Records go out in the order decided (`--keep-order` holds input
+    /// lines' records back; added tasks have no input order). A record's
+    /// additions are decided on as it goes out, so the tasks it adds are
+    /// queued only once it is on its way to the journal that keeps them.
     fn emit(&mut self, record: Record) {
         self.run.recorded(record.is_ok());
-        if self.config.keep_order {
+        let start = self.records.len();
+        if self.config.keep_order && record.path.is_none() {
             self.reorder.push(record, &mut self.records);
         } else {
             self.records.push(record);
+        }
+        for i in start..self.records.len() {
+            let items = self.frontier.admit(&mut self.records[i]);
+            self.take_input(items);
         }
     }
 }

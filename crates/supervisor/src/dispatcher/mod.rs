@@ -8,6 +8,7 @@ mod book;
 mod core;
 mod events;
 mod fleet;
+mod frontier;
 mod incarnation;
 mod policy;
 mod reasons;
@@ -18,5 +19,6 @@ mod tests;
 
 pub use self::core::{DispatchConfig, Dispatcher};
 pub use events::{Command, Event, ExitStatus, LinkFailure, Sample, Tick, WorkerId};
+pub use frontier::{CrawlCounts, CrawlLimits};
 pub use policy::Backoff;
 pub use status::{Progress, RunOutcome, RunReport, WorkerRow, WorkerState};

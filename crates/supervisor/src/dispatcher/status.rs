@@ -112,6 +112,8 @@ pub struct RunReport {
     /// Lines in the input, once it was read to its end.
     pub lines: Option<u64>,
     pub restarts: u64,
+    /// Tasks added by tasks, and those kept out.
+    pub crawl: super::frontier::CrawlCounts,
     pub wall: Duration,
     pub workers: Vec<WorkerRow>,
 }

@@ -32,6 +32,7 @@ fn config(workers: usize, window: usize) -> DispatchConfig {
         retry_backoff: Duration::from_millis(10),
         max_tasks_per_worker: None,
         max_worker_rss: None,
+        crawl: Default::default(),
     }
 }
 
@@ -44,6 +45,7 @@ fn tasks(ids: std::ops::Range<u64>) -> Vec<InputItem> {
             key: None,
             attempts: 0,
             blame: Default::default(),
+            path: None,
         })
     })
     .collect()

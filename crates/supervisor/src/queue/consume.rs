@@ -405,6 +405,8 @@ impl Node {
                             entry.deliveries - 1
                         ),
                     },
+                    path: None,
+                    adds: None,
                 }))
             } else {
                 line_item(entry.seq, id, Line::Complete(&entry.line), &self.filter).map(|item| {

@@ -1,0 +1,286 @@
+//! The crawl's side of the task book: which of a completed task's
+//! additions the run accepts (dedupe by key, `--max-depth`,
+//! `--max-tasks`, JSON and size checks), the tasks they become, and the
+//! counts of what was kept out.
+
+use bytes::Bytes;
+use multiloop_protocol::{Added, ErrorKind, Outcome};
+
+use crate::added::{self, AddedEntry, Adds, KeptOut};
+use crate::record::{InputItem, Record, TaskEntry};
+use crate::resume::{CrawlJournal, Discovered};
+use crate::seen::{self, SeenSet};
+
+/// Ids of added tasks start here, far above any input line's id, so they
+/// never meet the dense input ids that `--keep-order` orders by.
+pub const ADDED_IDS: u64 = 1 << 62;
+
+/// The limits of a crawl.
+#[derive(Debug, Clone, Default)]
+pub struct CrawlLimits {
+    /// `--max-tasks`: input lines plus added tasks.
+    pub max_tasks: Option<u64>,
+    /// `--max-depth`: additions deeper than this are kept out.
+    pub max_depth: Option<u32>,
+    /// The longest task payload a frame carries (from `--max-frame`).
+    pub max_payload: usize,
+}
+
+/// Counts of a crawl, for the summary and the stats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CrawlCounts {
+    /// Additions accepted as tasks (including `bad_input` ones).
+    pub added: u64,
+    /// Additions kept out, by reason.
+    pub kept_out: KeptOut,
+}
+
+/// The crawl state the dispatcher owns.
+#[derive(Debug)]
+pub(super) struct Frontier {
+    limits: CrawlLimits,
+    seen: SeenSet,
+    next_id: u64,
+    /// Tasks counted against `--max-tasks`.
+    tasks: u64,
+    counts: CrawlCounts,
+}
+
+impl Frontier {
+    pub fn new(limits: CrawlLimits) -> Self {
+        Self {
+            limits,
+            seen: SeenSet::default(),
+            next_id: ADDED_IDS,
+            tasks: 0,
+            counts: CrawlCounts::default(),
+        }
+    }
+
+    pub fn counts(&self) -> CrawlCounts {
+        self.counts
+    }
+
+    /// Takes over a resumed journal's seen keys and task count; returns
+    /// its frontier as tasks to queue.
+    pub fn resume(&mut self, journal: CrawlJournal) -> Vec<InputItem> {
+        self.seen = journal.seen;
+        self.tasks += journal.added;
+        journal
+            .frontier
+            .into_iter()
+            .map(|Discovered { path, entry }| self.item(path, entry))
+            .collect()
+    }
+
+    /// An input line became a task: it counts, and its key is seen.
+    pub fn input(&mut self, key: Option<&[u8]>) {
+        self.tasks += 1;
+        if let Some(key) = key {
+            self.seen.insert(seen::fingerprint_json(key));
+        }
+    }
+
+    /// What a worker sent as the additions of an `Ok` result, before the
+    /// run decides on them.
+    pub fn proposed(added: Vec<Added>) -> Option<Box<Adds>> {
+        (!added.is_empty()).then(|| {
+            Box::new(Adds {
+                entries: added
+                    .into_iter()
+                    .map(|Added { payload, key }| AddedEntry::Task { payload, key })
+                    .collect(),
+                kept_out: KeptOut::default(),
+            })
+        })
+    }
+
+    /// Decides on the additions `record` carries: keeps the accepted ones
+    /// in it (as the journal will hold them) with the counts of the rest,
+    /// and returns the tasks (or `bad_input` answers) they become.
+    pub fn admit(&mut self, record: &mut Record) -> Vec<InputItem> {
+        let Some(adds) = record.adds.as_mut() else {
+            return Vec::new();
+        };
+        let depth = added::depth(record.path.as_deref()) + 1;
+        let mut kept_out = KeptOut::default();
+        let mut accepted = Vec::with_capacity(adds.entries.len());
+        for entry in std::mem::take(&mut adds.entries) {
+            let entry = match entry {
+                AddedEntry::Task { payload, key } => match self.check(&payload) {
+                    Ok(()) => AddedEntry::Task { payload, key },
+                    Err(message) => AddedEntry::Bad(message),
+                },
+                bad => bad,
+            };
+            if self.limits.max_depth.is_some_and(|max| depth > max) {
+                kept_out.max_depth += 1;
+                continue;
+            }
+            if let AddedEntry::Task { key: Some(key), .. } = &entry {
+                if self.seen.contains(seen::fingerprint(key)) {
+                    kept_out.seen += 1;
+                    continue;
+                }
+            }
+            if self.limits.max_tasks.is_some_and(|max| self.tasks >= max) {
+                kept_out.max_tasks += 1;
+                continue;
+            }
+            if let AddedEntry::Task { key: Some(key), .. } = &entry {
+                self.seen.insert(seen::fingerprint(key));
+            }
+            self.tasks += 1;
+            accepted.push(entry);
+        }
+        self.counts.added += accepted.len() as u64;
+        self.counts.kept_out.add(&kept_out);
+        let items = accepted
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                let path = added::child_path(record.seq, record.path.as_deref(), i + 1);
+                self.item(path, entry.clone())
+            })
+            .collect();
+        adds.entries = accepted;
+        adds.kept_out = kept_out;
+        items
+    }
+
+    /// An added task ready to queue, or its `bad_input` answer.
+    fn item(&mut self, path: Box<str>, entry: AddedEntry) -> InputItem {
+        let id = self.next_id;
+        self.next_id += 1;
+        match entry {
+            AddedEntry::Task { payload, .. } => InputItem::Task(TaskEntry {
+                id,
+                seq: 0,
+                payload,
+                key: None,
+                attempts: 0,
+                blame: Default::default(),
+                path: Some(path),
+            }),
+            AddedEntry::Bad(message) => InputItem::Answered(Record {
+                id,
+                seq: 0,
+                key: None,
+                worker: None,
+                attempts: 0,
+                micros: 0,
+                outcome: Outcome::Err {
+                    kind: ErrorKind::BadInput,
+                    message: format!(
+                        "task {path} added by {}: {message}",
+                        added::parent_of(&path)
+                    ),
+                },
+                path: Some(path),
+                adds: None,
+            }),
+        }
+    }
+
+    /// An added task must be one JSON value that fits a task frame: the
+    /// journal splices it into its parent's record as it is.
+    fn check(&self, payload: &Bytes) -> Result<(), String> {
+        if payload.len() > self.limits.max_payload {
+            return Err(format!(
+                "{} bytes is over the frame limit of {} bytes (see --max-frame)",
+                payload.len(),
+                self.limits.max_payload
+            ));
+        }
+        serde_json::from_slice::<serde::de::IgnoredAny>(payload)
+            .map(|_| ())
+            .map_err(|error| format!("not valid JSON: {error}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parent(seq: u64, added: Vec<(&'static [u8], Option<&str>)>) -> Record {
+        Record {
+            id: seq - 1,
+            seq,
+            key: None,
+            worker: Some(0),
+            attempts: 1,
+            micros: 1,
+            outcome: Outcome::Ok(Bytes::from_static(b"1")),
+            path: None,
+            adds: Frontier::proposed(
+                added
+                    .into_iter()
+                    .map(|(payload, key)| Added {
+                        payload: Bytes::from_static(payload),
+                        key: key.map(str::to_owned),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn paths(items: &[InputItem]) -> Vec<String> {
+        items
+            .iter()
+            .map(|item| match item {
+                InputItem::Task(task) => task.path.as_deref().unwrap().to_string(),
+                InputItem::Answered(record) => format!("bad {}", record.path.as_deref().unwrap()),
+                InputItem::Rejected { .. } => unreachable!(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn seen_keys_are_kept_out_and_the_rest_numbered_in_order() {
+        let mut frontier = Frontier::new(CrawlLimits {
+            max_payload: 100,
+            ..Default::default()
+        });
+        frontier.input(Some(b"\"seed\""));
+        let mut record = parent(
+            5,
+            vec![
+                (b"1", Some("seed")),
+                (b"2", Some("a")),
+                (b"{oops", None),
+                (b"3", Some("a")),
+                (b"4", None),
+            ],
+        );
+        let items = frontier.admit(&mut record);
+        assert_eq!(paths(&items), ["5.1", "bad 5.2", "5.3"]);
+        let adds = record.adds.unwrap();
+        assert_eq!(adds.entries.len(), 3);
+        assert_eq!(adds.kept_out.seen, 2);
+        assert_eq!(frontier.counts().added, 3);
+        assert_eq!(frontier.counts().kept_out.seen, 2);
+    }
+
+    #[test]
+    fn depth_and_task_limits_keep_out_and_count() {
+        let mut frontier = Frontier::new(CrawlLimits {
+            max_tasks: Some(3),
+            max_depth: Some(1),
+            max_payload: 100,
+        });
+        frontier.input(None);
+        let mut record = parent(1, vec![(b"1", None), (b"2", None), (b"3", None)]);
+        let items = frontier.admit(&mut record);
+        assert_eq!(paths(&items), ["1.1", "1.2"]);
+        assert_eq!(record.adds.as_ref().unwrap().kept_out.max_tasks, 1);
+        let InputItem::Task(child) = &items[0] else {
+            unreachable!()
+        };
+        let mut grandparent = Record {
+            path: child.path.clone(),
+            ..parent(1, vec![(b"9", None)])
+        };
+        assert!(frontier.admit(&mut grandparent).is_empty());
+        assert_eq!(frontier.counts().kept_out.max_depth, 1);
+    }
+}
