@@ -159,7 +159,9 @@ def main():
         redirecting = {u for u in reachable if "/r/" in u or "/loop/" in u}
         seed = f"{server.base}/"
         seed_file = data / "crawl-seed.jsonl"
-        seed_file.write_text(json.dumps(seed) + "\n")
+        # An object keyed by its URL, so that the links back to the seed
+        # are known as seen.
+        seed_file.write_text(json.dumps({"url": seed}) + "\n")
         say(
             f"site: {args.pages:,} pages, {len(reachable):,} URLs reachable from {seed} "
             f"({len(redirecting):,} of them redirect), server delay {args.delay_ms} ms; "
@@ -171,11 +173,11 @@ def main():
         per_host = str(args.per_host)
         sup = [str(supervisor), "-q", "--per-host", per_host]
         contenders = [
-            ("fetch --follow", "follow", sup + ["--task", "fetch", "--follow", "-i", str(seed_file), "-o"],
+            ("fetch --follow", "follow", sup + ["--task", "fetch", "--follow", "--key", "url", "-i", str(seed_file), "-o"],
              lambda r: r["ok"]["url"], False),
             ("python handler (aiohttp, multiloop.add)", "python",
              [str(supervisor), "-q", "--python", "crawl_aiohttp:crawl", "--python-interpreter", str(python),
-              "--set", f"per_host={python_per_host}", "-i", str(seed_file), "-o"],
+              "--set", f"per_host={python_per_host}", "--key", "url", "-i", str(seed_file), "-o"],
              lambda r: r["ok"]["url"], False),
             ("scrapy (CrawlSpider)", "scrapy",
              [str(python), str(SCRIPTS / "peers" / "crawl_scrapy.py"), seed, "--per-host", per_host, "-o"],

@@ -1,11 +1,12 @@
 """A Python crawl handler for multiloop: `supervisor --python crawl_aiohttp:crawl`.
 
-Each task is a URL. The handler fetches it with aiohttp (redirects not
+Each task is {"url": URL} (the seed line too, with `--key url`, so that the
+links back to it are known as seen). The handler fetches it with aiohttp (redirects not
 followed: a Location is one more link), reads the page's <title>, its
 <a href>/<area href> links and <base href> with the standard library's HTML
 tokenizer (html.parser), resolves them, drops the fragment, keeps http(s)
 links on the page's own host that are not rel=nofollow, and adds each as a
-new task with `multiloop.add(url, key=url)`; the supervisor's seen-set makes
+new task with `multiloop.add({"url": url}, key=url)`; the supervisor's seen-set makes
 each URL run once. This is the Python crawl that `fetch --follow` is
 compared with in scripts/bench_crawl.py.
 
@@ -81,7 +82,8 @@ async def close_session(session):
 
 
 @multiloop.kind(setup=open_session, teardown=close_session)
-async def crawl(url: str, session: aiohttp.ClientSession) -> dict:
+async def crawl(task: dict, session: aiohttp.ClientSession) -> dict:
+    url = task["url"]
     async with session.get(url, allow_redirects=False) as response:
         body = await response.read()
         status = response.status
@@ -110,7 +112,7 @@ async def crawl(url: str, session: aiohttp.ClientSession) -> dict:
         if link is None or link in seen or urlsplit(link).hostname != host:
             continue
         seen.add(link)
-        multiloop.add(link, key=link)
+        multiloop.add({"url": link}, key=link)
         added += 1
     return {
         "status": status,
