@@ -382,6 +382,69 @@ mod tests {
         assert!(error.starts_with("error:"), "{error}");
     }
 
+    /// Pieces of hrefs, many of them where resolving could go wrong.
+    const PIECES: &[&str] = &[
+        "/",
+        "..",
+        ".",
+        "a",
+        "B",
+        "?",
+        "&",
+        "=",
+        "#",
+        "%",
+        "%2e",
+        ":",
+        "//",
+        "@",
+        "http:",
+        "HTTPS://",
+        "mailto:",
+        "javascript:",
+        "example.com",
+        "EXAMPLE.com",
+        ":80",
+        ":443",
+        ":8080",
+        "[::1]",
+        " ",
+        "\t",
+        "\u{e9}",
+        "\\",
+        "x.y",
+    ];
+
+    proptest::proptest! {
+        /// Whatever a page writes: every link lands in one count, and what
+        /// is added is http(s), in scope, without a fragment, and already
+        /// canonical (parsing it again changes nothing), each once.
+        #[test]
+        fn added_links_are_canonical_in_scope_and_counted_once(
+            hrefs in proptest::collection::vec(
+                proptest::collection::vec(proptest::sample::select(PIECES), 0..8),
+                0..12,
+            )
+        ) {
+            let hrefs: Vec<Href> = hrefs.iter().map(|p| href(&p.concat())).collect();
+            let found = FollowSettings::default().discover(&page(), None, &hrefs);
+            let c = found.counts;
+            let total = c.added + c.invalid + c.not_http + c.nofollow + c.out_of_scope
+                + c.denied + c.robots + c.repeated;
+            proptest::prop_assert_eq!(total, hrefs.len() as u64);
+            proptest::prop_assert_eq!(c.added, found.urls.len() as u64);
+            let mut seen = HashSet::new();
+            for url in &found.urls {
+                proptest::prop_assert!(matches!(url.scheme(), "http" | "https"));
+                proptest::prop_assert_eq!(url.host_str(), Some("example.com"));
+                proptest::prop_assert!(url.fragment().is_none());
+                let again = Url::parse(url.as_str()).unwrap();
+                proptest::prop_assert_eq!(again.as_str(), url.as_str());
+                proptest::prop_assert!(seen.insert(url.as_str()));
+            }
+        }
+    }
+
     #[test]
     fn redirects_follow_the_same_rules() {
         let settings = FollowSettings::default();
