@@ -119,7 +119,7 @@ fn a_worker_of_another_protocol_version_is_named() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("protocol version mismatch: worker speaks 99, supervisor speaks 2"),
+        stderr.contains("protocol version mismatch: worker speaks 99, supervisor speaks 3"),
         "{stderr}"
     );
 }

@@ -51,6 +51,8 @@ pub struct CrawlJournal {
     pub added: u64,
     /// Added tasks recorded in the journal (and not to run again).
     pub recorded: u64,
+    /// Records of input lines in the journal (for `--max-tasks`).
+    pub lines: u64,
     /// Paths of recorded added tasks, by fingerprint, while loading.
     done: HashSet<u64>,
 }
@@ -157,6 +159,9 @@ impl CrawlJournal {
         if let Some(key) = head.key {
             self.seen
                 .insert(seen::fingerprint_json(key.get().as_bytes()));
+        }
+        if let Some(SeqHead::Line(_)) = head.seq {
+            self.lines += 1;
         }
         let (Some(adds), Some(seq)) = (&head.added, head.seq) else {
             return;
@@ -285,6 +290,7 @@ mod tests {
         assert_eq!(paths, ["1.3", "1.1.1"]);
         assert_eq!(crawl.added, 4);
         assert_eq!(crawl.recorded, 2);
+        assert_eq!(crawl.lines, 1);
         assert_eq!(journal.done(), 1);
         assert!(crawl.seen.contains(seen::fingerprint("a")));
         assert!(crawl.seen.contains(seen::fingerprint("b")));

@@ -856,7 +856,14 @@ impl Dispatcher {
         }
         for i in start..self.records.len() {
             let items = self.frontier.admit(&mut self.records[i]);
-            self.take_input(items);
+            if !items.is_empty() {
+                self.take_input(items);
+                if !self.run.accepting() {
+                    // Draining or stopping: like unread input, what was
+                    // just added waits in the journal for `--resume`.
+                    self.book.drop_waiting();
+                }
+            }
         }
     }
 }

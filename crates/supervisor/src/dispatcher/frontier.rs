@@ -16,14 +16,26 @@ use crate::seen::{self, SeenSet};
 pub const ADDED_IDS: u64 = 1 << 62;
 
 /// The limits of a crawl.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CrawlLimits {
     /// `--max-tasks`: input lines plus added tasks.
     pub max_tasks: Option<u64>,
     /// `--max-depth`: additions deeper than this are kept out.
     pub max_depth: Option<u32>,
-    /// The longest task payload a frame carries (from `--max-frame`).
+    /// The longest task payload a frame carries (from `--max-frame`; the
+    /// engine sets it).
     pub max_payload: usize,
+}
+
+impl Default for CrawlLimits {
+    /// No limits.
+    fn default() -> Self {
+        Self {
+            max_tasks: None,
+            max_depth: None,
+            max_payload: usize::MAX,
+        }
+    }
 }
 
 /// Counts of a crawl, for the summary and the stats.
@@ -61,11 +73,12 @@ impl Frontier {
         self.counts
     }
 
-    /// Takes over a resumed journal's seen keys and task count; returns
-    /// its frontier as tasks to queue.
+    /// Takes over a resumed journal's seen keys and task count (its input
+    /// lines and additions count against `--max-tasks`); returns its
+    /// frontier as tasks to queue.
     pub fn resume(&mut self, journal: CrawlJournal) -> Vec<InputItem> {
         self.seen = journal.seen;
-        self.tasks += journal.added;
+        self.tasks += journal.added + journal.lines;
         journal
             .frontier
             .into_iter()

@@ -641,3 +641,40 @@ fn a_task_busy_on_the_loop_past_task_timeout_is_a_timeout_alone() {
         .iter()
         .all(|r| matches!(r.outcome, Outcome::Ok(_))));
 }
+
+#[test]
+fn tasks_added_while_draining_are_left_for_resume_and_the_run_ends() {
+    let mut h = Harness::new(config(1, 2));
+    let worker = sent(&h.handle(Event::Input(tasks(0..2))))[0].0;
+    h.handle(Event::Signal(libc::SIGTERM));
+    let added = (0..3)
+        .map(|i| multiloop_protocol::Added {
+            payload: Bytes::from(format!("{{\"n\":{i}}}")),
+            key: None,
+        })
+        .collect();
+    let results = vec![
+        TaskResult {
+            id: 0,
+            micros: 1,
+            outcome: Outcome::Ok(Bytes::from_static(b"1")),
+            retry: false,
+            added,
+        },
+        TaskResult {
+            id: 1,
+            micros: 1,
+            outcome: Outcome::Ok(Bytes::from_static(b"1")),
+            retry: false,
+            added: Vec::new(),
+        },
+    ];
+    let commands = h.handle(Event::Results { worker, results });
+    assert!(sent(&commands).is_empty(), "no new tasks while draining");
+    assert!(commands
+        .iter()
+        .any(|c| matches!(c, Command::CloseInput { .. })));
+    let parent = h.emitted.iter().find(|r| r.id == 0).unwrap();
+    assert_eq!(parent.adds.as_ref().unwrap().entries.len(), 3, "journaled");
+    assert_eq!(h.emitted.len(), 2, "the added tasks did not run");
+}
