@@ -230,6 +230,36 @@ pub struct Args {
     #[arg(long, value_name = "LIST")]
     pub retry_status: Option<String>,
 
+    /// fetch: crawl. Every page's links (`<a href>`, `<area href>`,
+    /// resolved against `<base href>` and the page's URL) and every
+    /// redirect's target become new tasks, keyed by their canonical URL
+    /// (fragment dropped, default port removed, host lowercased) so that
+    /// each page is fetched once; redirects are not followed inside a task.
+    /// Records add "follow": what became of the links. Limits: --scope,
+    /// --allow, --deny, `--set robots=obey`.
+    #[arg(long)]
+    pub follow: bool,
+
+    /// fetch --follow: the links to follow, seen from each page: `host`
+    /// (its host name), `domain` (its registrable domain, by the public
+    /// suffix list) or `any` [default: host].
+    #[arg(long, value_name = "host|domain|any", requires = "follow", value_parser = ["host", "domain", "any"])]
+    pub scope: Option<String>,
+
+    /// fetch --follow: follow only links whose canonical URL matches REGEX
+    /// (repeatable: any of them).
+    #[arg(long, value_name = "REGEX", requires = "follow", value_parser = parse_regex)]
+    pub allow: Vec<String>,
+
+    /// fetch --follow: do not follow links whose canonical URL matches
+    /// REGEX (repeatable: any of them).
+    #[arg(long, value_name = "REGEX", requires = "follow", value_parser = parse_regex)]
+    pub deny: Vec<String>,
+
+    /// fetch --follow: follow `rel=nofollow` links too.
+    #[arg(long, requires = "follow")]
+    pub follow_nofollow: bool,
+
     /// Continue an interrupted run: skip the tasks already recorded in
     /// --output (a torn last line is dropped) and append the rest.
     #[arg(long, requires = "output")]
@@ -321,6 +351,21 @@ fn parse_per_host(text: &str) -> Result<String, String> {
     }
 }
 
+/// A regular expression, checked here so that a bad one names its flag.
+fn parse_regex(text: &str) -> Result<String, String> {
+    match regex::Regex::new(text) {
+        Ok(_) => Ok(text.to_string()),
+        // The last line of a syntax error says what is wrong; the others
+        // draw the pattern.
+        Err(regex::Error::Syntax(message)) => Err(message
+            .lines()
+            .rev()
+            .find(|line| line.starts_with("error:"))
+            .map_or(message.clone(), str::to_string)),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 fn parse_setting(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
@@ -362,6 +407,25 @@ mod tests {
     #[test]
     fn command_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn follow_flags_need_follow_and_valid_patterns() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["supervisor"], args].concat());
+        let cli = parse(&[
+            "--follow", "--scope", "domain", "--allow", "a", "--allow", "b",
+        ])
+        .unwrap();
+        assert_eq!(cli.run.allow, ["a", "b"]);
+        assert!(parse(&["--scope", "any"]).is_err());
+        assert!(parse(&["--follow", "--scope", "world"]).is_err());
+        let error = parse(&["--follow", "--deny", "(["])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--deny") && error.contains("error:"),
+            "{error}"
+        );
     }
 
     #[test]

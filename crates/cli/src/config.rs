@@ -117,6 +117,9 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
         );
     }
     let policy = KindPolicy::of(&kind);
+    if args.follow && !policy.follows_links {
+        bail!("--follow is for --task fetch (a handler of kind {kind:?} adds its own tasks)");
+    }
     let settings = settings(args, policy);
     let retries = if policy.retries_in_worker {
         0
@@ -183,6 +186,8 @@ struct KindPolicy {
     /// `--retries` is passed to it as a setting; the supervisor retrying
     /// too would multiply the attempts.
     retries_in_worker: bool,
+    /// The kind turns a page's links into tasks with `--follow`.
+    follows_links: bool,
 }
 
 impl KindPolicy {
@@ -190,6 +195,7 @@ impl KindPolicy {
         match kind {
             "fetch" => Self {
                 retries_in_worker: true,
+                follows_links: true,
             },
             _ => Self::default(),
         }
@@ -208,7 +214,33 @@ fn settings(args: &Args, policy: KindPolicy) -> Vec<(String, String)> {
     if let Some(list) = &args.retry_status {
         settings.push(("retry_status".into(), list.clone()));
     }
+    if args.follow {
+        settings.push(("follow".into(), "true".into()));
+    }
+    if let Some(scope) = &args.scope {
+        settings.push(("scope".into(), scope.clone()));
+    }
+    for (key, patterns) in [("allow", &args.allow), ("deny", &args.deny)] {
+        if !patterns.is_empty() {
+            settings.push((key.into(), any_of(patterns)));
+        }
+    }
+    if args.follow_nofollow {
+        settings.push(("nofollow".into(), "follow".into()));
+    }
     settings
+}
+
+/// One pattern that matches where any of `patterns` does.
+fn any_of(patterns: &[String]) -> String {
+    match patterns {
+        [one] => one.clone(),
+        many => many
+            .iter()
+            .map(|p| format!("(?:{p})"))
+            .collect::<Vec<_>>()
+            .join("|"),
+    }
 }
 
 /// Counts the tasks to expect, in the background, for the progress bar:

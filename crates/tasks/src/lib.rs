@@ -7,8 +7,10 @@ mod tree;
 
 pub use chaos::{chaos, ChaosInput, Fault};
 pub use fetch::{
-    fetch_setup, scan_html, FetchFuture, FetchInput, FetchOutput, FetchRequest, FetchSettings,
-    Fetcher, PageInfo, PerHost, StatusList, Timings, DEFAULT_PER_HOST, DEFAULT_RETRY_STATUS,
+    canonical, fetch_setup, scan_html, scan_html_links, Discovered, FetchFuture, FetchInput,
+    FetchOutput, FetchRequest, FetchSettings, Fetcher, FollowCounts, FollowSettings, Href,
+    PageInfo, PageLinks, Pattern, PerHost, Scope, StatusList, Timings, DEFAULT_PER_HOST,
+    DEFAULT_RETRY_STATUS,
 };
 pub use sim::{expected_sum, sim, SimInput, SimOutput};
 pub use tree::{tree, tree_children, tree_crashes, tree_nodes, TreeInput, TreeOutput};

@@ -17,20 +17,35 @@ pub(super) enum Tag<'a> {
 }
 
 /// The attributes the scan reads (the first of each name, as the
-/// tokenizer keeps it): `href` on links, the rest on `<meta>`.
+/// tokenizer keeps it): `href` and `rel` on links and `<base>`, the rest
+/// on `<meta>`.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Attributes<'a> {
-    pub href: bool,
+    pub href: Option<Value<'a>>,
+    pub rel: Option<Value<'a>>,
     pub charset: Option<&'a [u8]>,
     pub http_equiv: Option<&'a [u8]>,
     pub content: Option<&'a [u8]>,
 }
 
+/// An attribute's value as written, character references not decoded,
+/// with the quote it was written in (`None`: unquoted, or no value), so
+/// that it can be decoded exactly as the tokenizer would (`page.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Value<'a> {
+    pub raw: &'a [u8],
+    pub quote: Option<u8>,
+}
+
 impl<'a> Attributes<'a> {
-    fn note(&mut self, name: &[u8], value: &'a [u8]) {
+    fn note(&mut self, name: &[u8], value: Value<'a>) {
         let slot = match name.len() {
             4 if name.eq_ignore_ascii_case(b"href") => {
-                self.href = true;
+                self.href.get_or_insert(value);
+                return;
+            }
+            3 if name.eq_ignore_ascii_case(b"rel") => {
+                self.rel.get_or_insert(value);
                 return;
             }
             7 if name.eq_ignore_ascii_case(b"charset") => &mut self.charset,
@@ -38,7 +53,7 @@ impl<'a> Attributes<'a> {
             10 if name.eq_ignore_ascii_case(b"http-equiv") => &mut self.http_equiv,
             _ => return,
         };
-        slot.get_or_insert(value);
+        slot.get_or_insert(value.raw);
     }
 }
 
@@ -147,7 +162,7 @@ impl<'a> Scanner<'a> {
                         self.pos += 1;
                         self.attribute_value()?
                     } else {
-                        b""
+                        Value::default()
                     };
                     attributes.note(name, value);
                 }
@@ -157,21 +172,27 @@ impl<'a> Scanner<'a> {
 
     /// After `=`: a quoted or unquoted value. A `>` where the value
     /// should start is left for the tag to end on (an empty unquoted one).
-    fn attribute_value(&mut self) -> Option<&'a [u8]> {
+    fn attribute_value(&mut self) -> Option<Value<'a>> {
         self.skip_spaces();
         match self.peek()? {
             quote @ (b'"' | b'\'') => {
                 let start = self.pos + 1;
                 let end = start + memchr(quote, &self.page[start..])?;
                 self.pos = end + 1;
-                Some(&self.page[start..end])
+                Some(Value {
+                    raw: &self.page[start..end],
+                    quote: Some(quote),
+                })
             }
             _ => {
                 let start = self.pos;
                 while self.peek()? != b'>' && !self.peek().is_some_and(is_space) {
                     self.pos += 1;
                 }
-                Some(&self.page[start..self.pos])
+                Some(Value {
+                    raw: &self.page[start..self.pos],
+                    quote: None,
+                })
             }
         }
     }

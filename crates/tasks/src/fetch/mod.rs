@@ -1,9 +1,11 @@
 //! `fetch`: a real HTTP client as a task kind. A URL in; status, final URL,
-//! size, `<title>`, link count, content hash and timings out.
+//! size, `<title>`, link count, content hash and timings out; with
+//! `--follow`, the page's links out as new tasks.
 
 mod budget;
 mod charset;
 mod errors;
+mod follow;
 mod hosts;
 mod input;
 mod markup;
@@ -13,8 +15,9 @@ mod settings;
 mod slots;
 mod task;
 
+pub use follow::{canonical, Discovered, FollowCounts, FollowSettings, Pattern, Scope};
 pub use input::{FetchInput, FetchRequest};
-pub use page::{scan_html, PageInfo};
+pub use page::{scan_html, scan_html_links, Href, PageInfo, PageLinks};
 pub use settings::{FetchSettings, PerHost, StatusList, DEFAULT_PER_HOST, DEFAULT_RETRY_STATUS};
 pub use task::{fetch_setup, FetchFuture, FetchOutput, Fetcher, Timings};
 

@@ -1,9 +1,10 @@
-//! The CPU part of `fetch`: a page's `<title>` and link count, found by
-//! the markup scanner (`markup.rs`) in the page's character encoding
-//! (`charset.rs`); html5gum decodes the title's character references.
+//! The CPU part of `fetch`: a page's `<title>`, link count and (for
+//! `--follow`) links and `<base href>`, found by the markup scanner
+//! (`markup.rs`) in the page's character encoding (`charset.rs`); html5gum
+//! decodes character references in the title and in attribute values.
 
 use super::charset;
-use super::markup::{Scanner, Tag};
+use super::markup::{Attributes, Scanner, Tag, Value};
 use encoding_rs::{Encoding, UTF_8};
 use html5gum::emitters::callback::{CallbackEmitter, CallbackEvent};
 use html5gum::{Emitter, ForwardingEmitter, Span, State, Tokenizer};
@@ -18,8 +19,26 @@ pub struct PageInfo {
     /// The text of the first `<title>`, entities decoded, whitespace runs
     /// collapsed to one space and trimmed; `None` without a `<title>`.
     pub title: Option<String>,
-    /// `<a>` start tags with an `href` attribute.
+    /// `<a>` and `<area>` start tags with an `href` attribute.
     pub links: u64,
+}
+
+/// A page's links, read only when asked (`--follow`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageLinks {
+    /// The first `<base href>`'s value, decoded: what relative links
+    /// resolve against, itself relative to the page's URL.
+    pub base: Option<String>,
+    /// Every `<a href>` and `<area href>`, in page order.
+    pub hrefs: Vec<Href>,
+}
+
+/// One link as the page wrote it, character references decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Href {
+    pub href: String,
+    /// `rel` names `nofollow` among its space-separated tokens.
+    pub nofollow: bool,
 }
 
 /// Reads `<title>` and counts `<a href>` links. After `<script>`, `<style>`,
@@ -36,32 +55,56 @@ pub struct PageInfo {
 /// CPU per page; this scanner jumps from `<` to `<` with memchr and is
 /// checked against html5gum by a property test.
 pub fn scan_html(body: &[u8], content_type: Option<&str>) -> PageInfo {
+    scan_page(body, content_type, false).0
+}
+
+/// [`scan_html`], and the page's links and `<base href>` too: the scan of
+/// `--follow`. Links are decoded from the page's encoding, and their
+/// character references as the tokenizer decodes attribute values
+/// (`&amp;` is `&`, but `?a=1&copy=2` keeps its `&copy`).
+pub fn scan_html_links(body: &[u8], content_type: Option<&str>) -> (PageInfo, PageLinks) {
+    scan_page(body, content_type, true)
+}
+
+fn scan_page(body: &[u8], content_type: Option<&str>, links: bool) -> (PageInfo, PageLinks) {
     let declared =
         charset::of_bom(body).or_else(|| content_type.and_then(charset::of_content_type));
     match declared {
         // UTF-16: not even the markup is ASCII; read it as UTF-8.
         Some(encoding) if !encoding.is_ascii_compatible() => {
             let (text, _) = encoding.decode_with_bom_removal(body);
-            scan(text.as_bytes(), Some(UTF_8))
+            scan(text.as_bytes(), Some(UTF_8), links)
         }
-        _ => scan(body, declared),
+        _ => scan(body, declared, links),
     }
 }
 
 /// The scan of an ASCII-compatible page, in `declared` or else the
-/// encoding its `<meta>` names.
-fn scan(body: &[u8], declared: Option<&'static Encoding>) -> PageInfo {
+/// encoding its `<meta>` names; links are kept when `keep_links`.
+fn scan(
+    body: &[u8],
+    declared: Option<&'static Encoding>,
+    keep_links: bool,
+) -> (PageInfo, PageLinks) {
     let mut scanner = Scanner::new(body);
     let mut info = PageInfo::default();
     let mut title = None;
     let mut meta = None;
+    // Raw until the encoding is known (a `<meta>` may name it late).
+    let mut hrefs: Vec<(Value<'_>, bool)> = Vec::new();
+    let mut base: Option<Value<'_>> = None;
     while let Some(tag) = scanner.next_tag() {
         let Tag::Start { name, attributes } = tag else {
             continue;
         };
         let is = |element: &[u8]| name.eq_ignore_ascii_case(element);
-        if is(b"a") && attributes.href {
+        if (is(b"a") || is(b"area")) && attributes.href.is_some() {
             info.links += 1;
+            if keep_links {
+                hrefs.extend(attributes.href.map(|href| (href, is_nofollow(&attributes))));
+            }
+        } else if is(b"base") && keep_links && base.is_none() && attributes.href.is_some() {
+            base = attributes.href;
         } else if is(b"script") {
             scanner.skip_script();
         } else if is(b"title") {
@@ -85,7 +128,55 @@ fn scan(body: &[u8], declared: Option<&'static Encoding>) -> PageInfo {
         let text = encoding.decode_without_bom_handling(raw).0;
         clean_title(&decode_text(text.as_bytes()))
     });
-    info
+    let links = PageLinks {
+        base: base.map(|value| decode_value(value, encoding)),
+        hrefs: hrefs
+            .into_iter()
+            .map(|(value, nofollow)| Href {
+                href: decode_value(value, encoding),
+                nofollow,
+            })
+            .collect(),
+    };
+    (info, links)
+}
+
+/// Whether a link's `rel` says `nofollow` (tokens are ASCII
+/// case-insensitive and separated by ASCII whitespace).
+fn is_nofollow(attributes: &Attributes<'_>) -> bool {
+    attributes.rel.is_some_and(|rel| {
+        decode_value(rel, UTF_8)
+            .split_ascii_whitespace()
+            .any(|token| token.eq_ignore_ascii_case("nofollow"))
+    })
+}
+
+/// An attribute value as the tokenizer gives it: in the page's encoding,
+/// character references decoded, CR and CRLF turned to LF and NUL to
+/// U+FFFD. Values without `&`, CR or NUL (nearly all) are only decoded
+/// from the encoding; the others go through html5gum, inside a tag
+/// written with the value's own quote so that it ends where it did.
+fn decode_value(value: Value<'_>, encoding: &'static Encoding) -> String {
+    let text = encoding.decode_without_bom_handling(value.raw).0;
+    if memchr::memchr3(b'&', b'\r', 0, text.as_bytes()).is_none() {
+        return text.into_owned();
+    }
+    let quote = value.quote.map(char::from).map(String::from);
+    let quote = quote.as_deref().unwrap_or("");
+    let tag = format!("<a x={quote}{text}{quote}>");
+    let mut decoded = Vec::with_capacity(text.len());
+    let callback = |event: CallbackEvent<'_>, _: Span<()>| -> Option<()> {
+        if let CallbackEvent::AttributeValue { value } = event {
+            decoded.extend_from_slice(value);
+        }
+        None
+    };
+    Tokenizer::new_with_emitter(
+        tag.as_bytes(),
+        WithoutErrors(CallbackEmitter::new(callback)),
+    )
+    .for_each(drop);
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 /// Elements whose content is text up to their own end tag (RCDATA and
@@ -156,38 +247,85 @@ mod tests {
 
     /// The page read by html5gum's full tokenizer, as `fetch` did before
     /// the scanner: the reference the scanner must agree with.
-    fn scan_with_html5gum(body: &[u8]) -> PageInfo {
+    fn scan_with_html5gum(body: &[u8]) -> (PageInfo, PageLinks) {
         #[derive(Clone, Copy, PartialEq)]
         enum Open {
             Other,
-            Anchor { href: bool },
+            Link,
+            Base,
             Title,
         }
+        #[derive(Clone, Copy, PartialEq)]
+        enum Attribute {
+            Other,
+            Href,
+            Rel,
+        }
         let mut info = PageInfo::default();
+        let mut links = PageLinks::default();
         let mut title: Option<Vec<u8>> = None;
         let mut in_title = false;
         let mut open = Open::Other;
+        // The first of each name, as the tokenizer keeps it.
+        let mut href: Option<Vec<u8>> = None;
+        let mut rel: Option<Vec<u8>> = None;
+        let mut attribute = Attribute::Other;
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
         let callback = |event: CallbackEvent<'_>, _: Span<()>| -> Option<()> {
             match event {
                 CallbackEvent::OpenStartTag { name } => {
                     open = match name {
-                        b"a" => Open::Anchor { href: false },
+                        b"a" | b"area" => Open::Link,
+                        b"base" => Open::Base,
                         b"title" if title.is_none() => Open::Title,
                         _ => Open::Other,
                     };
+                    (href, rel, attribute) = (None, None, Attribute::Other);
                 }
-                CallbackEvent::AttributeName { name: b"href" } => {
-                    if let Open::Anchor { href } = &mut open {
-                        *href = true;
+                CallbackEvent::AttributeName { name } => {
+                    attribute = match name {
+                        b"href" if href.is_none() => {
+                            href = Some(Vec::new());
+                            Attribute::Href
+                        }
+                        b"rel" if rel.is_none() => {
+                            rel = Some(Vec::new());
+                            Attribute::Rel
+                        }
+                        _ => Attribute::Other,
+                    };
+                }
+                CallbackEvent::AttributeValue { value } => {
+                    let slot = match attribute {
+                        Attribute::Href => href.as_mut(),
+                        Attribute::Rel => rel.as_mut(),
+                        Attribute::Other => None,
+                    };
+                    if let Some(slot) = slot {
+                        slot.extend_from_slice(value);
                     }
                 }
                 // Counted when the start tag is complete: an end tag's
                 // attributes come after it, and a tag the page cuts off
                 // is no tag.
                 CallbackEvent::CloseStartTag { .. } => {
-                    match open {
-                        Open::Anchor { href: true } => info.links += 1,
-                        Open::Title => {
+                    match (open, &href) {
+                        (Open::Link, Some(value)) => {
+                            info.links += 1;
+                            let nofollow = rel.as_deref().is_some_and(|rel| {
+                                text(rel)
+                                    .split_ascii_whitespace()
+                                    .any(|t| t.eq_ignore_ascii_case("nofollow"))
+                            });
+                            links.hrefs.push(Href {
+                                href: text(value),
+                                nofollow,
+                            });
+                        }
+                        (Open::Base, Some(value)) if links.base.is_none() => {
+                            links.base = Some(text(value));
+                        }
+                        (Open::Title, _) => {
                             title = Some(Vec::new());
                             in_title = true;
                         }
@@ -209,7 +347,7 @@ mod tests {
         emitter.naively_switch_states(true);
         Tokenizer::new_with_emitter(body, emitter).for_each(drop);
         info.title = title.map(|raw| clean_title(&raw));
-        info
+        (info, links)
     }
 
     /// Pieces of markup, most of them places where a scanner could go
@@ -270,6 +408,19 @@ mod tests {
         "\u{e9}",
         "<a\thref>",
         "<ahref>",
+        "<area",
+        "<base",
+        "<base href=/b/>",
+        " rel",
+        "=nofollow",
+        " NoFollow",
+        "?a=1",
+        "&copy",
+        "&copy;",
+        "&amp",
+        "&#x41;",
+        "&",
+        "\0",
     ];
 
     fn markup() -> impl Strategy<Value = String> {
@@ -280,16 +431,17 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4000))]
 
-        /// The scanner finds what the full tokenizer finds.
+        /// The scanner finds what the full tokenizer finds: title, link
+        /// count, links with their `rel`, and `<base href>`.
         #[test]
         fn agrees_with_html5gum(page in markup()) {
-            prop_assert_eq!(scan(page.as_bytes(), Some(UTF_8)), scan_with_html5gum(page.as_bytes()), "{:?}", page);
+            prop_assert_eq!(scan(page.as_bytes(), Some(UTF_8), true), scan_with_html5gum(page.as_bytes()), "{:?}", page);
         }
 
         /// Any bytes at all: no panic, and the same answer.
         #[test]
         fn agrees_with_html5gum_on_any_bytes(page in prop::collection::vec(any::<u8>(), 0..200)) {
-            prop_assert_eq!(scan(&page, Some(UTF_8)), scan_with_html5gum(&page));
+            prop_assert_eq!(scan(&page, Some(UTF_8), true), scan_with_html5gum(&page));
         }
     }
 
@@ -306,7 +458,7 @@ mod tests {
         let info = scan_html(page.as_bytes(), None);
         assert_eq!(info.links, 30);
         assert_eq!(info.title.as_deref(), Some("Page 7: a & b"));
-        assert_eq!(info, scan_with_html5gum(page.as_bytes()));
+        assert_eq!(info, scan_with_html5gum(page.as_bytes()).0);
     }
 
     #[test]
@@ -392,6 +544,37 @@ mod tests {
                 String::from_utf8_lossy(page)
             );
         }
+    }
+
+    #[test]
+    fn links_base_and_nofollow_are_read_for_follow() {
+        let page = b"<a href='/a?x=1&amp;y=2&copy=3&copy;'>1</a><base href=/first/>\
+                     <area href=map REL='Help NOFOLLOW'><base href=/second/>\
+                     <a name=x>no href</a><link href=/style.css><a href=\"\">empty</a>";
+        let (info, links) = scan_html_links(page, None);
+        assert_eq!(info.links, 3);
+        assert_eq!(links.base.as_deref(), Some("/first/"));
+        let hrefs: Vec<(&str, bool)> = links
+            .hrefs
+            .iter()
+            .map(|h| (h.href.as_str(), h.nofollow))
+            .collect();
+        // In an attribute, `&copy=` stays as written (the legacy rule),
+        // `&copy;` does not.
+        assert_eq!(
+            hrefs,
+            [
+                ("/a?x=1&y=2&copy=3\u{a9}", false),
+                ("map", true),
+                ("", false)
+            ]
+        );
+        // Links are decoded from the page's encoding.
+        let page = b"<a href=\"/\xef\xf0\xe8\">x</a>";
+        let (_, links) = scan_html_links(page, Some("text/html; charset=windows-1251"));
+        assert_eq!(links.hrefs[0].href, "/\u{43f}\u{440}\u{438}");
+        // Without --follow nothing is kept.
+        assert_eq!(scan_html(page, None).links, 1);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use multiloop_worker::WorkerInfo;
 
+pub use super::follow::FollowSettings;
 pub use super::hosts::PerHost;
 use super::slots::MAX_SLOTS;
 
@@ -53,6 +54,10 @@ pub struct FetchSettings {
     /// [`DEFAULT_CONNECTIONS`], or half the descriptors the worker may
     /// open (less 64 for everything else) when that is fewer.
     pub connections: Option<usize>,
+    /// `follow=true` (`--follow`): every page's in-scope links become new
+    /// tasks, and redirects are not followed but added as tasks too; with
+    /// `scope`, `allow`, `deny` and `nofollow` (see [`FollowSettings`]).
+    pub follow: Option<FollowSettings>,
 }
 
 impl Default for FetchSettings {
@@ -71,6 +76,7 @@ impl Default for FetchSettings {
             delay: None,
             robots: false,
             connections: None,
+            follow: None,
         }
     }
 }
@@ -124,6 +130,22 @@ impl FetchSettings {
                 return Err("setting connections=0: must be at least 1".into());
             }
             settings.connections = Some(n);
+        }
+        let mut follow = FollowSettings::default();
+        if let Some(scope) = info.parse_setting("scope")? {
+            follow.scope = scope;
+        }
+        follow.allow = info.parse_setting("allow")?;
+        follow.deny = info.parse_setting("deny")?;
+        if let Some(text) = info.setting("nofollow") {
+            follow.follow_nofollow = match text {
+                "follow" => true,
+                "skip" => false,
+                _ => return Err(format!("setting nofollow={text:?}: use skip or follow")),
+            };
+        }
+        if info.parse_setting::<bool>("follow")? == Some(true) {
+            settings.follow = Some(follow);
         }
         if let Some(text) = info.setting("retry_status") {
             settings.retry_status = text

@@ -10,17 +10,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use multiloop_worker::{TaskError, WorkerInfo};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
-use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, LOCATION};
 use reqwest::{redirect, Method, Url};
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
 use super::budget::{default_connections, nofile_limit, Budget};
 use super::errors::{describe, out_of_descriptors, retry_of, Limits, RedirectError, Retry};
+use super::follow::{Discovered, FollowCounts};
 use super::hosts::{Hosts, PerHost};
 use super::input::FetchInput;
 use super::jitter;
-use super::page::{scan_html, PageInfo};
+use super::page::{scan_html, scan_html_links, PageInfo, PageLinks};
 use super::robots::Robots;
 use super::settings::FetchSettings;
 use super::slots::SlotFile;
@@ -45,6 +46,15 @@ pub struct FetchOutput {
     /// `"connection reset by peer"`); the last one's end is the record.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub retried: Vec<String>,
+    /// A 3xx's `Location`, resolved against the URL that answered (seen
+    /// with `--follow`, or `max_redirects=0`: otherwise redirects are
+    /// followed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<String>,
+    /// With `--follow`: what became of the page's links (or of its
+    /// redirect's target), each counted once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follow: Option<FollowCounts>,
 }
 
 /// Milliseconds from the request's start (after any wait for a per-host
@@ -91,9 +101,16 @@ pub struct Fetcher {
 
 /// How one attempt ended.
 enum Attempt {
-    /// A response: the output and the `Retry-After` it asked for.
-    Answer(FetchOutput, Option<Duration>),
+    Answer(Box<Answer>),
     Failed(TaskError, Retry),
+}
+
+/// A response: the output, the `Retry-After` it asked for, and the page's
+/// links (read only with `--follow`).
+struct Answer {
+    output: FetchOutput,
+    asked: Option<Duration>,
+    links: PageLinks,
 }
 
 impl Fetcher {
@@ -119,7 +136,13 @@ impl Fetcher {
             .unwrap_or_else(|| default_connections(nofile));
         let mut builder = reqwest::Client::builder()
             .user_agent(settings.user_agent.as_str())
-            .redirect(redirect_policy(settings.max_redirects))
+            // With --follow a redirect's target is a new task, so that
+            // the run's seen-set decides whether it is fetched.
+            .redirect(redirect_policy(if settings.follow.is_some() {
+                0
+            } else {
+                settings.max_redirects
+            }))
             // Idle keep-alive sockets hold descriptors too: few per host,
             // and not for long.
             .pool_max_idle_per_host(match settings.per_host {
@@ -152,12 +175,50 @@ impl Fetcher {
 
     /// Runs one task: up to `1 + retries` attempts. Network errors are
     /// `failed` or `timeout`; any HTTP status, 4xx and 5xx included, is an
-    /// ok output (the last attempt's, when a status was retried).
+    /// ok output (the last attempt's, when a status was retried). With
+    /// `--follow`, the page's links (or its redirect's target) that pass
+    /// the scope and filters are added as new tasks.
     pub async fn fetch(&self, input: FetchInput) -> Result<FetchOutput, TaskError> {
         let request = self.build_request(input)?;
+        let page = request.url().clone();
+        let (mut output, links) = self.fetch_request(request).await?;
+        if let Some(follow) = &self.settings.follow {
+            let found = match &output.redirect {
+                Some(location) => follow.redirect(&page, location),
+                None => follow.discover(&page, links.base.as_deref(), &links.hrefs),
+            };
+            output.follow = Some(self.add_tasks(found).await?);
+        }
+        Ok(output)
+    }
+
+    /// Adds the discovered URLs as tasks, their canonical form as the key
+    /// (so the run fetches each once), after robots.txt where it is
+    /// obeyed: a disallowed URL is not even queued.
+    async fn add_tasks(&self, found: Discovered) -> Result<FollowCounts, TaskError> {
+        let mut counts = found.counts;
+        for url in found.urls {
+            if self.settings.robots && self.robots_disallows(&url).await.is_some() {
+                counts.added -= 1;
+                counts.robots += 1;
+                continue;
+            }
+            multiloop_worker::add(url.as_str(), Some(url.as_str()))?;
+        }
+        Ok(counts)
+    }
+
+    async fn fetch_request(
+        &self,
+        request: reqwest::Request,
+    ) -> Result<(FetchOutput, PageLinks), TaskError> {
         let host = host_key(request.url());
         if self.settings.robots {
-            self.check_robots(request.url(), &host).await?;
+            if let Some((robots_url, rule)) = self.robots_disallows(request.url()).await {
+                return Err(TaskError::failed(format!(
+                    "skipped: {robots_url} disallows it ({rule})"
+                )));
+            }
         }
         let mut retried: Vec<String> = Vec::new();
         loop {
@@ -166,19 +227,30 @@ impl Fetcher {
                 .try_clone()
                 .ok_or_else(|| TaskError::failed("request body cannot be sent twice"))?;
             let (reason, asked) = match self.attempt(copy, &host).await {
-                Attempt::Answer(output, asked)
-                    if self.settings.retry_status.contains(output.status)
+                Attempt::Answer(answer)
+                    if self.settings.retry_status.contains(answer.output.status)
                         && attempt <= self.settings.retries =>
                 {
-                    (format!("status {}", output.status), (asked, Ok(output)))
+                    let Answer {
+                        output,
+                        asked,
+                        links,
+                    } = *answer;
+                    (
+                        format!("status {}", output.status),
+                        (asked, Ok((output, links))),
+                    )
                 }
                 Attempt::Failed(error, Retry::Yes { .. }) if attempt <= self.settings.retries => {
                     (error.message.clone(), (None, Err(error)))
                 }
-                Attempt::Answer(mut output, _) => {
+                Attempt::Answer(answer) => {
+                    let Answer {
+                        mut output, links, ..
+                    } = *answer;
                     output.attempts = attempt;
                     output.retried = retried;
-                    return Ok(output);
+                    return Ok((output, links));
                 }
                 Attempt::Failed(error, _) => return Err(with_attempts(error, &retried)),
             };
@@ -193,10 +265,10 @@ impl Fetcher {
                 // The server asks for more patience than we have: its
                 // answer stands.
                 return match last {
-                    Ok(mut output) => {
+                    Ok((mut output, links)) => {
                         output.attempts = attempt;
                         output.retried = retried;
-                        Ok(output)
+                        Ok((output, links))
                     }
                     Err(error) => Err(with_attempts(error, &retried)),
                 };
@@ -242,6 +314,13 @@ impl Fetcher {
             let status = response.status().as_u16();
             let asked = retry_after(response.headers());
             let url = response.url().to_string();
+            let redirect = response
+                .status()
+                .is_redirection()
+                .then(|| response.headers().get(LOCATION))
+                .flatten()
+                .and_then(|location| response.url().join(location.to_str().ok()?).ok())
+                .map(String::from);
             let content_type = response
                 .headers()
                 .get(CONTENT_TYPE)
@@ -289,10 +368,17 @@ impl Fetcher {
             drop(connection);
             drop(slot);
 
-            let page = if is_html(content_type.as_deref()) {
-                scan_html(&body, content_type.as_deref())
+            // A redirect's target is its one link (its body is a note for
+            // people).
+            let (page, links) = if !is_html(content_type.as_deref()) {
+                (PageInfo::default(), PageLinks::default())
+            } else if self.settings.follow.is_some() && redirect.is_none() {
+                scan_html_links(&body, content_type.as_deref())
             } else {
-                PageInfo::default()
+                (
+                    scan_html(&body, content_type.as_deref()),
+                    PageLinks::default(),
+                )
             };
             let output = FetchOutput {
                 status,
@@ -308,18 +394,26 @@ impl Fetcher {
                 },
                 attempts: 1,
                 retried: Vec::new(),
+                redirect,
+                follow: None,
             };
-            return Attempt::Answer(output, asked);
+            return Attempt::Answer(Box::new(Answer {
+                output,
+                asked,
+                links,
+            }));
         }
     }
 
-    /// Skips a URL that its host's `robots.txt` disallows; the file is
-    /// fetched once per host by this worker and kept for the run.
-    async fn check_robots(&self, url: &Url, host: &str) -> Result<(), TaskError> {
+    /// The robots.txt URL and rule that disallow `url`, if its host's
+    /// file does; the file is fetched once per host by this worker and
+    /// kept for the run.
+    async fn robots_disallows(&self, url: &Url) -> Option<(Url, String)> {
+        let host = host_key(url);
         let cell = self
             .robots
             .borrow_mut()
-            .entry(host.to_string())
+            .entry(host.clone())
             .or_default()
             .clone();
         let mut robots_url = url.clone();
@@ -327,18 +421,14 @@ impl Fetcher {
         robots_url.set_query(None);
         robots_url.set_fragment(None);
         let rules = cell
-            .get_or_init(|| self.fetch_robots(robots_url.clone(), host))
+            .get_or_init(|| self.fetch_robots(robots_url.clone(), &host))
             .await;
         let path = match url.query() {
             Some(query) => format!("{}?{query}", url.path()),
             None => url.path().to_string(),
         };
-        match rules.disallows(&path) {
-            None => Ok(()),
-            Some(rule) => Err(TaskError::failed(format!(
-                "skipped: {robots_url} disallows it ({rule})"
-            ))),
-        }
+        let rule = rules.disallows(&path)?;
+        Some((robots_url, rule))
     }
 
     async fn fetch_robots(&self, url: Url, host: &str) -> Robots {
