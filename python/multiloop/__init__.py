@@ -30,6 +30,7 @@ __version__ = "0.1.0"
 _DRIVER = (
     "Drained",
     "ErrorInfo",
+    "Executor",
     "MapRun",
     "Pool",
     "Result",
