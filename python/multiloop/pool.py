@@ -85,10 +85,13 @@ class Pool:
         self._options = options
         self._runs: List[MapRun] = []
         self._fleet: Optional[Fleet] = None
+        self._closed = False
 
     # ---- calls on the warm fleet
 
     def _warm(self) -> Fleet:
+        if self._closed:
+            raise RuntimeError("the pool is closed")
         if self._fleet is None:
             why = fleet_options(self._options)
             if why is not None:
@@ -173,6 +176,7 @@ class Pool:
     async def close(self, grace: Optional[float] = None) -> None:
         """Stops every run still going; the warm fleet finishes the calls in
         flight (within ``grace``) and exits."""
+        self._closed = True
         runs, self._runs = self._runs, []
         for run_ in runs:
             await run_.aclose()
@@ -184,6 +188,7 @@ class Pool:
         return self
 
     async def __aexit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        self._closed = True
         if kind is not None and issubclass(kind, (KeyboardInterrupt, asyncio.CancelledError)):
             runs, self._runs = self._runs, []
             for run_ in runs:

@@ -51,3 +51,26 @@ def multiloop_modules(task):
     import sys
 
     return sorted(name for name in sys.modules if name.split(".")[0] == "multiloop")
+
+
+async def hold(address, ms, value):
+    """Tells the test (a datagram to ``address``: this worker's pid; dropped
+    when the test's queue is full) that the call has started, then holds it ``ms`` milliseconds; returns ``value``."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)  # a full queue drops the news, never blocks the loop
+        try:
+            sock.sendto(str(os.getpid()).encode(), address)
+        except OSError:
+            pass
+    await asyncio.sleep(ms / 1000)
+    return value
+
+
+def pid():
+    return os.getpid()
+
+
+def crash():
+    os._exit(3)
