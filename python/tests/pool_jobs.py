@@ -74,3 +74,12 @@ def pid():
 
 def crash():
     os._exit(3)
+
+
+async def log_after(path, ms, value):
+    """Sleeps ``ms`` milliseconds, then appends ``value`` to ``path`` (one
+    line, in one write): the calls that finished, as seen from outside."""
+    await asyncio.sleep(ms / 1000)
+    with open(path, "a") as file:
+        file.write(f"{value}\n")
+    return value

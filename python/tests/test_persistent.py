@@ -18,7 +18,7 @@ sys.path.insert(0, str(HERE))  # pool_jobs, imported by reference
 
 import multiloop  # noqa: E402
 import pool_jobs  # noqa: E402
-from test_pool import DEADLINE, children, gone, wait_for  # noqa: E402
+from test_pool import DEADLINE, children, gone, pids_with, run_script, wait_for  # noqa: E402
 
 
 def run(coroutine):
@@ -200,6 +200,38 @@ def test_close_drains_calls_in_flight_and_leaves_no_process(tmp_path):
         run(main())
     finally:
         started.close()
+
+
+def test_ctrl_c_inside_async_with_drains_the_calls_in_flight(tmp_path):
+    log = tmp_path / "finished.txt"
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""
+        import asyncio, sys
+        sys.path.insert(0, {str(HERE)!r})
+        import multiloop, pool_jobs
+
+        async def main():
+            async with multiloop.Pool(workers=2, concurrency=10, progress=False) as pool:
+                await asyncio.gather(*(pool.apply(pool_jobs.log_after, {str(log)!r}, 300, i) for i in range(600)))
+
+        asyncio.run(main())
+    """))
+    proc = run_script(script)
+    try:
+        def lines():
+            return log.read_text().count("\n") if log.exists() else 0
+
+        wait_for(lambda: lines() >= 20, "the first calls to finish")
+        supervisors = [p for p in pids_with("multiloop._calls:kind") if p in children(proc.pid)]
+        at_signal = lines()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=DEADLINE)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "KeyboardInterrupt" in stderr, stderr
+    assert supervisors and all(gone(p) for p in supervisors)
+    assert at_signal < lines() < 600, "the calls in flight were not drained"
 
 
 # -- the Executor -------------------------------------------------------------------
