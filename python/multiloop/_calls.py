@@ -22,7 +22,7 @@ import pickle
 import re
 from typing import Any, Callable, Dict
 
-from ._kinds import BadInput
+from ._kinds import BadInput, Kind
 
 ENV = "MULTILOOP_CALLS_DIR"
 
@@ -66,6 +66,8 @@ def _function(name: Any) -> Callable[..., Any]:
         if not isinstance(name, str):
             raise BadInput(f"a call's \"f\" must be a string, not {type(name).__name__}")
         fn = _by_value(name) if _DIGEST.match(name) else _by_reference(name)
+        if isinstance(fn, Kind) and (fn.setup is not None or fn.teardown is not None):
+            raise BadInput(f"{name} is a multiloop.Kind with setup/teardown: run it with pool.map (a run of its own)")
         _FUNCTIONS[name] = fn
     return fn
 

@@ -21,7 +21,7 @@ from ._calls import ENV
 from ._options import seconds
 from ._results import Drained, SendError, SupervisorError, parse_records
 from ._run import MapRun, _encode, _no_gc
-from ._target import _pickle, _reference
+from ._target import _kind_class, _pickle, _reference
 
 SPEC = "multiloop._calls:kind"
 
@@ -55,6 +55,18 @@ def fleet_options(options: Mapping[str, Any]) -> Optional[str]:
         if options.get(name) not in (None, False):
             return name
     return None
+
+
+def calls_can_run(fn: Any) -> bool:
+    """Whether single calls can run ``fn``: a function, or a
+    ``module:function`` spec; not a ``multiloop.Kind`` with ``setup`` or
+    ``teardown`` (its handler takes the state), nor a built-in kind."""
+    if isinstance(fn, str):
+        return ":" in fn
+    kind_cls = _kind_class()
+    if kind_cls is not None and isinstance(fn, kind_cls):
+        return fn.setup is None and fn.teardown is None
+    return callable(fn)
 
 
 class Fleet(MapRun):
@@ -93,6 +105,11 @@ class Fleet(MapRun):
             return fn
         if not callable(fn):
             raise TypeError(f"expected a function or a 'module:function' spec, not {type(fn).__name__}")
+        if not calls_can_run(fn):
+            raise TypeError(
+                f"{fn!r} has setup/teardown, so its handler takes their state: "
+                "run it with pool.map or multiloop.gather (a run of its own)"
+            )
         try:
             known = self._names.get(fn)
         except TypeError:  # an unhashable callable: pickled each time

@@ -35,7 +35,7 @@ from . import _options
 from ._options import check_options
 from ._results import Drained, ErrorInfo, Result, SendError, SupervisorError, TaskFailed
 from ._run import Items, MapRun
-from ._fleet import Fleet, fleet_options
+from ._fleet import Fleet, calls_can_run, fleet_options
 from ._executor import Executor
 
 __all__ = [
@@ -108,7 +108,11 @@ class Pool:
         ``max_in_flight`` calls are already out."""
         record = await self._warm().call(fn, args, kwargs)
         if "error" in record:
-            raise TaskFailed(Result(record, list(args)))
+            failed = TaskFailed(Result(record, list(args)))
+            # A call has no item index: name the function instead.
+            name = fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn))
+            failed.args = (f"{name}() {failed.kind}: {failed.message}",)
+            raise failed
         return record.get("ok")
 
     def submit(self, fn: Any, *args: Any, **kwargs: Any) -> "asyncio.Future[Any]":
@@ -167,7 +171,7 @@ class Pool:
         """The values in input order, like ``asyncio.gather``: on the warm
         fleet, unless ``options`` (or the pool's run-only options, such as
         ``output``) ask for a run of its own."""
-        if options or fleet_options(self._options) is not None or (isinstance(fn, str) and ":" not in fn):
+        if options or fleet_options(self._options) is not None or not calls_can_run(fn):
             return await self.map(fn, items, **options).values(return_exceptions)
         if hasattr(items, "__aiter__"):
             items = [x async for x in items]  # type: ignore[union-attr]
@@ -213,7 +217,8 @@ async def gather(fn: Any, items: Items, *, return_exceptions: bool = False, **op
     :class:`TaskFailed` (or takes its place with ``return_exceptions=True``).
     Keywords: as for :class:`Pool`."""
     async with Pool(**options) as pool:
-        return await pool.gather(fn, items, return_exceptions=return_exceptions)
+        # One batch: one run, streamed (cheaper per item than single calls).
+        return await pool.map(fn, items).values(return_exceptions)
 
 
 def run(fn: Any, items: Items, *, return_exceptions: bool = False, **options: Any) -> List[Any]:

@@ -313,3 +313,20 @@ def test_a_pool_is_reused_across_notebook_cells():
     nbclient.NotebookClient(nb, timeout=int(DEADLINE), kernel_name="python3").execute()
     outputs = nb.cells[-1].outputs
     assert any("notebook ok" in o.get("text", "") for o in outputs), outputs
+
+
+def test_a_kind_with_setup_runs_as_a_map_of_its_own():
+    def setup(settings):
+        return {"n": 10}
+
+    kind = multiloop.Kind(lambda x, state: x + state["n"], setup=setup)
+
+    async def main():
+        async with multiloop.Pool(workers=1, progress=False) as pool:
+            assert await pool.gather(kind, [1, 2]) == [11, 12]  # a run of its own
+            with pytest.raises(TypeError, match="setup/teardown"):
+                await pool.apply(kind, 1)
+            with pytest.raises(multiloop.TaskFailed, match=r"divmod\(\) failed: ZeroDivisionError"):
+                await pool.apply(divmod, 1, 0)
+
+    run(main())
