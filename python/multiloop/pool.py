@@ -73,10 +73,14 @@ class Pool:
     ``env``, ``cwd``, ``extra_args``. :meth:`map` takes the same keywords
     for one call.
 
-    Each :meth:`map` is one supervisor run. Leaving the ``async with`` stops
-    any run still going (``break``, an exception) and waits until its
-    processes are gone; on ``KeyboardInterrupt`` or cancellation it drains
-    them first.
+    :meth:`apply`, :meth:`submit`, :meth:`starmap` and :meth:`gather` run
+    on one warm supervisor and its workers, started by the first call and
+    kept until :meth:`close` (``max_in_flight`` bounds the calls out).
+    Each :meth:`map` is a supervisor run of its own. Leaving the
+    ``async with`` closes the pool: normally the calls in flight finish
+    (within ``grace``); on an exception every run stops at once; on
+    ``KeyboardInterrupt`` or cancellation they drain. It waits until the
+    processes are gone.
     """
 
     def __init__(self, workers: Union[int, str] = "auto", **options: Any) -> None:
