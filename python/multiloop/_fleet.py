@@ -80,6 +80,10 @@ class Fleet(MapRun):
             raise ValueError(f"max_in_flight must be at least 1, not {limit!r}")
         self._dir = tempfile.mkdtemp(prefix="multiloop-calls-")
         opts["env"] = {**(opts.get("env") or {}), ENV: self._dir}
+        if opts.get("progress", "auto") == "auto":
+            # A bar for a pool's whole life would sit in a terminal or a
+            # notebook cell doing nothing; shown only when asked for.
+            opts["progress"] = False
         super().__init__(SPEC, (), opts)
         self._sequence = None
         self.total = None
