@@ -330,3 +330,17 @@ def test_a_kind_with_setup_runs_as_a_map_of_its_own():
                 await pool.apply(divmod, 1, 0)
 
     run(main())
+
+
+def test_the_pool_options_apply_to_single_calls(tmp_path):
+    async def main():
+        async with multiloop.Pool(workers=1, task_timeout=0.3, retries=2, retry_backoff=0, progress=False) as pool:
+            with pytest.raises(multiloop.TaskFailed) as failed:
+                await pool.apply(pool_jobs.log_after, str(tmp_path / "never.txt"), 30_000, 0)
+            assert failed.value.kind == "timeout", failed.value.message
+            assert failed.value.result.attempts == 3, failed.value.result.record
+            with pytest.raises(multiloop.TaskFailed) as failed:
+                await pool.apply(pool_jobs.sim, {"fault": "raise", "n": 1})
+            assert failed.value.kind == "failed" and failed.value.result.attempts == 3
+
+    run(main())
