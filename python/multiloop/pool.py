@@ -129,6 +129,10 @@ class Pool:
         """``fn(*args)`` for each ``args``, on the warm fleet; the values in
         input order (an error raises :class:`TaskFailed`, or takes its
         place with ``return_exceptions=True``)."""
+        return await self._calls(fn, arguments, return_exceptions, spread=True)
+
+    async def _calls(self, fn: Any, arguments: Iterable[Any], return_exceptions: bool, spread: bool) -> List[Any]:
+        """``fn(*x)`` (``spread``) or ``fn(x)`` for each ``x``, in order."""
         fleet = self._warm()
         calls: List["asyncio.Future[Dict[str, Any]]"] = []
         items: List[Any] = []
@@ -138,7 +142,7 @@ class Pool:
             for args in arguments:
                 await window.acquire()
                 items.append(args)
-                call = asyncio.ensure_future(fleet.call(fn, tuple(args), {}))
+                call = asyncio.ensure_future(fleet.call(fn, tuple(args) if spread else (args,), {}))
                 call.add_done_callback(lambda _: window.release())
                 calls.append(call)
             records = await asyncio.gather(*calls)
@@ -179,7 +183,7 @@ class Pool:
             return await self.map(fn, items, **options).values(return_exceptions)
         if hasattr(items, "__aiter__"):
             items = [x async for x in items]  # type: ignore[union-attr]
-        return await self.starmap(fn, ((x,) for x in items), return_exceptions=return_exceptions)  # type: ignore[union-attr]
+        return await self._calls(fn, items, return_exceptions, spread=False)  # type: ignore[arg-type]
 
     async def close(self, grace: Optional[float] = None) -> None:
         """Stops every run still going; the warm fleet finishes the calls in

@@ -344,3 +344,15 @@ def test_the_pool_options_apply_to_single_calls(tmp_path):
             assert failed.value.kind == "failed" and failed.value.result.attempts == 3
 
     run(main())
+
+
+def test_gather_on_the_fleet_names_the_failed_item():
+    async def main():
+        async with multiloop.Pool(workers=1, progress=False) as pool:
+            items = [{"n": 0}, {"n": 1, "fault": "raise"}, {"n": 2}]
+            got = await pool.gather(pool_jobs.sim, items, return_exceptions=True)
+            assert got[0] == {"sum": 0, "n": 0} and got[2] == {"sum": 0, "n": 2}
+            assert isinstance(got[1], multiloop.TaskFailed)
+            assert got[1].index == 1 and got[1].item == items[1] and "bad item 1" in got[1].message
+
+    run(main())
