@@ -34,6 +34,7 @@ from .report import Report, show_report  # noqa: E402
 _DRIVER = (
     "Drained",
     "ErrorInfo",
+    "Executor",
     "MapRun",
     "Pool",
     "Result",

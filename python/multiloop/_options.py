@@ -58,6 +58,7 @@ DRIVER_OPTIONS = (
     "env",
     "cwd",
     "extra_args",
+    "max_in_flight",
 )
 
 

@@ -28,16 +28,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from . import _options
 from ._binary import find_supervisor
 from ._options import check_options
 from ._results import Drained, ErrorInfo, Result, SendError, SupervisorError, TaskFailed
 from ._run import Items, MapRun
+from ._fleet import Fleet, calls_can_run, fleet_options
+from ._executor import Executor
 
 __all__ = [
     "Pool",
+    "Executor",
     "MapRun",
     "Result",
     "ErrorInfo",
@@ -70,10 +73,14 @@ class Pool:
     ``env``, ``cwd``, ``extra_args``. :meth:`map` takes the same keywords
     for one call.
 
-    Each :meth:`map` is one supervisor run. Leaving the ``async with`` stops
-    any run still going (``break``, an exception) and waits until its
-    processes are gone; on ``KeyboardInterrupt`` or cancellation it drains
-    them first.
+    :meth:`apply`, :meth:`submit`, :meth:`starmap` and :meth:`gather` run
+    on one warm supervisor and its workers, started by the first call and
+    kept until :meth:`close` (``max_in_flight`` bounds the calls out).
+    Each :meth:`map` is a supervisor run of its own. Leaving the
+    ``async with`` closes the pool: normally the calls in flight finish
+    (within ``grace``); on an exception every run stops at once; on
+    ``KeyboardInterrupt`` or cancellation they drain. It waits until the
+    processes are gone.
     """
 
     def __init__(self, workers: Union[int, str] = "auto", **options: Any) -> None:
@@ -81,33 +88,133 @@ class Pool:
         check_options(options)
         self._options = options
         self._runs: List[MapRun] = []
+        self._fleet: Optional[Fleet] = None
+        self._closed = False
+
+    # ---- calls on the warm fleet
+
+    def _warm(self) -> Fleet:
+        if self._closed:
+            raise RuntimeError("the pool is closed")
+        if self._fleet is None:
+            why = fleet_options(self._options)
+            if why is not None:
+                raise TypeError(
+                    f"a pool with {why}= runs each map as its own supervisor run; "
+                    "apply/submit/starmap need a pool without it"
+                )
+            self._fleet = Fleet(self._options)
+        return self._fleet
+
+    async def apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` in a worker of this pool's warm fleet; its
+        value, or :class:`TaskFailed`. Waits for a slot when
+        ``max_in_flight`` calls are already out."""
+        record = await self._warm().call(fn, args, kwargs)
+        if "error" in record:
+            failed = TaskFailed(Result(record, list(args)))
+            # A call has no item index: name the function instead.
+            name = fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn))
+            failed.args = (f"{name}() {failed.kind}: {failed.message}",)
+            raise failed
+        return record.get("ok")
+
+    def submit(self, fn: Any, *args: Any, **kwargs: Any) -> "asyncio.Future[Any]":
+        """:meth:`apply` as a future, from inside the pool's event loop."""
+        return asyncio.ensure_future(self.apply(fn, *args, **kwargs))
+
+    async def starmap(
+        self, fn: Any, arguments: Iterable[Sequence[Any]], *, return_exceptions: bool = False
+    ) -> List[Any]:
+        """``fn(*args)`` for each ``args``, on the warm fleet; the values in
+        input order (an error raises :class:`TaskFailed`, or takes its
+        place with ``return_exceptions=True``)."""
+        return await self._calls(fn, arguments, return_exceptions, spread=True)
+
+    async def _calls(self, fn: Any, arguments: Iterable[Any], return_exceptions: bool, spread: bool) -> List[Any]:
+        """``fn(*x)`` (``spread``) or ``fn(x)`` for each ``x``, in order."""
+        fleet = self._warm()
+        calls: List["asyncio.Future[Dict[str, Any]]"] = []
+        items: List[Any] = []
+        # Back-pressure: the iterable is read no faster than calls finish.
+        window = asyncio.Semaphore(fleet.max_in_flight)
+        try:
+            for args in arguments:
+                await window.acquire()
+                items.append(args)
+                call = asyncio.ensure_future(fleet.call(fn, tuple(args) if spread else (args,), {}))
+                call.add_done_callback(lambda _: window.release())
+                calls.append(call)
+            records = await asyncio.gather(*calls)
+        except BaseException:
+            for call in calls:
+                call.cancel()
+            raise
+        out: List[Any] = []
+        for index, record in enumerate(records):
+            if "error" in record:
+                failed = TaskFailed(Result({**record, "seq": index + 1}, items[index]))
+                if not return_exceptions:
+                    raise failed
+                out.append(failed)
+            else:
+                out.append(record.get("ok"))
+        return out
+
+    # ---- one supervisor run per map
 
     def map(self, fn: Any, items: Items, **options: Any) -> MapRun:
-        """Runs ``fn`` on every item; ``async for`` the :class:`Result`
-        objects as tasks complete, or ``await`` for the values in order."""
-        run_ = MapRun(fn, items, {**self._options, **options})
+        """Runs ``fn`` on every item as one supervisor run of its own;
+        ``async for`` the :class:`Result` objects as tasks complete, or
+        ``await`` for the values in order."""
+        run_ = MapRun(fn, items, {**self._run_options(), **options})
         self._runs = [r for r in self._runs if not r._finished]
         self._runs.append(run_)
         return run_
 
-    async def gather(self, fn: Any, items: Items, *, return_exceptions: bool = False, **options: Any) -> List[Any]:
-        """The values in input order, like ``asyncio.gather``."""
-        return await self.map(fn, items, **options).values(return_exceptions)
+    def _run_options(self) -> Dict[str, Any]:
+        return {k: v for k, v in self._options.items() if k not in ("max_in_flight",)}
 
-    async def close(self) -> None:
-        """Stops every run still going."""
+    async def gather(self, fn: Any, items: Items, *, return_exceptions: bool = False, **options: Any) -> List[Any]:
+        """The values in input order, like ``asyncio.gather``: on the warm
+        fleet, unless ``options`` (or the pool's run-only options, such as
+        ``output``) ask for a run of its own."""
+        if options or fleet_options(self._options) is not None or not calls_can_run(fn):
+            return await self.map(fn, items, **options).values(return_exceptions)
+        if hasattr(items, "__aiter__"):
+            items = [x async for x in items]  # type: ignore[union-attr]
+        return await self._calls(fn, items, return_exceptions, spread=False)  # type: ignore[arg-type]
+
+    async def close(self, grace: Optional[float] = None) -> None:
+        """Stops every run still going; the warm fleet finishes the calls in
+        flight (within ``grace``) and exits."""
+        self._closed = True
         runs, self._runs = self._runs, []
         for run_ in runs:
             await run_.aclose()
+        fleet, self._fleet = self._fleet, None
+        if fleet is not None:
+            await fleet.close(grace)
 
     async def __aenter__(self) -> "Pool":
         return self
 
     async def __aexit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        self._closed = True
         if kind is not None and issubclass(kind, (KeyboardInterrupt, asyncio.CancelledError)):
             runs, self._runs = self._runs, []
             for run_ in runs:
                 await run_.drain_and_wait()
+            fleet, self._fleet = self._fleet, None
+            if fleet is not None:
+                await fleet.drain_and_wait()
+        elif kind is not None:
+            runs, self._runs = self._runs, []
+            for run_ in runs:
+                await run_.aclose()
+            fleet, self._fleet = self._fleet, None
+            if fleet is not None:
+                await fleet.kill()
         else:
             await self.close()
 
@@ -118,7 +225,8 @@ async def gather(fn: Any, items: Items, *, return_exceptions: bool = False, **op
     :class:`TaskFailed` (or takes its place with ``return_exceptions=True``).
     Keywords: as for :class:`Pool`."""
     async with Pool(**options) as pool:
-        return await pool.gather(fn, items, return_exceptions=return_exceptions)
+        # One batch: one run, streamed (cheaper per item than single calls).
+        return await pool.map(fn, items).values(return_exceptions)
 
 
 def run(fn: Any, items: Items, *, return_exceptions: bool = False, **options: Any) -> List[Any]:

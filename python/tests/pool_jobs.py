@@ -64,3 +64,35 @@ async def crawl(task):
             multiloop.add({"n": child, "max": task["max"]}, key=str(child))
     multiloop.add({"n": 1, "max": task["max"]}, key="1")
     return n
+
+
+async def hold(address, ms, value):
+    """Tells the test (a datagram to ``address``: this worker's pid; dropped
+    when the test's queue is full) that the call has started, then holds it ``ms`` milliseconds; returns ``value``."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)  # a full queue drops the news, never blocks the loop
+        try:
+            sock.sendto(str(os.getpid()).encode(), address)
+        except OSError:
+            pass
+    await asyncio.sleep(ms / 1000)
+    return value
+
+
+def pid():
+    return os.getpid()
+
+
+def crash():
+    os._exit(3)
+
+
+async def log_after(path, ms, value):
+    """Sleeps ``ms`` milliseconds, then appends ``value`` to ``path`` (one
+    line, in one write): the calls that finished, as seen from outside."""
+    await asyncio.sleep(ms / 1000)
+    with open(path, "a") as file:
+        file.write(f"{value}\n")
+    return value

@@ -42,3 +42,9 @@ def expected(task):
 async def trivial(task):
     """Dispatch overhead: nothing but the round trip."""
     return task
+
+
+def trivial_sync(task):
+    """:func:`trivial` for executors that call plain functions
+    (``ProcessPoolExecutor`` + ``run_in_executor``)."""
+    return task

@@ -1,0 +1,93 @@
+"""``multiloop.Executor``: a ``concurrent.futures.Executor`` on a warm fleet,
+for ``loop.run_in_executor(executor, fn, arg)`` and for code without asyncio.
+
+A background thread runs an event loop that owns one :class:`multiloop.Pool`;
+``submit`` hands the call to that loop and returns a
+``concurrent.futures.Future``. ``submit`` blocks while ``max_in_flight``
+calls are out, so a producer cannot buffer without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from typing import Any, Callable, Optional, Set, Union
+
+from ._fleet import MAX_IN_FLIGHT
+from ._options import check_options
+
+
+class Executor(concurrent.futures.Executor):
+    """Runs calls on one warm fleet of worker processes.
+
+    Keywords: as for :class:`multiloop.Pool` (``concurrency``,
+    ``task_timeout``, ``retries``, ``max_tasks_per_worker``, ``grace``,
+    ``max_in_flight``...). Functions go by reference when the workers can
+    import them, else by value (cloudpickle), once per function; arguments
+    and results cross as JSON. ``async def`` functions are awaited in the
+    worker's event loop.
+    """
+
+    def __init__(self, workers: Union[int, str] = "auto", **options: Any) -> None:
+        from .pool import Pool  # the driver, loaded on first use
+
+        options.setdefault("progress", False)
+        check_options(options)
+        limit = options.get("max_in_flight")
+        self._slots = threading.BoundedSemaphore(MAX_IN_FLIGHT if limit is None else int(limit))
+        self._pool = Pool(workers, **options)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="multiloop-executor", daemon=True)
+        self._thread.start()
+        self._lock = threading.Lock()
+        self._shutdown = False
+        self._futures: Set["concurrent.futures.Future[Any]"] = set()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> "concurrent.futures.Future[Any]":
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+        self._slots.acquire()
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._pool.apply(fn, *args, **kwargs), self._loop)
+        except BaseException:
+            self._slots.release()
+            raise
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, future: "concurrent.futures.Future[Any]") -> None:
+        self._slots.release()
+        with self._lock:
+            self._futures.discard(future)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False, grace: Optional[float] = None) -> None:
+        """No new calls; the fleet finishes the calls out (within ``grace``)
+        and exits. With ``wait``, returns once its processes are gone."""
+        with self._lock:
+            if self._shutdown:
+                already = True
+            else:
+                already = False
+                self._shutdown = True
+            pending = list(self._futures)
+        if cancel_futures:
+            for future in pending:
+                future.cancel()
+        if already:
+            if wait:
+                self._thread.join()
+            return
+        closing = asyncio.run_coroutine_threadsafe(self._pool.close(grace), self._loop)
+
+        def stop(_: Any) -> None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+        closing.add_done_callback(stop)
+        if wait:
+            self._thread.join()
+            self._loop.close()
+            closing.result()
