@@ -45,6 +45,13 @@ OPTIONS: Dict[str, Tuple[str, str]] = {
     "shard_count": ("--shard-count", _VALUE),
     "stats": ("--stats", _VALUE),
     "report": ("--report", _VALUE),
+    "max_tasks": ("--max-tasks", _VALUE),
+    "max_depth": ("--max-depth", _VALUE),
+    "follow": ("--follow", _FLAG),
+    "scope": ("--scope", _VALUE),
+    "allow": ("--allow", "repeat"),
+    "deny": ("--deny", "repeat"),
+    "follow_nofollow": ("--follow-nofollow", _FLAG),
     "verbose": ("-v", "count"),
     "quiet": ("--quiet", _FLAG),
 }

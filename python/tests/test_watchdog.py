@@ -21,7 +21,7 @@ def test_hello_first_then_heartbeats_then_results():
         hello = worker.next_frame()
         assert isinstance(hello, proto.Hello)
         assert hello.version == proto.PROTOCOL_VERSION
-        assert hello.kinds == ["sim", "chaos"]
+        assert hello.kinds == ["sim", "chaos", "tree"]
         assert hello.runtime.startswith("python 3.")
         worker.send([(7, b'{"iters":10}'), (8, b'{"sleep_ms":5,"iters":4}')])
         got = {}
