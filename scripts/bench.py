@@ -305,7 +305,8 @@ class Bench:
             walls = [x.wall for x in runs]
             med, best = statistics.median(walls), min(walls)
             status = "ok" if not problems else "FAILED: " + "; ".join(problems)[:120]
-            rows.append([label, f"{med:.3f}", f"{best:.3f}", f"{count / med:,.0f}", status])
+            spread = f"{best:.3f}-{max(walls):.3f}"
+            rows.append([label, f"{med:.3f}", spread, f"{count / med:,.0f}", status])
         return rows
 
     def notes(self, res):
@@ -350,7 +351,7 @@ def bench_trivial(b):
             b.missing(b.supervisor), check=unscreened))
     res = b.contest(contenders, repeat, lambda p: check_output.check(None, p, quick=True, expected=count)[1])
     b.say()
-    b.say(table(["contender", "median s", "best s", "tasks/s", "status / output check"], b.rows(res, count)))
+    b.say(table(["contender", "median s", "min-max s", "tasks/s", "status / output check"], b.rows(res, count)))
     sup, base = wall_of(res, "supervisor --workers 2"), wall_of(res, "inprocess_baseline")
     b.say(f"supervisor / baseline throughput: {ratio(base, sup)}   (1.00x = as fast as in-process)")
     if b.args.screen_cost:
@@ -379,7 +380,7 @@ def bench_cpu(b):
                                     b.missing(b.baseline), stdout=b.out(f"cpu-baseline-{t}")))
     res = b.contest(contenders, repeat, lambda p: check_output.check(tasks, p)[1])
     b.say()
-    b.say(table(["contender", "median s", "best s", "tasks/s", "status / output check"], b.rows(res, count)))
+    b.say(table(["contender", "median s", "min-max s", "tasks/s", "status / output check"], b.rows(res, count)))
     s2, s1 = wall_of(res, "supervisor --workers 2"), wall_of(res, "supervisor --workers 1")
     t2, t1 = wall_of(res, "inprocess_baseline --threads 2"), wall_of(res, "inprocess_baseline --threads 1")
     verdict = ""
@@ -428,7 +429,7 @@ def bench_demo(b):
         b.say(title)
         res = b.contest(contenders(tasks, tag, python), repeat, lambda p: check_output.check(tasks, p)[1])
         b.say()
-        b.say(table(["contender", "median s", "best s", "tasks/s", "status / output check"], b.rows(res, count)))
+        b.say(table(["contender", "median s", "min-max s", "tasks/s", "status / output check"], b.rows(res, count)))
         sa, s1 = wall_of(res, "supervisor --workers auto"), wall_of(res, "supervisor --workers 1")
         b.say(f"supervisor auto vs 1 worker: {ratio(s1, sa)}")
         for peer in ("python asyncio_single", "python pool_asyncio"):
