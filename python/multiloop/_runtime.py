@@ -38,7 +38,9 @@ TRACEBACK_FRAMES = 5
 TRACEBACK_CHARS = 2000
 
 #: The loop's ticker: a timer this often, whose lateness is the loop's lag
-#: and whose silence tells the watchdog that one step holds the loop.
+#: and whose silence tells the watchdog that one step holds the loop. It
+#: runs only while tasks are in the worker: an idle worker (a warm pool
+#: between calls) wakes for nothing but its heartbeats.
 TICK = 0.010
 
 #: How often the watchdog thread looks at the loop. A step that holds the
@@ -276,6 +278,7 @@ class Runtime:
         self.ticks = 0
         self.last_tick = time.monotonic()
         self.tick_due = self.last_tick + TICK
+        self.ticking = False
         self.last_lag = 0.0
         self.max_lag = 0.0
         self.loop_thread = threading.get_ident()
@@ -294,7 +297,6 @@ class Runtime:
             proto.encode_hello(proto.Hello(os.getpid(), self.kind_names, self.runtime_name))
         )
         self.finished = self.loop.create_future()
-        self._tick()
         watchdog = Watchdog(self)
         watchdog.start()
         try:
@@ -365,6 +367,8 @@ class Runtime:
             self.running += 1
             self.received += 1
             create_task(run_task(task_id, payload))
+        if self.running and not self.ticking:
+            self._start_ticker()
         # Tasks beyond --concurrency wait here; stop reading until they
         # start, as the Rust runtime waits on its semaphore.
         if pending:
@@ -506,6 +510,13 @@ class Runtime:
         except OSError as error:
             self._fail(SpecError(f"result pipe: {error}"))
 
+    def _start_ticker(self) -> None:
+        """Tasks arrived at an idle worker: measure the loop again."""
+        self.last_tick = time.monotonic()
+        self.tick_due = self.last_tick + TICK
+        self.ticking = True
+        self.loop.call_at(self.loop.time() + TICK, self._tick)
+
     def _tick(self) -> None:
         now = time.monotonic()
         lag = now - self.tick_due
@@ -517,6 +528,10 @@ class Runtime:
         self.last_tick = now
         self.tick_due = now + TICK
         self.ticks += 1
+        if not self.running and not self.pending:
+            # Idle: nothing to measure until a task comes (_start_pending).
+            self.ticking = False
+            return
         self.loop.call_at(self.loop.time() + TICK, self._tick)
 
 
@@ -545,7 +560,7 @@ class Watchdog(threading.Thread):
         while True:
             now = time.monotonic()
             ticks = rt.ticks
-            if ticks != last_ticks:
+            if not rt.ticking or ticks != last_ticks:
                 # The loop turned since the last look: a hold, if any, ended
                 # before its last tick.
                 if self.hold is not None:
@@ -566,13 +581,17 @@ class Watchdog(threading.Thread):
                     rt.out.write(proto.encode_heartbeat(self._heartbeat(now)))
                 except OSError:
                     return
-            if self.stopping.wait(min(SAMPLE, max(0.0, next_beat - time.monotonic()))):
+            # An idle loop holds nothing: sleep until the next heartbeat. A
+            # task that blocks the loop right after it arrives is still seen
+            # then, from the tick that started it (rt.last_tick).
+            look = SAMPLE if rt.ticking else rt.heartbeat
+            if self.stopping.wait(min(look, max(0.0, next_beat - time.monotonic()))):
                 return
 
     def _heartbeat(self, now: float) -> proto.Heartbeat:
         rt = self.rt
-        lag = rt.last_lag
-        overdue = now - rt.tick_due
+        lag = rt.last_lag if rt.ticking else 0.0
+        overdue = now - rt.tick_due if rt.ticking else 0.0
         if overdue > lag:
             lag = overdue
         held = None
