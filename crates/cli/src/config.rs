@@ -171,6 +171,7 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
             .map(|j: &mut Journal| std::mem::take(&mut j.crawl)),
         journal: journal.map(Arc::new),
         history_records: args.report.is_some(),
+        history_hosts: policy.records_hosts,
         lines_as_strings: args.lines,
         settings,
         shard,
@@ -188,6 +189,9 @@ struct KindPolicy {
     retries_in_worker: bool,
     /// The kind turns a page's links into tasks with `--follow`.
     follows_links: bool,
+    /// Its records name a URL and an HTTP status, so a report can show a
+    /// per-host table.
+    records_hosts: bool,
 }
 
 impl KindPolicy {
@@ -196,6 +200,7 @@ impl KindPolicy {
             "fetch" => Self {
                 retries_in_worker: true,
                 follows_links: true,
+                records_hosts: true,
             },
             _ => Self::default(),
         }

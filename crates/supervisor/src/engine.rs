@@ -52,9 +52,12 @@ pub struct RunConfig {
     pub settings: Vec<(String, String)>,
     /// Only this slice of the input (`--shard`).
     pub shard: Option<Shard>,
-    /// Keep task times, errors (and for `fetch`, hosts) from the records
-    /// in the run's history, for a report; costs a little per record.
+    /// Keep task times and errors from the records in the run's history,
+    /// for a report; costs a little per record.
     pub history_records: bool,
+    /// The kind's records name a URL and a status (as `fetch`'s do): the
+    /// history keeps a per-host table from them too.
+    pub history_hosts: bool,
     /// Check that every result is one line of JSON before writing it
     /// (off only to measure what the check costs).
     pub screen_output: bool,
@@ -156,7 +159,7 @@ pub async fn run(
         calls: HashMap::new(),
         next_call: 0,
         finished: false,
-        history: History::new(config.history_records, config.dispatch.kind == "fetch"),
+        history: History::new(config.history_records, config.history_hosts),
         started,
     };
     // The one loop: every source becomes an event, every event goes
