@@ -11,12 +11,12 @@ use multiloop_protocol::{ErrorKind, Outcome, TaskResult};
 use tracing::{debug, info, warn};
 
 use super::book::TaskBook;
-use super::death::{classify, Death, Exit, Named, Restart};
+use super::death::{classify, history_cause, Death, Exit, Named, Restart};
 use super::events::{Command, Event, ExitStatus, LinkFailure, Request, Tick, WorkerId};
 use super::fleet::{AfterBeat, Fleet, FleetConfig, Taker, Tally};
 use super::frontier::{CrawlLimits, Frontier};
 use super::policy::deadline_after;
-use super::reasons::{end_cause, CloseReason, KillReason, RecycleReason};
+use super::reasons::{CloseReason, KillReason, RecycleReason};
 use super::run::{Phase, RunState};
 use super::status::{Progress, RunOutcome, RunReport, WorkerRow};
 use crate::control::{ControlAnswer, ControlRequest, StatusAnswer};
@@ -550,7 +550,7 @@ impl Dispatcher {
             return;
         };
         let pid = ended.pid;
-        let (cause, detail) = end_cause(ended.ending.killed.as_ref(), ended.ending.closing, status);
+        let (cause, detail) = history_cause(&ended.ending, status);
         self.out.push(Command::Life(LifeChange::Ended {
             slot: worker.index,
             generation: worker.generation,

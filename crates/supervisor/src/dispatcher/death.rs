@@ -9,6 +9,7 @@ use super::blame::Evidence;
 use super::events::ExitStatus;
 use super::incarnation::Ending;
 use super::reasons::{CloseReason, KillReason};
+use crate::history::EndCause;
 
 /// Everything the classification reads about one exit.
 #[derive(Debug, Clone)]
@@ -138,11 +139,48 @@ pub(super) fn classify(exit: &Exit<'_>) -> Death {
     }
 }
 
+/// Why a process ended, for the run's history: what the supervisor did to
+/// it, else how it exited. Beside [`classify`], which decides what the
+/// same exit means for the run and its tasks, so one module reads an
+/// [`Ending`].
+pub(super) fn history_cause(ending: &Ending, status: ExitStatus) -> (EndCause, String) {
+    if let Some(reason) = &ending.killed {
+        let cause = match reason {
+            KillReason::Hung { .. } | KillReason::Blocked { .. } => EndCause::Hung,
+            KillReason::NoHandshake { .. } => EndCause::NoHandshake,
+            KillReason::TaskTimeout { .. } => EndCause::TaskTimeout,
+            KillReason::Stuck { .. } => EndCause::Stuck,
+            KillReason::Violation(_) => EndCause::Violation,
+            KillReason::Operator => EndCause::KilledOnRequest,
+            KillReason::Overdue => EndCause::Overdue,
+            KillReason::Shutdown => EndCause::Shutdown,
+        };
+        return (cause, reason.to_string());
+    }
+    let cause = match (ending.closing, status) {
+        (Some(reason), status) if status.is_success() => {
+            let cause = match reason {
+                CloseReason::Finished => EndCause::Finished,
+                CloseReason::Recycled(_) => EndCause::Recycled,
+                CloseReason::Restart => EndCause::Restarted,
+                CloseReason::Retired => EndCause::Retired,
+            };
+            return (cause, reason.to_string());
+        }
+        (_, ExitStatus::Signal(signal)) if signal == libc::SIGKILL || signal == libc::SIGTERM => {
+            EndCause::KilledOutside
+        }
+        _ => EndCause::Crashed,
+    };
+    (cause, status.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::dispatcher::reasons::RecycleReason;
 
     const OK: ExitStatus = ExitStatus::Code(0);
     const FAILED: ExitStatus = ExitStatus::Code(1);
@@ -425,5 +463,62 @@ mod tests {
         assert_eq!(Restart::Backoff.probed(true), Restart::AtOnce);
         assert_eq!(Restart::Backoff.probed(false), Restart::Backoff);
         assert_eq!(Restart::Requested.probed(true), Restart::Requested);
+    }
+
+    #[test]
+    fn ends_say_who_did_it() {
+        let table = [
+            (
+                Some(KillReason::Operator),
+                None,
+                ExitStatus::Signal(9),
+                EndCause::KilledOnRequest,
+            ),
+            (None, None, ExitStatus::Signal(9), EndCause::KilledOutside),
+            (None, None, ExitStatus::Signal(6), EndCause::Crashed),
+            (None, None, ExitStatus::Code(0), EndCause::Crashed),
+            (
+                None,
+                Some(CloseReason::Recycled(RecycleReason::Tasks)),
+                ExitStatus::Code(0),
+                EndCause::Recycled,
+            ),
+            (
+                None,
+                Some(CloseReason::Finished),
+                ExitStatus::Code(0),
+                EndCause::Finished,
+            ),
+            (
+                None,
+                Some(CloseReason::Finished),
+                ExitStatus::Code(1),
+                EndCause::Crashed,
+            ),
+            (
+                Some(KillReason::Hung {
+                    silent: Duration::from_secs(9),
+                    lag: Duration::ZERO,
+                }),
+                None,
+                ExitStatus::Signal(9),
+                EndCause::Hung,
+            ),
+        ];
+        for (killed, closing, status, want) in table {
+            assert_eq!(
+                history_cause(
+                    &Ending {
+                        closing,
+                        starting: false,
+                        killed: killed.clone(),
+                    },
+                    status
+                )
+                .0,
+                want,
+                "{killed:?} {closing:?} {status}"
+            );
+        }
     }
 }

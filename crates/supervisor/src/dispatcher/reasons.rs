@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use super::events::ExitStatus;
 use super::loop_watch::{show_limit, Action};
-use crate::history::EndCause;
 
 /// Why a worker was recycled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,98 +145,6 @@ impl KillReason {
                 ),
             },
             Action::Hung { held } => KillReason::Blocked { held },
-        }
-    }
-}
-
-/// Why a process ended, for the run's history: what the supervisor did to
-/// it, else how it exited.
-pub fn end_cause(
-    killed: Option<&KillReason>,
-    closing: Option<CloseReason>,
-    status: ExitStatus,
-) -> (EndCause, String) {
-    if let Some(reason) = killed {
-        let cause = match reason {
-            KillReason::Hung { .. } | KillReason::Blocked { .. } => EndCause::Hung,
-            KillReason::NoHandshake { .. } => EndCause::NoHandshake,
-            KillReason::TaskTimeout { .. } => EndCause::TaskTimeout,
-            KillReason::Stuck { .. } => EndCause::Stuck,
-            KillReason::Violation(_) => EndCause::Violation,
-            KillReason::Operator => EndCause::KilledOnRequest,
-            KillReason::Overdue => EndCause::Overdue,
-            KillReason::Shutdown => EndCause::Shutdown,
-        };
-        return (cause, reason.to_string());
-    }
-    let cause = match (closing, status) {
-        (Some(reason), status) if status.is_success() => {
-            let cause = match reason {
-                CloseReason::Finished => EndCause::Finished,
-                CloseReason::Recycled(_) => EndCause::Recycled,
-                CloseReason::Restart => EndCause::Restarted,
-                CloseReason::Retired => EndCause::Retired,
-            };
-            return (cause, reason.to_string());
-        }
-        (_, ExitStatus::Signal(signal)) if signal == libc::SIGKILL || signal == libc::SIGTERM => {
-            EndCause::KilledOutside
-        }
-        _ => EndCause::Crashed,
-    };
-    (cause, status.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ends_say_who_did_it() {
-        let table = [
-            (
-                Some(KillReason::Operator),
-                None,
-                ExitStatus::Signal(9),
-                EndCause::KilledOnRequest,
-            ),
-            (None, None, ExitStatus::Signal(9), EndCause::KilledOutside),
-            (None, None, ExitStatus::Signal(6), EndCause::Crashed),
-            (None, None, ExitStatus::Code(0), EndCause::Crashed),
-            (
-                None,
-                Some(CloseReason::Recycled(RecycleReason::Tasks)),
-                ExitStatus::Code(0),
-                EndCause::Recycled,
-            ),
-            (
-                None,
-                Some(CloseReason::Finished),
-                ExitStatus::Code(0),
-                EndCause::Finished,
-            ),
-            (
-                None,
-                Some(CloseReason::Finished),
-                ExitStatus::Code(1),
-                EndCause::Crashed,
-            ),
-            (
-                Some(KillReason::Hung {
-                    silent: Duration::from_secs(9),
-                    lag: Duration::ZERO,
-                }),
-                None,
-                ExitStatus::Signal(9),
-                EndCause::Hung,
-            ),
-        ];
-        for (killed, closing, status, want) in table {
-            assert_eq!(
-                end_cause(killed.as_ref(), closing, status).0,
-                want,
-                "{killed:?} {closing:?} {status}"
-            );
         }
     }
 }
