@@ -248,15 +248,18 @@ def main():
             table_rows.append([
                 label, f"{pages:,}", spread(walls, ".2f"), spread(rates, ",.0f"), spread(cpu_us, ".0f"), status,
             ])
-        runs_said = f", median [min-max] of {args.repeat} runs" if args.repeat > 1 else ""
-        say(table(["contender", "pages", "wall s" + runs_said, "pages/s", "client CPU us/page", "output"],
-                  table_rows))
-        crawl, listed, scrapy = (per_page.get(k) for k in
-                                 ("fetch --follow", "fetch, the same pages as a list", "scrapy (CrawlSpider)"))
+        if args.repeat > 1:
+            say(f"each figure: median [min-max] of {args.repeat} runs, interleaved")
+        say(table(["contender", "pages", "wall s", "pages/s", "client CPU us/page", "output"], table_rows))
+        crawl, listed, scrapy, python_crawl = (per_page.get(k) for k in (
+            "fetch --follow", "fetch, the same pages as a list", "scrapy (CrawlSpider)",
+            "python handler (aiohttp, multiloop.add)"))
         if crawl and listed:
             say(f"crawl / list, client CPU per page: {crawl / listed:.2f}x (goal: at most 1.3x)")
         if crawl and scrapy:
             say(f"scrapy / fetch --follow, client CPU per page: {scrapy / crawl:.1f}x (goal: at least 10x)")
+        if python_crawl and scrapy:
+            say(f"scrapy / python handler, client CPU per page: {scrapy / python_crawl:.1f}x")
     finally:
         server.stop()
     if not args.no_save:
