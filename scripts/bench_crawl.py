@@ -29,6 +29,9 @@ Reported per contender: pages (records), wall time, pages/s, client CPU
 (all its processes, from rusage of the reaped children) per page, and a
 check of the output against the reachable set (Scrapy follows redirects
 itself, so its pages are the reachable set less the redirecting URLs).
+With --repeat N the contenders take turns N times (A B C D, A B C D, ...)
+and each figure is the median [min-max] of its N runs; the ratios are
+those of the medians.
 
 Python packages (scrapy, aiohttp) go into a virtualenv this script makes
 at scripts/data/venv-crawl (or --venv); the multiloop Python package is
@@ -44,6 +47,7 @@ import datetime
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -112,12 +116,21 @@ def check(records, reachable, redirecting, url_of, follows_redirects=False):
     return "; ".join(problems)
 
 
+def spread(values, fmt):
+    """The median, and [min-max] when there is more than one run."""
+    text = format(statistics.median(values), fmt)
+    if len(values) > 1:
+        text += f" [{min(values):{fmt}}-{max(values):{fmt}}]"
+    return text
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pages", type=int, default=100_000, help="pages of the site (default 100,000)")
     p.add_argument("--delay-ms", type=int, default=10, help="server delay per request (default 10)")
     p.add_argument("--per-host", type=int, default=32, help="requests in flight to the site (default 32)")
-    p.add_argument("--repeat", type=int, default=1, help="runs per contender, interleaved (default 1)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="runs per contender, interleaved; figures are median [min-max] (default 1)")
     p.add_argument("--quick", action="store_true", help="2,000 pages, nothing saved")
     p.add_argument("--no-save", action="store_true", help="do not append to scripts/results/")
     p.add_argument("--bin-dir", default=str(ROOT / "target" / "release"))
@@ -126,6 +139,8 @@ def main():
     p.add_argument("--allow-dirty", action="store_true",
                    help="run on a tree with uncommitted changes; results are marked DIRTY (not for the README)")
     args = p.parse_args()
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
     bench.GIT_LABEL = provenance.check_tree(ROOT, args.allow_dirty)
     if args.quick:
         args.pages, args.no_save = 2_000, True
@@ -218,22 +233,33 @@ def main():
                 table_rows.append([label, "-", "-", "-", "-", "FAILED: " + notes[label][:140]])
                 problems = True
                 continue
-            runs.sort()
-            wall, cpu, pages = runs[len(runs) // 2]
-            per_page[label] = cpu / max(pages, 1)
+            if len(runs) < args.repeat:
+                notes[label] = f"{args.repeat - len(runs)} of {args.repeat} runs failed: {notes[label]}"
+            pages_seen = sorted({pages for _, _, pages in runs})
+            if len(pages_seen) > 1 and not notes[label]:
+                notes[label] = "pages differ between runs: " + ", ".join(f"{n:,}" for n in pages_seen)
+            pages = runs[0][2]
+            walls = [wall for wall, _, _ in runs]
+            rates = [n / wall for wall, _, n in runs]
+            cpu_us = [cpu * 1e6 / max(n, 1) for _, cpu, n in runs]
+            per_page[label] = statistics.median(cpu_us)
             status = notes[label] or "ok"
             problems = problems or bool(notes[label])
             table_rows.append([
-                label, f"{pages:,}", f"{wall:.2f}", f"{pages / wall:,.0f}",
-                f"{cpu * 1e6 / max(pages, 1):.0f}", status,
+                label, f"{pages:,}", spread(walls, ".2f"), spread(rates, ",.0f"), spread(cpu_us, ".0f"), status,
             ])
+        if args.repeat > 1:
+            say(f"each figure: median [min-max] of {args.repeat} runs, interleaved")
         say(table(["contender", "pages", "wall s", "pages/s", "client CPU us/page", "output"], table_rows))
-        crawl, listed, scrapy = (per_page.get(k) for k in
-                                 ("fetch --follow", "fetch, the same pages as a list", "scrapy (CrawlSpider)"))
+        crawl, listed, scrapy, python_crawl = (per_page.get(k) for k in (
+            "fetch --follow", "fetch, the same pages as a list", "scrapy (CrawlSpider)",
+            "python handler (aiohttp, multiloop.add)"))
         if crawl and listed:
             say(f"crawl / list, client CPU per page: {crawl / listed:.2f}x (goal: at most 1.3x)")
         if crawl and scrapy:
             say(f"scrapy / fetch --follow, client CPU per page: {scrapy / crawl:.1f}x (goal: at least 10x)")
+        if python_crawl and scrapy:
+            say(f"scrapy / python handler, client CPU per page: {scrapy / python_crawl:.1f}x")
     finally:
         server.stop()
     if not args.no_save:

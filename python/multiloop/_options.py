@@ -76,6 +76,13 @@ def check_options(options: Mapping[str, Any]) -> None:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise TypeError(f"unknown multiloop option {name!r}{hint}")
+    key = options.get("key")
+    if key is not None and not isinstance(key, str):
+        # --key names a field; a computed key would need the item changed.
+        raise TypeError(
+            f"key= names the field of each item that holds its dedupe key (--key FIELD), "
+            f"not {type(key).__name__}; to key by something computed, put it in the item"
+        )
 
 
 def _duration(name: str, value: Any) -> str:

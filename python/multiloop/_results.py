@@ -39,15 +39,21 @@ class Drained(Exception):
 class TaskFailed(Exception):
     """A task whose record is an error, raised by :func:`gather` and
     :meth:`Result.unwrap` (or returned in its place with
-    ``return_exceptions=True``)."""
+    ``return_exceptions=True``). ``index`` is the item's position (None for
+    a task a handler added: ``path`` names it)."""
 
     def __init__(self, result: "Result") -> None:
         error = result.error
         assert error is not None
-        super().__init__(f"item {result.index} {error.kind}: {error.message}")
+        if result.index is not None:
+            what = f"item {result.index}"
+        else:
+            what = f"task {result.path} (added by {result.parent})"
+        super().__init__(f"{what} {error.kind}: {error.message}")
         self.kind = error.kind
         self.message = error.message
         self.index = result.index
+        self.path = result.path
         self.item = result.item
         self.result = result
 
@@ -75,15 +81,21 @@ class ErrorInfo:
 class Result:
     """One task's record: ``ok`` and ``value``, or ``error``; plus ``index``
     (position in the items), ``seq`` (input line, ``index + 1``), ``worker``,
-    ``attempts``, ``ms``, ``key`` and the ``item`` itself. A task a handler
-    added (``multiloop.add``) has a path for ``seq`` (``"5.3"``), no
-    ``index`` or ``item``, and its ``parent`` and ``depth``."""
+    ``attempts``, ``ms``, ``key`` and the ``item`` itself.
 
-    __slots__ = ("record", "item")
+    A task a handler added (``multiloop.add``) has a path for ``seq`` and
+    ``path`` (``"5.3"``: the third task that item 4, line 5, added), no
+    ``index``, the added task as ``item`` and the key it was added with as
+    ``key`` (when the driver read its parent's record), its ``parent``'s
+    path and its ``depth``. A parent's own ``added`` and ``kept_out`` say
+    what it offered and what dedupe and the limits refused."""
 
-    def __init__(self, record: Dict[str, Any], item: Any = None) -> None:
+    __slots__ = ("record", "item", "_key")
+
+    def __init__(self, record: Dict[str, Any], item: Any = None, key: Any = None) -> None:
         self.record = record
         self.item = item
+        self._key = key
 
     @property
     def ok(self) -> bool:
@@ -103,23 +115,44 @@ class Result:
 
     @property
     def seq(self) -> Union[int, str]:
+        """The input line (an int) or, for an added task, its path (a str)."""
         seq = self.record["seq"]
         return seq if isinstance(seq, str) else int(seq)
 
     @property
+    def path(self) -> str:
+        """The task's identity as text, the same after any resume: ``"5"``
+        for input line 5, ``"5.3"`` for the third task it added,
+        ``"5.3.1"`` for the first task *that* one added."""
+        return str(self.record["seq"])
+
+    @property
     def index(self) -> Optional[int]:
+        """The item's position in the items; None for an added task."""
         seq = self.record["seq"]
         return None if isinstance(seq, str) else int(seq) - 1
 
     @property
-    def parent(self) -> Union[int, str, None]:
-        """The task that added this one (None for an item)."""
-        return self.record.get("parent")
+    def parent(self) -> Optional[str]:
+        """The :attr:`path` of the task that added this one; None for an item."""
+        parent = self.record.get("parent")
+        return None if parent is None else str(parent)
 
     @property
     def depth(self) -> int:
         """Additions away from an item: 0 for an item, 1 for what it added, ..."""
         return int(self.record.get("depth", 0))
+
+    @property
+    def added(self) -> int:
+        """How many tasks this one added that the run accepted (its children)."""
+        return len(self.record.get("added") or ())
+
+    @property
+    def kept_out(self) -> Dict[str, int]:
+        """What this task offered to add and the run refused, by reason:
+        ``seen`` (dedupe), ``max_depth``, ``max_tasks``; empty when nothing."""
+        return dict(self.record.get("kept_out") or {})
 
     @property
     def worker(self) -> Optional[int]:
@@ -135,7 +168,10 @@ class Result:
 
     @property
     def key(self) -> Any:
-        return self.record.get("key")
+        """The dedupe key: an item's ``key`` field, or the key an added
+        task was added with."""
+        key = self.record.get("key")
+        return self._key if key is None else key
 
     def unwrap(self) -> Any:
         """The value, or :class:`TaskFailed` raised."""
@@ -145,7 +181,11 @@ class Result:
 
     def __repr__(self) -> str:
         what = f"value={self.value!r}" if self.ok else f"error={self.error!r}"
-        return f"Result(index={self.index}, {what}, worker={self.worker}, attempts={self.attempts})"
+        if isinstance(self.record.get("seq"), str):
+            where = f"path={self.path!r}, parent={self.parent!r}, depth={self.depth}"
+        else:
+            where = f"index={self.index}"
+        return f"Result({where}, {what}, worker={self.worker}, attempts={self.attempts})"
 
 
 def parse_records(chunk: bytes) -> List[Dict[str, Any]]:

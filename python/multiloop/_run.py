@@ -28,6 +28,7 @@ from typing import (
     List,
     Optional,
     Sequence,
+    Tuple,
     Union,
 )
 
@@ -92,12 +93,25 @@ def _kill_leftovers() -> None:
         run_._kill_now()
 
 
+def _path_key(path: str) -> Tuple[int, ...]:
+    """An added task's path as numbers, so that ``"1.10"`` sorts after
+    ``"1.9"`` and children after their parent (``supervisor merge``'s order)."""
+    return tuple(int(part) for part in path.split("."))
+
+
 class MapRun:
     """One ``pool.map``: a supervisor process and the items streaming into it.
 
     ``async for result in run`` yields :class:`Result` objects as tasks
-    complete; ``await run`` gives the values in input order (raising
-    :class:`TaskFailed` for the first error, like ``aiomultiprocess``).
+    complete, those of the tasks a handler added (``multiloop.add``) too;
+    ``await run`` gives the values in input order, then the added tasks'
+    values (raising :class:`TaskFailed` for the first error, like
+    ``aiomultiprocess``); :meth:`results` gives every :class:`Result`.
+
+    ``added_tasks`` counts the additions the run accepted and ``kept_out``
+    what dedupe and the limits refused, by reason (``seen``, ``max_depth``,
+    ``max_tasks``), over the records read so far (a resumed run's old ones
+    included).
     """
 
     def __init__(self, fn: Any, items: Items, options: Dict[str, Any]) -> None:
@@ -119,6 +133,12 @@ class MapRun:
         self._started = False
         self._finished = False
         self._old: List[Result] = []
+        # Added tasks not yet recorded, by path: (task, key) from their
+        # parent's record, which always comes first (a child is queued only
+        # once its parent's record is on its way to the writer).
+        self._added: Dict[str, Tuple[Any, Any]] = {}
+        self.added_tasks = 0
+        self.kept_out: Dict[str, int] = {}
         self._file: Any = None
         self._bar: Any = None
         self.total: Optional[int] = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
@@ -188,6 +208,8 @@ class MapRun:
         if self._draining:  # Ctrl-C while the supervisor was starting
             self._draining = False
             self.drain()
+        if self._bar is not None and self._bar.total is not None:
+            self._bar.total += self.added_tasks  # added by old records
         if self._bar is not None and self._old:
             self._bar.update(len(self._old))
 
@@ -233,14 +255,36 @@ class MapRun:
         self._file.seek(offset)
 
     def _result(self, record: Dict[str, Any]) -> Result:
+        if "added" in record:
+            self._note_additions(record)
         seq = record.get("seq", 0)
         if isinstance(seq, str):
-            return Result(record)  # added by a handler: not one of the items
+            # Added by a handler: not one of the items; its task and key
+            # are in its parent's record.
+            task, key = self._added.pop(seq, (None, None))
+            return Result(record, task, key)
         if self._sequence is not None:
             item = self._sequence[seq - 1] if 0 < seq <= len(self._sequence) else None
         else:
             item = self._pending.pop(seq, None)
         return Result(record, item)
+
+    def _note_additions(self, record: Dict[str, Any]) -> None:
+        """A parent's record: its children's tasks and keys, kept until
+        their own records come, and the run's counts."""
+        entries = record.get("added") or ()
+        seq = record["seq"]
+        for place, entry in enumerate(entries, 1):
+            # A `bad` entry (not JSON, over --max-frame) has a path and a
+            # bad_input record of its own, but no task.
+            self._added[f"{seq}.{place}"] = (entry.get("task"), entry.get("key"))
+        self.added_tasks += len(entries)
+        for reason, count in (record.get("kept_out") or {}).items():
+            self.kept_out[reason] = self.kept_out.get(reason, 0) + int(count)
+        bar = self._bar
+        if bar is not None and bar.total is not None and entries:
+            bar.total += len(entries)
+            bar.refresh()
 
     async def _feed(self) -> None:
         proc = self._proc
@@ -281,7 +325,9 @@ class MapRun:
             if self.total is None:
                 self.total = index
                 if self._bar is not None:
-                    self._bar.total = index + len(self._old)
+                    # Every item is fed again on a resume: the items and
+                    # the additions counted so far.
+                    self._bar.total = index + self.added_tasks
                     self._bar.refresh()
         except (BrokenPipeError, ConnectionResetError):
             return  # the supervisor ended; its exit status tells why
@@ -418,8 +464,22 @@ class MapRun:
         return self.values().__await__()
 
     async def values(self, return_exceptions: bool = False) -> List[Any]:
-        """Values in input order; the first error raises :class:`TaskFailed`
-        (or takes its place with ``return_exceptions=True``)."""
+        """The items' values in input order, then the values of the tasks
+        handlers added (``multiloop.add``) in path order (``"1.1"``,
+        ``"1.1.1"``, ``"1.2"``, ``"2.1"``: children after their parent, as
+        ``supervisor merge`` writes them); without additions, exactly one
+        value per item. The first error raises :class:`TaskFailed` (or
+        takes its place with ``return_exceptions=True``)."""
+        return await self._collect(return_exceptions, False)
+
+    async def results(self) -> List[Result]:
+        """Every task's :class:`Result`, in the order of :meth:`values`: the
+        items' (``index``, ``item``), then the added tasks' (``path``,
+        ``parent``, ``depth``, ``item``). A task's error is in its result
+        (``ok``, ``error``, ``unwrap()``), never raised."""
+        return await self._collect(True, True)
+
+    async def _collect(self, return_exceptions: bool, as_results: bool) -> List[Any]:
         if self._sequence is None:
             # Order needs the length and the items; a generator is read here.
             items = self._items
@@ -428,29 +488,37 @@ class MapRun:
             self._items = self._sequence = list(items)  # type: ignore[arg-type]
             self.total = len(self._sequence)
         out: List[Any] = [_MISSING] * len(self._sequence)
+        added: List[Tuple[Tuple[int, ...], Any]] = []
 
-        def place(record: Dict[str, Any]) -> None:
-            if isinstance(record.get("seq"), str):
-                return  # added by a handler: values are the items' only
-            if "error" in record:
-                result = self._result(record)
+        def place(result: Result) -> None:
+            record = result.record
+            entry: Any
+            if as_results:
+                entry = result
+            elif "error" in record:
                 if not return_exceptions:
                     raise TaskFailed(result)
-                out[record["seq"] - 1] = TaskFailed(result)
+                entry = TaskFailed(result)
             else:
-                out[record["seq"] - 1] = record.get("ok")
+                entry = record.get("ok")
+            seq = record["seq"]
+            if isinstance(seq, str):
+                added.append((_path_key(seq), entry))
+            else:
+                out[seq - 1] = entry
 
         try:
             await self.start()
             old, self._old = self._old, []
             for result in old:
-                place(result.record)
+                place(result)
+            make = self._result
             async for chunk in self._chunks():
                 with _no_gc():
                     for record in parse_records(chunk):
                         seq = record["seq"]
-                        if "error" in record or isinstance(seq, str):
-                            place(record)  # an error, or a task a handler added
+                        if as_results or "error" in record or "added" in record or isinstance(seq, str):
+                            place(make(record))  # an error, a parent or a task a handler added
                         else:
                             out[seq - 1] = record.get("ok")
         finally:
@@ -464,7 +532,11 @@ class MapRun:
                 f"(first: item {missing[0]})",
                 self.status,
             )
-        return [None if v is _MISSING else v for v in out]
+        added.sort(key=lambda pair: pair[0])
+        if as_results:
+            # A shard's run has the results of its own items only.
+            return [v for v in out if v is not _MISSING] + [entry for _, entry in added]
+        return [None if v is _MISSING else v for v in out] + [entry for _, entry in added]
 
     # ---- stopping
 

@@ -63,16 +63,28 @@ _json_loads = json.loads
 _RETRY: contextvars.ContextVar[List[bool]] = contextvars.ContextVar("multiloop_retry")
 
 
+#: The spec of a warm pool's workers (``multiloop._calls``): their tasks are
+#: calls, and an added task would be read as a call line, so ``add`` is
+#: refused there with this message instead.
+CALLS_SPEC = "multiloop._calls:kind"
+NO_ADDS_IN_CALLS = (
+    "multiloop.add is not available in a call on a warm pool (apply, submit, starmap, "
+    "gather without run options): run a handler that adds tasks with pool.map, "
+    "multiloop.gather or multiloop.run (a supervisor run of its own)"
+)
+
+
 class _Additions:
     """The tasks one attempt added, and the room its result frame leaves them."""
 
-    __slots__ = ("items", "size", "room", "max_payload")
+    __slots__ = ("items", "size", "room", "max_payload", "refused")
 
-    def __init__(self, room: int, max_payload: int) -> None:
+    def __init__(self, room: int, max_payload: int, refused: Optional[str] = None) -> None:
         self.items: List[proto.Added] = []
         self.size = 0
         self.room = room
         self.max_payload = max_payload
+        self.refused = refused
 
 
 _ADDS: contextvars.ContextVar[_Additions] = contextvars.ContextVar("multiloop_adds")
@@ -88,10 +100,13 @@ def add(item: Any, key: Optional[str] = None) -> None:
 
     Raises :class:`TaskError` (``bad_input``) for an item that does not
     encode or is over the frame limit, or when the additions no longer fit
-    in the result frame; ``RuntimeError`` outside a handler."""
+    in the result frame, and (``failed``) in a call on a warm pool, whose
+    tasks are calls; ``RuntimeError`` outside a handler."""
     adds = _ADDS.get(None)
     if adds is None:
         raise RuntimeError("multiloop.add called outside a handler")
+    if adds.refused is not None:
+        raise TaskError(adds.refused)
     try:
         data = _json_dumps(item).encode()
     except (TypeError, ValueError, RecursionError) as error:
@@ -254,6 +269,7 @@ class Runtime:
         self.heartbeat = max(1, args.heartbeat_ms) / 1000
         self.max_frame = args.max_frame
         self.max_output = proto.max_result_payload(args.max_frame)
+        self.adds_refused = NO_ADDS_IN_CALLS if args.spec == CALLS_SPEC else None
         self.loop = loop
         self.runtime_name = runtime_name
         self.out = FrameWriter(proto.RESULT_FD)
@@ -388,7 +404,7 @@ class Runtime:
         started = time.perf_counter()
         retry = [False]
         _RETRY.set(retry)
-        adds = _Additions(self.max_output, proto.max_task_payload(self.max_frame))
+        adds = _Additions(self.max_output, proto.max_task_payload(self.max_frame), self.adds_refused)
         _ADDS.set(adds)
         result = proto.TaskResult(task_id, 0)
         try:

@@ -175,10 +175,16 @@ class Pool:
     def _run_options(self) -> Dict[str, Any]:
         return {k: v for k, v in self._options.items() if k not in ("max_in_flight",)}
 
-    async def gather(self, fn: Any, items: Items, *, return_exceptions: bool = False, **options: Any) -> List[Any]:
+    async def gather(
+        self, fn: Any, items: Items, *, return_exceptions: bool = False, results: bool = False, **options: Any
+    ) -> List[Any]:
         """The values in input order, like ``asyncio.gather``: on the warm
         fleet, unless ``options`` (or the pool's run-only options, such as
-        ``output``) ask for a run of its own."""
+        ``output``) ask for a run of its own. ``results=True``: every
+        :class:`Result` instead, added tasks' too (a run of its own, as
+        :meth:`MapRun.results`)."""
+        if results:
+            return await self.map(fn, items, **options).results()
         if options or fleet_options(self._options) is not None or not calls_can_run(fn):
             return await self.map(fn, items, **options).values(return_exceptions)
         if hasattr(items, "__aiter__"):
@@ -219,19 +225,29 @@ class Pool:
             await self.close()
 
 
-async def gather(fn: Any, items: Items, *, return_exceptions: bool = False, **options: Any) -> List[Any]:
+async def gather(
+    fn: Any, items: Items, *, return_exceptions: bool = False, results: bool = False, **options: Any
+) -> List[Any]:
     """``fn`` over ``items`` on every core; the values in input order, like
-    ``asyncio.gather(*(fn(x) for x in items))``. An error raises
+    ``asyncio.gather(*(fn(x) for x in items))``, then those of the tasks
+    ``fn`` added with ``multiloop.add`` (in path order). An error raises
     :class:`TaskFailed` (or takes its place with ``return_exceptions=True``).
-    Keywords: as for :class:`Pool`."""
+    ``results=True`` returns every task's :class:`Result` in that order
+    instead (``index``/``item``, or ``path``/``parent``/``depth``; errors
+    inside, never raised). Keywords: as for :class:`Pool`."""
     async with Pool(**options) as pool:
         # One batch: one run, streamed (cheaper per item than single calls).
-        return await pool.map(fn, items).values(return_exceptions)
+        run_ = pool.map(fn, items)
+        return await (run_.results() if results else run_.values(return_exceptions))
 
 
-def run(fn: Any, items: Items, *, return_exceptions: bool = False, **options: Any) -> List[Any]:
+def run(
+    fn: Any, items: Items, *, return_exceptions: bool = False, results: bool = False, **options: Any
+) -> List[Any]:
     """:func:`gather` for code that is not async: scripts, and notebooks
-    (where an event loop is already running in this thread).
+    (where an event loop is already running in this thread). A crawl is a
+    handler that calls ``multiloop.add`` and a list of seeds:
+    ``multiloop.run(crawl, seeds, key="url", results=True)``.
 
     The run gets its own event loop in a helper thread. Ctrl-C (or a
     notebook's interrupt) drains the run, then raises ``KeyboardInterrupt``;
@@ -247,7 +263,7 @@ def run(fn: Any, items: Items, *, return_exceptions: bool = False, **options: An
         run_ = box["run"] = MapRun(fn, items, dict(options))
         ready.set()
         try:
-            box["value"] = await run_.values(return_exceptions)
+            box["value"] = await (run_.results() if results else run_.values(return_exceptions))
         finally:
             await run_.aclose()
 

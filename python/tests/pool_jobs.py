@@ -66,6 +66,23 @@ async def crawl(task):
     return n
 
 
+def graph_children(n, size):
+    """The links of node ``n`` in a graph of ``size`` nodes: duplicates
+    (the same child twice), cycles (back to smaller nodes, to itself)."""
+    return [(2 * n) % size, (n * n + 1) % size, (n + 7) % size, (2 * n) % size, n]
+
+
+async def graph(task):
+    """One node of :func:`graph_children`'s graph: adds every link keyed by
+    its number (the seen-set keeps out the repeats), after ``sleep_ms``."""
+    import multiloop
+
+    await asyncio.sleep(task.get("sleep_ms", 0) / 1000)
+    for child in graph_children(task["n"], task["size"]):
+        multiloop.add({**task, "n": child}, key=str(child))
+    return task["n"]
+
+
 async def hold(address, ms, value):
     """Tells the test (a datagram to ``address``: this worker's pid; dropped
     when the test's queue is full) that the call has started, then holds it ``ms`` milliseconds; returns ``value``."""

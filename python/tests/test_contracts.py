@@ -148,13 +148,16 @@ def test_the_driver_reads_the_records_the_supervisor_writes():
         fields, result = case["fields"], Result(record)
         if isinstance(fields["seq"], str):
             # A task a handler added: known by its path, not one of the items.
-            assert (result.seq, result.index) == (fields["seq"], None), case
-            assert (result.parent, result.depth) == (fields["parent"], fields["depth"]), case
+            assert (result.seq, result.path, result.index) == (fields["seq"], fields["seq"], None), case
+            # The parent by its path: a number for an input line, as text.
+            assert (result.parent, result.depth) == (str(fields["parent"]), fields["depth"]), case
         else:
             assert (result.seq, result.index) == (fields["seq"], fields["seq"] - 1), case
-            assert (result.parent, result.depth) == (None, 0), case
+            assert (result.path, result.parent, result.depth) == (str(fields["seq"]), None, 0), case
         assert record.get("added") == fields.get("added"), case
         assert record.get("kept_out") == fields.get("kept_out"), case
+        assert result.added == len(fields.get("added") or ()), case
+        assert result.kept_out == (fields.get("kept_out") or {}), case
         assert result.key == fields["key"], case
         assert (result.worker, result.attempts, result.ms) == (fields["worker"], fields["attempts"], fields["ms"])
         if "ok" in fields:

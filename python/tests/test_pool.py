@@ -169,9 +169,133 @@ def test_map_yields_the_tasks_a_handler_added_with_parent_and_depth():
         if r.value == 1:
             assert r.index == 0 and r.parent is None and r.depth == 0
             continue
-        assert r.index is None and r.item is None
+        assert r.index is None and r.item == {"n": r.value, "max": 40} and r.key == str(r.value)
         assert r.depth == r.value.bit_length() - 1
-        assert by_seq[str(r.parent)].value == r.value // 2
+        assert by_seq[r.parent].value == r.value // 2 and r.path == r.seq
+
+
+def reachable(seeds, size):
+    """The nodes a crawl of pool_jobs.graph from ``seeds`` must run, by BFS."""
+    seen, todo = set(seeds), list(seeds)
+    while todo:
+        n = todo.pop()
+        for child in pool_jobs.graph_children(n, size):
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return seen
+
+
+def check_crawl(results, seeds, size):
+    """Every reachable node exactly once; items first in input order; each
+    added task's parent is a task that links to it, one level up."""
+    assert [r.value for r in results[: len(seeds)]] == seeds
+    values = [r.value for r in results]
+    assert len(values) == len(set(values)), "a node ran twice"
+    assert set(values) == reachable(seeds, size), "every reachable node"
+    by_path = {r.path: r for r in results}
+    for i, r in enumerate(results):
+        assert r.ok, r.error
+        if i < len(seeds):
+            assert (r.index, r.path, r.parent, r.depth) == (i, str(i + 1), None, 0), r
+            continue
+        assert r.index is None and r.item == {"n": r.value, "size": size} and r.key == str(r.value), r
+        parent = by_path[r.parent]
+        assert r.path.rsplit(".", 1)[0] == r.parent and r.depth == parent.depth + 1, r
+        assert r.value in pool_jobs.graph_children(parent.value, size), r
+    paths = [tuple(map(int, r.path.split("."))) for r in results[len(seeds):]]
+    assert paths == sorted(paths), "added tasks in path order"
+
+
+def test_run_returns_the_added_tasks_results_once_each_with_parents_and_depths(tmp_path):
+    seeds, size = [1, 5], 60
+    items = [{"n": n, "size": size} for n in seeds]
+    out = tmp_path / "crawl.jsonl"
+    results = within(
+        multiloop.run, pool_jobs.graph, items, key="n", workers=2, results=True, output=out, progress=False
+    )
+    check_crawl(results, seeds, size)
+    # Every link offered is either a child or kept out as seen: none lost.
+    for r in results:
+        assert r.added + r.kept_out.get("seen", 0) == 5, r.record
+    values = within(multiloop.run, pool_jobs.graph, items, key="n", workers=2, progress=False)
+    assert values[:2] == seeds and sorted(values) == sorted(reachable(seeds, size))
+    # A resumed run that finds everything done returns the same results,
+    # read back from its output (parents' additions name the children).
+    again = within(
+        multiloop.run, pool_jobs.graph, items, key="n", workers=2, results=True, output=out, resume=True,
+        progress=False,
+    )
+    assert [(r.path, r.value, r.item, r.key) for r in again] == [(r.path, r.value, r.item, r.key) for r in results]
+
+
+def test_crawl_limits_keep_tasks_out_and_say_how_many():
+    seeds, size = [1, 5], 60
+    items = [{"n": n, "size": size} for n in seeds]
+
+    async def main(**limits):
+        async with multiloop.Pool(workers=2, progress=False) as pool:
+            run = pool.map(pool_jobs.graph, items, key="n", **limits)
+            return await run.results(), run
+
+    results, run = run_async(main(max_depth=1))
+    assert {r.depth for r in results} == {0, 1}
+    assert sorted(r.value for r in results) == sorted(
+        set(seeds) | {c for n in seeds for c in pool_jobs.graph_children(n, size)}
+    )
+    assert run.kept_out["max_depth"] > 0 and run.kept_out["max_depth"] == sum(
+        r.kept_out.get("max_depth", 0) for r in results
+    )
+    assert run.added_tasks == len(results) - len(seeds)
+    for r in results:
+        assert r.added + sum(r.kept_out.values()) == 5, r.record
+
+    results, run = run_async(main(max_tasks=10))
+    assert len(results) == 10, "input plus added tasks, at most --max-tasks"
+    assert run.kept_out["max_tasks"] > 0
+    assert sum(r.added + sum(r.kept_out.values()) for r in results) == 5 * len(results)
+
+
+def test_a_worker_sigkilled_mid_crawl_still_runs_every_task_once():
+    seeds, size = [1, 2], 400
+    items = [{"n": n, "size": size, "sleep_ms": 30} for n in seeds]
+
+    async def main():
+        results, killed, at_kill = [], None, 0
+        async with multiloop.Pool(workers=2, concurrency=8, progress=False) as pool:
+            run = pool.map(pool_jobs.graph, items, key="n")
+            async for r in run:
+                results.append(r)
+                if killed is None and len(results) >= 30:
+                    workers = children(run.pid)
+                    assert workers, "the supervisor has no workers"
+                    killed, at_kill = workers[0], len(results)
+                    os.kill(killed, signal.SIGKILL)
+        return results, killed, at_kill
+
+    results, killed, at_kill = run_async(main())
+    assert killed is not None and gone(killed)
+    assert len(results) > at_kill + 100, "the kill came mid-crawl"
+    values = [r.value for r in results]
+    assert len(values) == len(set(values)), "a node ran twice"
+    assert set(values) == reachable(seeds, size)
+    assert all(r.ok for r in results), [r for r in results if not r.ok][:3]
+
+
+def test_a_call_on_the_warm_pool_that_adds_tasks_fails_saying_what_to_use():
+    async def main():
+        async with multiloop.Pool(workers=1, progress=False) as pool:
+            with pytest.raises(multiloop.TaskFailed) as failed:
+                await pool.gather(pool_jobs.graph, [{"n": 1, "size": 10}])
+            return failed.value
+
+    failed = run_async(main())
+    assert "not available in a call on a warm pool" in str(failed) and "pool.map" in str(failed)
+
+
+def test_key_names_a_field():
+    with pytest.raises(TypeError, match="names the field"):
+        multiloop.run(pool_jobs.graph, [{"n": 1}], key=lambda item: item["n"])
 
 
 def test_results_stream_out_while_cpu_heavy_steps_hold_the_loop():

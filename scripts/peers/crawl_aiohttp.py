@@ -4,21 +4,35 @@ Each task is {"url": URL} (the seed line too, with `--key url`, so that the
 links back to it are known as seen). The handler fetches it with aiohttp (redirects not
 followed: a Location is one more link), reads the page's <title>, its
 <a href>/<area href> links and <base href> with the standard library's HTML
-tokenizer (html.parser), resolves them, drops the fragment, keeps http(s)
-links on the page's own host that are not rel=nofollow, and adds each as a
-new task with `multiloop.add({"url": url}, key=url)`; the supervisor's seen-set makes
-each URL run once. This is the Python crawl that `fetch --follow` is
-compared with in scripts/bench_crawl.py.
+tokenizer (html.parser), and keeps the links as `fetch --follow` does: not
+rel=nofollow; resolved against the <base href> (itself resolved against the
+page) or the page, with yarl, the URL parser aiohttp uses (RFC 3986: dot
+segments resolved, scheme and host lowercased, the default port dropped,
+characters percent-encoded); the fragment dropped and `/` for an empty path
+(the canonical form, the dedupe key); http(s) only; on the host of the URL
+the task asked for (`--scope host`: the scope is transitive from the seed).
+Each is added as a new task with `multiloop.add({"url": url}, key=url)`; the
+supervisor's seen-set makes each URL run once. This is the Python crawl that
+`fetch --follow` is compared with in scripts/bench_crawl.py.
 
 Settings: `--set per_host=N`, the connections per host of each worker's
-aiohttp session (opened by the kind's setup, closed by its teardown).
+aiohttp session (opened by the kind's setup, closed by its teardown); the
+benchmark gives each of W workers P/W, so all of them together hold the
+same P connections to the site as the other contenders.
+
+Timeouts count socket time only: 10 s to connect, 30 s between reads. A
+task waits for one of its session's pooled connections for as long as it
+takes (the supervisor dispatches far more tasks than there are
+connections), as a request waits in `fetch`'s per-host queue; aiohttp's
+`total` and `connect` timeouts would count that wait too and fail pages
+that never reached the network.
 """
 
 import hashlib
 from html.parser import HTMLParser
-from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import aiohttp
+from yarl import URL
 
 import multiloop
 
@@ -53,26 +67,23 @@ class LinkScan(HTMLParser):
             self.title += data
 
 
-def canonical(url):
-    """Scheme and host lowercased, default port and fragment dropped; None
-    for a URL that is not http(s) or does not parse."""
+def canonical(base, href):
+    """The link ``href`` on a page at ``base`` (a yarl URL) in canonical
+    form, or None when it does not parse or is not http(s)."""
     try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
+        url = base.join(URL(href.strip())).with_fragment(None)
+    except (ValueError, TypeError):
         return None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
+    if url.scheme not in ("http", "https") or not url.host:
         return None
-    host = parts.hostname.lower()
-    if port is not None and port != {"http": 80, "https": 443}[scheme]:
-        host = f"{host}:{port}"
-    return urlunsplit((scheme, host, parts.path or "/", parts.query, ""))
+    if not url.raw_path:
+        url = url.with_path("/")
+    return url
 
 
 async def open_session(settings):
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=int(settings.get("per_host", "8")))
-    timeout = aiohttp.ClientTimeout(total=30, connect=10)
+    timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=10, sock_read=30)
     return aiohttp.ClientSession(connector=connector, timeout=timeout,
                                  headers={"User-Agent": "aiohttp-crawl"})
 
@@ -89,8 +100,8 @@ async def crawl(task: dict, session: aiohttp.ClientSession) -> dict:
         status = response.status
         location = response.headers.get("Location")
         content_type = response.headers.get("Content-Type") or "text/html"
-    host = urlsplit(url).hostname
-    title, hrefs, base = None, [], url
+    page = URL(url)
+    title, hrefs, base = None, [], page
     if 300 <= status < 400 and location:
         hrefs = [(location, False)]
     elif content_type.split(";")[0].strip().lower() == "text/html":
@@ -100,19 +111,20 @@ async def crawl(task: dict, session: aiohttp.ClientSession) -> dict:
         title = " ".join(scan.title.split()) if scan.title is not None else None
         hrefs = scan.links
         if scan.base:
-            base = urljoin(url, scan.base)
+            # A <base href> that does not parse is ignored, as browsers do.
+            base = canonical(page, scan.base) or page
     added, seen = 0, set()
     for href, nofollow in hrefs:
         if nofollow:
             continue
-        try:
-            link = canonical(urljoin(base, href))
-        except ValueError:
+        link = canonical(base, href)
+        if link is None or link.host != page.host:
             continue
-        if link is None or link in seen or urlsplit(link).hostname != host:
+        text = str(link)
+        if text in seen:
             continue
-        seen.add(link)
-        multiloop.add({"url": link}, key=link)
+        seen.add(text)
+        multiloop.add({"url": text}, key=text)
         added += 1
     return {
         "status": status,
