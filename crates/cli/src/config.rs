@@ -155,6 +155,7 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
             crawl: CrawlLimits {
                 max_tasks: args.max_tasks,
                 max_depth: args.max_depth,
+                queue: args.queue.is_some(),
                 // The engine derives the payload limit from --max-frame.
                 ..Default::default()
             },
@@ -166,8 +167,11 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
         concurrency,
         max_frame,
         identity,
+        // A queue node's added tasks live in the queue, not in its journal:
+        // it has no frontier of its own to resume.
         crawl_journal: journal
             .as_mut()
+            .filter(|_| args.queue.is_none())
             .map(|j: &mut Journal| std::mem::take(&mut j.crawl)),
         journal: journal.map(Arc::new),
         history_records: args.report.is_some(),
@@ -591,6 +595,7 @@ fn queue_source(args: &Args, url: &str, workers: usize) -> Result<InputSource> {
         consumer,
         claim_after: args.claim_after,
         max_deliveries: u64::from(args.max_crashes) + 2,
+        max_tasks: args.max_tasks,
         // Small enough that a node does not hoard what others could run.
         batch: (window * workers).clamp(1, 1000),
     }))
