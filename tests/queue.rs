@@ -897,7 +897,10 @@ fn merge_queue_names_a_key_recorded_twice_and_a_lost_child() {
     .unwrap();
     let (code, stderr) = merge();
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("missing: 1 tasks") && stderr.contains("1.3"), "{stderr}");
+    assert!(
+        stderr.contains("missing: 1 tasks") && stderr.contains("1.3"),
+        "{stderr}"
+    );
     // The same key let in twice is named.
     std::fs::write(
         &out,
@@ -985,5 +988,54 @@ fn a_node_killed_mid_crawl_and_resumed_loses_and_repeats_no_task() {
     assert_eq!(status["in_flight"], 0, "{status}");
     assert_eq!(status["waiting"], 0, "{status}");
     // Some parent did crash its worker.
-    assert!(std::fs::read_dir(crash_dir.path()).unwrap().next().is_some(), "{stderr}");
+    assert!(
+        std::fs::read_dir(crash_dir.path())
+            .unwrap()
+            .next()
+            .is_some(),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn max_tasks_holds_across_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let (lines, expected) = tree_forest(4, 4, 4, "");
+    let max = 40;
+    assert!(expected.len() > max + 20, "{} nodes", expected.len());
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &lines);
+    push_keyed(&redis, "capped", &input);
+    let url = redis.url("capped");
+    let args = [
+        "--task",
+        "tree",
+        "--key",
+        "node",
+        "--workers",
+        "2",
+        "--max-tasks",
+        "40",
+    ];
+    let mut a = node(&url, &args);
+    let mut b = node(&url, &args);
+    assert_eq!(a.wait(LONG), 0, "{}", a.stderr());
+    assert_eq!(b.wait(LONG), 0, "{}", b.stderr());
+    let output = Command::new(SUPERVISOR)
+        .args(["merge", "--queue", "--max-tasks", "40"])
+        .arg(a.output_path())
+        .arg(b.output_path())
+        .arg("--input")
+        .arg(&input)
+        .stdin(Stdio::null())
+        .output_within(RUN_LIMIT)
+        .expect("merge runs");
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("the crawl reached --max-tasks"), "{stderr}");
+    let records = records(&output.stdout);
+    assert_eq!(records.len(), max, "input plus added tasks, across nodes");
+    let status = status(&url);
+    assert_eq!(status["added"], max as u64 - 4, "{status}");
+    assert!(status["kept_max_tasks"].as_u64().unwrap() > 0, "{status}");
 }

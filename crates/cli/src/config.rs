@@ -87,7 +87,12 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
             }
             record_input(path, &input)?;
             let journal = if resume {
-                Some(load_journal(path, &identity, args.resume_failed)?)
+                Some(load_journal(
+                    path,
+                    &identity,
+                    args.resume_failed,
+                    args.queue.is_some(),
+                )?)
             } else {
                 None
             };
@@ -370,7 +375,12 @@ fn record_input(output: &Path, input: &InputSource) -> Result<()> {
 }
 
 /// Reads the output being resumed and says what it found.
-fn load_journal(path: &Path, identity: &Identity, rerun_failed: bool) -> Result<Journal> {
+fn load_journal(
+    path: &Path,
+    identity: &Identity,
+    rerun_failed: bool,
+    queue: bool,
+) -> Result<Journal> {
     let journal = Journal::load(path, identity, rerun_failed)
         .with_context(|| format!("cannot resume from {} (--output)", path.display()))?;
     info!(
@@ -391,7 +401,8 @@ fn load_journal(path: &Path, identity: &Identity, rerun_failed: bool) -> Result<
             String::new()
         }
     );
-    if !journal.crawl.frontier.is_empty() || journal.crawl.added > 0 {
+    // A queue node's added tasks are the queue's: it resumes no frontier.
+    if !queue && (!journal.crawl.frontier.is_empty() || journal.crawl.added > 0) {
         info!(
             "resuming a crawl: {} tasks added, {} recorded, {} to run first; {} keys seen",
             journal.crawl.added,

@@ -41,6 +41,12 @@ pub struct MergeArgs {
     /// out) is not missing; a key recorded twice is a duplicate.
     #[arg(long)]
     pub queue: bool,
+
+    /// The crawl's --max-tasks: once the records reach it, an added task
+    /// without a record was kept out by the limit (nodes of a queue do
+    /// not know which of the tasks they listed the queue let in).
+    #[arg(long, value_name = "N")]
+    pub max_tasks: Option<u64>,
 }
 
 /// One record and where it came from.
@@ -163,13 +169,22 @@ fn merge(args: &MergeArgs) -> Result<bool> {
         for n in 1..=count {
             let mut child = (*parent).clone();
             child.push(n);
-            let held_elsewhere = || {
-                added_key(&kept_records, &child).is_some_and(|key| holders.contains_key(key))
-            };
+            let held_elsewhere =
+                || added_key(&kept_records, &child).is_some_and(|key| holders.contains_key(key));
             if !records.contains_key(&child) && !held_elsewhere() {
                 missing.push(child);
             }
         }
+    }
+    // Added tasks the limit kept out are not missing.
+    let mut capped = 0u64;
+    if args
+        .max_tasks
+        .is_some_and(|max| records.len() as u64 >= max)
+    {
+        let before = missing.len();
+        missing.retain(|path| path.len() == 1);
+        capped = (before - missing.len()) as u64;
     }
     // A key held by two recorded tasks, one of them added: the seen-set
     // let a key in twice.
@@ -215,6 +230,11 @@ fn merge(args: &MergeArgs) -> Result<bool> {
     if redelivered > 0 {
         report.push_str(&format!(
             "; {redelivered} tasks recorded by more than one node (at-least-once delivery) resolved: the ok or the latest record kept"
+        ));
+    }
+    if capped > 0 {
+        report.push_str(&format!(
+            "; {capped} added tasks without a record: the crawl reached --max-tasks"
         ));
     }
     eprintln!("{report}");

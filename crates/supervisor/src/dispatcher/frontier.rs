@@ -51,6 +51,9 @@ pub struct CrawlCounts {
     pub added: u64,
     /// Additions kept out, by reason.
     pub kept_out: KeptOut,
+    /// The additions went to a queue, which decided on keys and
+    /// `--max-tasks` (its counts are the queue's).
+    pub queue: bool,
 }
 
 /// The crawl state the dispatcher owns.
@@ -76,7 +79,10 @@ impl Frontier {
     }
 
     pub fn counts(&self) -> CrawlCounts {
-        self.counts
+        CrawlCounts {
+            queue: self.limits.queue,
+            ..self.counts
+        }
     }
 
     /// Takes over a resumed journal's seen keys and task count (its input
@@ -323,7 +329,10 @@ mod tests {
             queue: true,
         });
         frontier.input(Some(b"\"seed\""));
-        let mut record = parent(5, vec![(b"1", Some("seed")), (b"{oops", None), (b"2", None)]);
+        let mut record = parent(
+            5,
+            vec![(b"1", Some("seed")), (b"{oops", None), (b"2", None)],
+        );
         assert!(frontier.admit(&mut record).is_empty());
         // Keys and --max-tasks are the queue's to decide, across nodes.
         let adds = record.adds.as_ref().unwrap();

@@ -537,14 +537,13 @@ impl Node {
                     }
                     _ => &self.filter,
                 };
-                line_item(entry.seq, id, Line::Complete(&entry.line), filter).map(|item| {
-                    match item {
-                        InputItem::Task(mut task) => {
-                            task.attempts = (entry.deliveries - 1) as u32;
-                            InputItem::Task(task)
-                        }
-                        other => other,
+                line_item(entry.seq, id, Line::Complete(&entry.line), filter).map(|item| match item
+                {
+                    InputItem::Task(mut task) => {
+                        task.attempts = (entry.deliveries - 1) as u32;
+                        InputItem::Task(task)
                     }
+                    other => other,
                 })
             };
             match item {
@@ -598,10 +597,7 @@ impl Node {
                 micros: 0,
                 outcome: Outcome::Err {
                     kind: ErrorKind::BadInput,
-                    message: format!(
-                        "task {path} added by {}: {message}",
-                        added::parent_of(path)
-                    ),
+                    message: format!("task {path} added by {}: {message}", added::parent_of(path)),
                 },
                 path: Some(path.into()),
                 adds: None,
