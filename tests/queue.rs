@@ -1039,3 +1039,34 @@ fn max_tasks_holds_across_nodes() {
     assert_eq!(status["added"], max as u64 - 4, "{status}");
     assert!(status["kept_max_tasks"].as_u64().unwrap() > 0, "{status}");
 }
+
+#[test]
+fn additions_wait_for_the_push_to_complete() {
+    let Some(redis) = Redis::start() else { return };
+    let (lines, expected) = tree_forest(2, 3, 3, "");
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &lines);
+    push_keyed(&redis, "pushing", &input);
+    // As if the push were still running: no added task may take a stream
+    // id before the last line has its own.
+    let meta = "multiloop:{pushing}:meta";
+    assert_eq!(redis.cli(&["HDEL", meta, "complete"]).trim(), "1");
+    let url = redis.url("pushing");
+    let mut a = node(
+        &url,
+        &["--task", "tree", "--key", "node", "--claim-after", "1s"],
+    );
+    wait_until(LONG, "the seeds to be recorded", || a.output_lines() >= 2);
+    wait_until(LONG, "the node to say its additions wait", || {
+        a.stderr().contains("wait for it")
+    });
+    assert_eq!(status(&url)["added"], 0);
+    assert!(
+        a.child.try_wait().unwrap().is_none(),
+        "the crawl is not over"
+    );
+    redis.cli(&["HSET", meta, "complete", "1"]);
+    assert_eq!(a.wait(LONG), 0, "{}", a.stderr());
+    let (records, _) = merged(&[a.output_path()], &input);
+    assert_every_node_once(&records, &expected);
+}

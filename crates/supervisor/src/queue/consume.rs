@@ -318,7 +318,14 @@ impl Node {
             }
         }
         if self.now >= self.next_hold && !self.retrying() {
-            let seqs: Vec<u64> = self.held.values().map(|held| held.seq).collect();
+            // Recorded lines whose acknowledgement waits (for Redis, or for
+            // the push to complete) are still held: nobody runs them again.
+            let seqs: Vec<u64> = self
+                .held
+                .values()
+                .map(|held| held.seq)
+                .chain(self.to_ack.iter().map(|acked| acked.seq))
+                .collect();
             let mut result = Ok(());
             for chunk in seqs.chunks(CHUNK) {
                 result = self
