@@ -1070,3 +1070,44 @@ fn additions_wait_for_the_push_to_complete() {
     let (records, _) = merged(&[a.output_path()], &input);
     assert_every_node_once(&records, &expected);
 }
+
+#[test]
+fn a_node_killed_mid_crawl_is_finished_by_another() {
+    let Some(redis) = Redis::start() else { return };
+    let (lines, expected) = tree_forest(3, 5, 4, ",\"sleep_ms\":10");
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &lines);
+    push_keyed(&redis, "taken", &input);
+    let url = redis.url("taken");
+    let args = [
+        "--task",
+        "tree",
+        "--key",
+        "node",
+        "--workers",
+        "2",
+        "--concurrency",
+        "4",
+        "--claim-after",
+        "1s",
+    ];
+    let mut victim = node(&url, &args);
+    let mut steady = node(&url, &args);
+    wait_until(LONG, "the victim to record some tasks", || {
+        victim.output_lines() >= 20
+    });
+    kill(victim.pid(), libc::SIGKILL);
+    victim.wait(LONG);
+    assert!(
+        victim.output_lines() < expected.len() / 2,
+        "killed mid-crawl"
+    );
+    // What the victim held, and the children of what it recorded but did
+    // not acknowledge, are the steady node's after --claim-after.
+    assert_eq!(steady.wait(LONG), 0, "{}", steady.stderr());
+    let (records, _) = merged(&[victim.output_path(), steady.output_path()], &input);
+    assert_every_node_once(&records, &expected);
+    let status = status(&url);
+    assert_eq!(status["added"], expected.len() as u64 - 3, "{status}");
+    assert_eq!(status["in_flight"], 0, "{status}");
+}
