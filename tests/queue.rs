@@ -744,3 +744,370 @@ fn redis_password_comes_from_the_environment() {
     let records = records(&std::fs::read(&out).unwrap());
     assert_all_sums(&records, 50, |i| i);
 }
+
+// ----- crawling across nodes -------------------------------------------------
+
+/// The `tree` kind's rule (see `tests/crawl.rs`), written again so that
+/// the test checks the workers instead of trusting them: every node of
+/// the trees under `roots` roots.
+fn tree_forest(roots: u32, levels: u32, fanout: u32, extra: &str) -> (String, Vec<String>) {
+    fn fnv(seed: u64, node: &str) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+        for &byte in node.as_bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash
+    }
+    let seed = 5;
+    let mut input = String::new();
+    let mut all = Vec::new();
+    for r in 0..roots {
+        let root = format!("r{r}");
+        input.push_str(&format!(
+            "{{\"node\":\"{root}\",\"levels\":{levels},\"fanout\":{fanout},\"seed\":{seed}{extra}}}\n"
+        ));
+        let mut next = vec![(root.clone(), levels)];
+        all.push(root);
+        while let Some((node, levels)) = next.pop() {
+            if levels == 0 {
+                continue;
+            }
+            for i in 0..fnv(seed, &node) % (u64::from(fanout) + 1) {
+                let child = format!("{node}/{i}");
+                all.push(child.clone());
+                next.push((child, levels - 1));
+            }
+        }
+    }
+    (input, all)
+}
+
+/// The merged records hold every tree node exactly once, each added task
+/// named by the path its parent's record gives it.
+fn assert_every_node_once(records: &[Value], expected: &[String]) {
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    let by_seq: BTreeMap<String, &Value> = records
+        .iter()
+        .map(|r| (r["seq"].to_string().trim_matches('"').to_string(), r))
+        .collect();
+    for record in records {
+        let node = record["ok"]["node"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an ok tree record: {record}"));
+        *count.entry(node).or_default() += 1;
+        if let Some(path) = record["seq"].as_str() {
+            let (parent, n) = path.rsplit_once('.').unwrap();
+            let n: usize = n.parse().unwrap();
+            let declared = &by_seq[parent]["added"][n - 1];
+            assert_eq!(declared["task"]["node"], record["ok"]["node"], "{record}");
+            assert_eq!(record["depth"], path.matches('.').count(), "{record}");
+        }
+    }
+    let twice: Vec<_> = count.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(twice.is_empty(), "recorded more than once: {twice:?}");
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|n| !count.contains_key(n.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "never recorded: {missing:?}");
+    assert_eq!(count.len(), expected.len(), "nodes not in the trees");
+}
+
+fn push_keyed(redis: &Redis, name: &str, input: &Path) {
+    let url = redis.url(name);
+    let output = queue(&[
+        "push",
+        "--queue",
+        &url,
+        "--input",
+        input.to_str().unwrap(),
+        "--key",
+        "node",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+}
+
+fn status(url: &str) -> Value {
+    let status = queue(&["status", "--queue", url, "--json"]);
+    serde_json::from_slice(&status.stdout).unwrap()
+}
+
+#[test]
+fn two_nodes_crawl_a_forest_every_node_once_keys_deduped_across_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let (lines, expected) = tree_forest(4, 4, 4, "");
+    assert!(expected.len() > 60, "{} nodes", expected.len());
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &lines);
+    push_keyed(&redis, "forest", &input);
+    let url = redis.url("forest");
+    let args = ["--task", "tree", "--key", "node", "--workers", "2"];
+    let mut a = node(&url, &args);
+    let mut b = node(&url, &args);
+    assert_eq!(a.wait(LONG), 0, "{}", a.stderr());
+    assert_eq!(b.wait(LONG), 0, "{}", b.stderr());
+    // Both took part, so keys met on one node kept tasks out on the other.
+    assert!(a.output_lines() > 0 && b.output_lines() > 0);
+
+    let (records, _) = merged(&[a.output_path(), b.output_path()], &input);
+    assert_every_node_once(&records, &expected);
+    // Each node adds itself again: the seen-set (seeded by the push)
+    // keeps every one of those out, whichever node meets it.
+    let status = status(&url);
+    let n = expected.len() as u64;
+    assert_eq!(status["added"], n - 4, "{status}");
+    assert_eq!(status["kept_seen"], n, "{status}");
+    assert_eq!(status["seen_keys"], n, "{status}");
+    assert_eq!(status["in_flight"], 0, "{status}");
+    assert_eq!(status["waiting"], 0, "{status}");
+    assert_eq!(status["done"], n, "{status}");
+}
+
+#[test]
+fn merge_queue_names_a_key_recorded_twice_and_a_lost_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), "{\"node\":\"a\"}\n");
+    let out = dir.path().join("out.jsonl");
+    let merge = || {
+        let output = Command::new(SUPERVISOR)
+            .args(["merge", "--queue"])
+            .arg(&out)
+            .arg("--input")
+            .arg(&input)
+            .stdin(Stdio::null())
+            .output_within(RUN_LIMIT)
+            .expect("merge runs");
+        (output.status.code(), text(&output.stderr))
+    };
+    let parent = r#"{"seq":1,"key":"a","ok":1,"added":[{"task":1,"key":"b"},{"task":2,"key":"a"},{"task":3}]}"#;
+    // The child keyed "a" is held by line 1: not missing.
+    std::fs::write(
+        &out,
+        format!("{parent}\n{{\"seq\":\"1.1\",\"parent\":1,\"depth\":1,\"ok\":1}}\n{{\"seq\":\"1.3\",\"parent\":1,\"depth\":1,\"ok\":1}}\n"),
+    )
+    .unwrap();
+    let (code, stderr) = merge();
+    assert_eq!(code, Some(0), "{stderr}");
+    // A child without a key is never kept out: its loss is named.
+    std::fs::write(
+        &out,
+        format!("{parent}\n{{\"seq\":\"1.1\",\"parent\":1,\"depth\":1,\"ok\":1}}\n"),
+    )
+    .unwrap();
+    let (code, stderr) = merge();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("missing: 1 tasks") && stderr.contains("1.3"),
+        "{stderr}"
+    );
+    // The same key let in twice is named.
+    std::fs::write(
+        &out,
+        format!("{parent}\n{{\"seq\":\"1.1\",\"parent\":1,\"depth\":1,\"ok\":1}}\n{{\"seq\":\"1.2\",\"parent\":1,\"depth\":1,\"ok\":1}}\n{{\"seq\":\"1.3\",\"parent\":1,\"depth\":1,\"ok\":1}}\n"),
+    )
+    .unwrap();
+    let (code, stderr) = merge();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("duplicated key: \"a\" recorded by tasks 1 and 1.2"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_node_killed_mid_crawl_and_resumed_loses_and_repeats_no_task() {
+    let Some(redis) = Redis::start() else { return };
+    // Slow nodes and parents that crash their worker once, after adding
+    // their children: the crawl takes a few seconds and the kill lands
+    // with tasks in flight and records flushed but not acknowledged.
+    let crash_dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        ",\"sleep_ms\":15,\"crash_once\":{}",
+        serde_json::to_string(crash_dir.path().to_str().unwrap()).unwrap()
+    );
+    let (lines, expected) = tree_forest(3, 5, 4, &extra);
+    assert!(expected.len() > 150, "{} nodes", expected.len());
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &lines);
+    push_keyed(&redis, "killed", &input);
+    let url = redis.url("killed");
+    let args = [
+        "--task",
+        "tree",
+        "--key",
+        "node",
+        "--workers",
+        "2",
+        "--concurrency",
+        "4",
+        "--claim-after",
+        "1s",
+    ];
+    let mut victim = node(&url, &args);
+    let mut steady = node(&url, &args);
+    wait_until(LONG, "the victim to record some tasks", || {
+        victim.output_lines() >= 20
+    });
+    kill(victim.pid(), libc::SIGKILL);
+    victim.wait(LONG);
+    assert!(
+        victim.output_lines() < expected.len() / 2,
+        "killed mid-crawl, not at the end"
+    );
+    // The same node comes back on its output (`--resume`): it finds what
+    // it held under its name.
+    let victim_dir = std::mem::replace(&mut victim.dir, tempfile::tempdir().unwrap());
+    let stderr = std::fs::OpenOptions::new()
+        .append(true)
+        .open(victim_dir.path().join("stderr.txt"))
+        .unwrap();
+    let child = supervisor()
+        .args(["--queue", &url])
+        .args(args)
+        .arg("--output")
+        .arg(victim_dir.path().join("out.jsonl"))
+        .arg("--resume")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("supervisor starts");
+    let mut back = Running {
+        child,
+        dir: victim_dir,
+        input: None,
+    };
+    for node in [&mut steady, &mut back] {
+        let code = node.wait(LONG);
+        assert_eq!(code, 0, "{}", node.stderr());
+    }
+    let (records, stderr) = merged(&[back.output_path(), steady.output_path()], &input);
+    assert_every_node_once(&records, &expected);
+    let status = status(&url);
+    assert_eq!(status["added"], expected.len() as u64 - 3, "{status}");
+    assert_eq!(status["in_flight"], 0, "{status}");
+    assert_eq!(status["waiting"], 0, "{status}");
+    // Some parent did crash its worker.
+    assert!(
+        std::fs::read_dir(crash_dir.path())
+            .unwrap()
+            .next()
+            .is_some(),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn max_tasks_holds_across_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let (lines, expected) = tree_forest(4, 4, 4, "");
+    let max = 40;
+    assert!(expected.len() > max + 20, "{} nodes", expected.len());
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &lines);
+    push_keyed(&redis, "capped", &input);
+    let url = redis.url("capped");
+    let args = [
+        "--task",
+        "tree",
+        "--key",
+        "node",
+        "--workers",
+        "2",
+        "--max-tasks",
+        "40",
+    ];
+    let mut a = node(&url, &args);
+    let mut b = node(&url, &args);
+    assert_eq!(a.wait(LONG), 0, "{}", a.stderr());
+    assert_eq!(b.wait(LONG), 0, "{}", b.stderr());
+    let output = Command::new(SUPERVISOR)
+        .args(["merge", "--queue", "--max-tasks", "40"])
+        .arg(a.output_path())
+        .arg(b.output_path())
+        .arg("--input")
+        .arg(&input)
+        .stdin(Stdio::null())
+        .output_within(RUN_LIMIT)
+        .expect("merge runs");
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("the crawl reached --max-tasks"), "{stderr}");
+    let records = records(&output.stdout);
+    assert_eq!(records.len(), max, "input plus added tasks, across nodes");
+    let status = status(&url);
+    assert_eq!(status["added"], max as u64 - 4, "{status}");
+    assert!(status["kept_max_tasks"].as_u64().unwrap() > 0, "{status}");
+}
+
+#[test]
+fn additions_wait_for_the_push_to_complete() {
+    let Some(redis) = Redis::start() else { return };
+    let (lines, expected) = tree_forest(2, 3, 3, "");
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &lines);
+    push_keyed(&redis, "pushing", &input);
+    // As if the push were still running: no added task may take a stream
+    // id before the last line has its own.
+    let meta = "multiloop:{pushing}:meta";
+    assert_eq!(redis.cli(&["HDEL", meta, "complete"]).trim(), "1");
+    let url = redis.url("pushing");
+    let mut a = node(
+        &url,
+        &["--task", "tree", "--key", "node", "--claim-after", "1s"],
+    );
+    wait_until(LONG, "the seeds to be recorded", || a.output_lines() >= 2);
+    wait_until(LONG, "the node to say its additions wait", || {
+        a.stderr().contains("wait for it")
+    });
+    assert_eq!(status(&url)["added"], 0);
+    assert!(
+        a.child.try_wait().unwrap().is_none(),
+        "the crawl is not over"
+    );
+    redis.cli(&["HSET", meta, "complete", "1"]);
+    assert_eq!(a.wait(LONG), 0, "{}", a.stderr());
+    let (records, _) = merged(&[a.output_path()], &input);
+    assert_every_node_once(&records, &expected);
+}
+
+#[test]
+fn a_node_killed_mid_crawl_is_finished_by_another() {
+    let Some(redis) = Redis::start() else { return };
+    let (lines, expected) = tree_forest(3, 5, 4, ",\"sleep_ms\":10");
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &lines);
+    push_keyed(&redis, "taken", &input);
+    let url = redis.url("taken");
+    let args = [
+        "--task",
+        "tree",
+        "--key",
+        "node",
+        "--workers",
+        "2",
+        "--concurrency",
+        "4",
+        "--claim-after",
+        "1s",
+    ];
+    let mut victim = node(&url, &args);
+    let mut steady = node(&url, &args);
+    wait_until(LONG, "the victim to record some tasks", || {
+        victim.output_lines() >= 20
+    });
+    kill(victim.pid(), libc::SIGKILL);
+    victim.wait(LONG);
+    assert!(
+        victim.output_lines() < expected.len() / 2,
+        "killed mid-crawl"
+    );
+    // What the victim held, and the children of what it recorded but did
+    // not acknowledge, are the steady node's after --claim-after.
+    assert_eq!(steady.wait(LONG), 0, "{}", steady.stderr());
+    let (records, _) = merged(&[victim.output_path(), steady.output_path()], &input);
+    assert_every_node_once(&records, &expected);
+    let status = status(&url);
+    assert_eq!(status["added"], expected.len() as u64 - 3, "{status}");
+    assert_eq!(status["in_flight"], 0, "{status}");
+}

@@ -87,7 +87,12 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
             }
             record_input(path, &input)?;
             let journal = if resume {
-                Some(load_journal(path, &identity, args.resume_failed)?)
+                Some(load_journal(
+                    path,
+                    &identity,
+                    args.resume_failed,
+                    args.queue.is_some(),
+                )?)
             } else {
                 None
             };
@@ -155,6 +160,7 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
             crawl: CrawlLimits {
                 max_tasks: args.max_tasks,
                 max_depth: args.max_depth,
+                queue: args.queue.is_some(),
                 // The engine derives the payload limit from --max-frame.
                 ..Default::default()
             },
@@ -166,8 +172,11 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
         concurrency,
         max_frame,
         identity,
+        // A queue node's added tasks live in the queue, not in its journal:
+        // it has no frontier of its own to resume.
         crawl_journal: journal
             .as_mut()
+            .filter(|_| args.queue.is_none())
             .map(|j: &mut Journal| std::mem::take(&mut j.crawl)),
         journal: journal.map(Arc::new),
         history_records: args.report.is_some(),
@@ -366,7 +375,12 @@ fn record_input(output: &Path, input: &InputSource) -> Result<()> {
 }
 
 /// Reads the output being resumed and says what it found.
-fn load_journal(path: &Path, identity: &Identity, rerun_failed: bool) -> Result<Journal> {
+fn load_journal(
+    path: &Path,
+    identity: &Identity,
+    rerun_failed: bool,
+    queue: bool,
+) -> Result<Journal> {
     let journal = Journal::load(path, identity, rerun_failed)
         .with_context(|| format!("cannot resume from {} (--output)", path.display()))?;
     info!(
@@ -387,7 +401,8 @@ fn load_journal(path: &Path, identity: &Identity, rerun_failed: bool) -> Result<
             String::new()
         }
     );
-    if !journal.crawl.frontier.is_empty() || journal.crawl.added > 0 {
+    // A queue node's added tasks are the queue's: it resumes no frontier.
+    if !queue && (!journal.crawl.frontier.is_empty() || journal.crawl.added > 0) {
         info!(
             "resuming a crawl: {} tasks added, {} recorded, {} to run first; {} keys seen",
             journal.crawl.added,
@@ -591,6 +606,7 @@ fn queue_source(args: &Args, url: &str, workers: usize) -> Result<InputSource> {
         consumer,
         claim_after: args.claim_after,
         max_deliveries: u64::from(args.max_crashes) + 2,
+        max_tasks: args.max_tasks,
         // Small enough that a node does not hoard what others could run.
         batch: (window * workers).clamp(1, 1000),
     }))

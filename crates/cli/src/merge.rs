@@ -1,9 +1,12 @@
 //! `supervisor merge`: shard outputs into one file in input order, saying
 //! which tasks are missing and which were recorded more than once. Tasks
 //! that handlers added count too: every task a kept record added must have
-//! a record, and follows its parent in the merged file.
+//! a record, and follows its parent in the merged file. Across the nodes of
+//! a queue, an added task whose key the queue had seen is not pushed: it
+//! needs no record of its own when another recorded task holds its key,
+//! and no key may be held by two recorded tasks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -33,9 +36,17 @@ pub struct MergeArgs {
 
     /// The files come from nodes of one queue (`--queue`), whose delivery
     /// is at least once: a task recorded by several nodes is not a
-    /// conflict; its ok record wins, else the latest one.
+    /// conflict; its ok record wins, else the latest one. An added task
+    /// whose key another recorded task holds (the queue's seen-set kept it
+    /// out) is not missing; a key recorded twice is a duplicate.
     #[arg(long)]
     pub queue: bool,
+
+    /// The crawl's --max-tasks: once the records reach it, an added task
+    /// without a record was kept out by the limit (nodes of a queue do
+    /// not know which of the tasks they listed the queue let in).
+    #[arg(long, value_name = "N")]
+    pub max_tasks: Option<u64>,
 }
 
 /// One record and where it came from.
@@ -45,6 +56,10 @@ struct Entry {
     failed: bool,
     /// How many tasks it added.
     added: u64,
+    /// With `--queue`: the record's `--key` value as text, and the keys of
+    /// what it added.
+    key: Option<String>,
+    added_keys: Vec<Option<String>>,
     text: Vec<u8>,
 }
 
@@ -87,7 +102,7 @@ pub fn main(args: &MergeArgs) -> i32 {
 fn merge(args: &MergeArgs) -> Result<bool> {
     let mut records: BTreeMap<TaskPath, Vec<Entry>> = BTreeMap::new();
     for (file, path) in args.files.iter().enumerate() {
-        read_records(path, file, &mut records)?;
+        read_records(path, file, args.queue, &mut records)?;
     }
     let expected = args.input.as_deref().map(task_lines).transpose()?;
 
@@ -103,6 +118,7 @@ fn merge(args: &MergeArgs) -> Result<bool> {
     let mut redelivered = 0u64;
     // Tasks the kept records added, by parent: each must have a record.
     let mut declared: BTreeMap<&TaskPath, u64> = BTreeMap::new();
+    let mut kept_records: BTreeMap<&TaskPath, &Entry> = BTreeMap::new();
     for (seq, entries) in &records {
         // Last record wins: a later attempt (--resume-failed) supersedes
         // an earlier failure. Anything else recorded twice is a conflict,
@@ -121,9 +137,13 @@ fn merge(args: &MergeArgs) -> Result<bool> {
         if kept.added > 0 {
             declared.insert(seq, kept.added);
         }
+        if args.queue {
+            kept_records.insert(seq, kept);
+        }
         out.write_all(&kept.text)?;
     }
     out.flush()?;
+    let holders = key_holders(&kept_records);
 
     let lines_recorded: Vec<u64> = records
         .keys()
@@ -149,11 +169,31 @@ fn merge(args: &MergeArgs) -> Result<bool> {
         for n in 1..=count {
             let mut child = (*parent).clone();
             child.push(n);
-            if !records.contains_key(&child) {
+            let held_elsewhere =
+                || added_key(&kept_records, &child).is_some_and(|key| holders.contains_key(key));
+            if !records.contains_key(&child) && !held_elsewhere() {
                 missing.push(child);
             }
         }
     }
+    // Added tasks the limit kept out are not missing.
+    let mut capped = 0u64;
+    if args
+        .max_tasks
+        .is_some_and(|max| records.len() as u64 >= max)
+    {
+        let before = missing.len();
+        missing.retain(|path| path.len() == 1);
+        capped = (before - missing.len()) as u64;
+    }
+    // A key held by two recorded tasks, one of them added: the seen-set
+    // let a key in twice.
+    let mut twice: Vec<(&str, &Vec<&TaskPath>)> = holders
+        .iter()
+        .filter(|(_, paths)| paths.len() > 1 && paths.iter().any(|p| p.len() > 1))
+        .map(|(key, paths)| (key.as_str(), paths))
+        .collect();
+    twice.sort();
     // Records for lines the input does not have (past its end, a blank
     // line, or line 0) come from another input: the files do not belong
     // together.
@@ -190,6 +230,11 @@ fn merge(args: &MergeArgs) -> Result<bool> {
     if redelivered > 0 {
         report.push_str(&format!(
             "; {redelivered} tasks recorded by more than one node (at-least-once delivery) resolved: the ok or the latest record kept"
+        ));
+    }
+    if capped > 0 {
+        report.push_str(&format!(
+            "; {capped} added tasks without a record: the crawl reached --max-tasks"
         ));
     }
     eprintln!("{report}");
@@ -247,12 +292,47 @@ fn merge(args: &MergeArgs) -> Result<bool> {
             "(outputs of nodes sharing one --queue may repeat a task: merge them with --queue)"
         );
     }
-    Ok(missing.is_empty() && duplicated.is_empty() && unexpected.is_empty())
+    for (key, paths) in twice.iter().take(NAMED) {
+        let named: Vec<String> = paths.iter().map(|p| spell(p)).collect();
+        eprintln!(
+            "duplicated key: {key:?} recorded by tasks {}",
+            named.join(" and ")
+        );
+    }
+    if twice.len() > NAMED {
+        eprintln!("duplicated key: {} keys in all", twice.len());
+    }
+    Ok(missing.is_empty() && duplicated.is_empty() && unexpected.is_empty() && twice.is_empty())
+}
+
+/// The key the kept record of `child`'s parent gave it, if any.
+fn added_key<'a>(kept: &BTreeMap<&TaskPath, &'a Entry>, child: &[u64]) -> Option<&'a str> {
+    let (n, parent) = child.split_last()?;
+    let entry = kept.get(&parent.to_vec())?;
+    let index = usize::try_from(*n).ok()?.checked_sub(1)?;
+    entry.added_keys.get(index)?.as_deref()
+}
+
+/// Which recorded tasks hold each key: input lines by their `--key`
+/// value, added tasks by the key their parent gave them.
+fn key_holders<'a>(kept: &BTreeMap<&'a TaskPath, &'a Entry>) -> HashMap<String, Vec<&'a TaskPath>> {
+    let mut holders: HashMap<String, Vec<&TaskPath>> = HashMap::new();
+    for (&path, entry) in kept {
+        let key = match path.len() {
+            1 => entry.key.as_deref(),
+            _ => added_key(kept, path),
+        };
+        if let Some(key) = key {
+            holders.entry(key.to_string()).or_default().push(path);
+        }
+    }
+    holders
 }
 
 fn read_records(
     path: &Path,
     file: usize,
+    queue: bool,
     records: &mut BTreeMap<TaskPath, Vec<Entry>>,
 ) -> Result<()> {
     let handle =
@@ -279,25 +359,45 @@ fn read_records(
             Ok(head) => match head.seq {
                 Some(seq) => task_path(seq).map(|seq| {
                     let added = head.added.as_ref().map_or(0, |a| a.len() as u64);
-                    (seq, head.failed(), added)
+                    let (key, added_keys) = if queue {
+                        (
+                            head.key.map(|raw| key_text(raw.get())),
+                            head.added.as_ref().map_or_else(Vec::new, |a| {
+                                a.iter().map(|entry| entry.key.clone()).collect()
+                            }),
+                        )
+                    } else {
+                        (None, Vec::new())
+                    };
+                    (seq, head.failed(), added, key, added_keys)
                 }),
                 None => Err("no \"seq\" field".to_string()),
             },
             Err(error) => Err(error.to_string()),
         };
         match head {
-            Ok((seq, failed, added)) => records.entry(seq).or_default().push(Entry {
-                file,
-                line,
-                failed,
-                added,
-                text,
-            }),
+            Ok((seq, failed, added, key, added_keys)) => {
+                records.entry(seq).or_default().push(Entry {
+                    file,
+                    line,
+                    failed,
+                    added,
+                    key,
+                    added_keys,
+                    text,
+                })
+            }
             Err(error) => {
                 anyhow::bail!("{}:{line}: not a multiloop record: {error}", path.display())
             }
         }
     }
+}
+
+/// An input line's `--key` value as the seen-set reads it: a JSON string
+/// as its text, anything else as its JSON.
+fn key_text(raw: &str) -> String {
+    serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_string())
 }
 
 /// Line numbers of the non-blank lines of the input.

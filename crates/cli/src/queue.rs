@@ -31,6 +31,10 @@ pub enum QueueAction {
         /// pulls them.
         #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = crate::size::parse_size)]
         max_frame: u64,
+        /// The nodes' --key FIELD: each line's key joins the queue's
+        /// seen-set, so that tasks that add tasks never add a seed again.
+        #[arg(long, value_name = "FIELD")]
+        key: Option<String>,
     },
     /// Tasks waiting, in flight per node, done and dead.
     Status {
@@ -72,11 +76,12 @@ async fn run(args: &QueueArgs) -> Result<()> {
             queue,
             input,
             max_frame,
+            key,
         } => {
             let url = parse_url(&queue.queue)?;
             let max_frame = usize::try_from(*max_frame).context("--max-frame is too large")?;
             let started = std::time::Instant::now();
-            let report = queue::push(&url, input, max_frame).await?;
+            let report = queue::push(&url, input, max_frame, key.as_deref()).await?;
             let max_line = report.max_line;
             for (seq, len) in &report.oversize_lines {
                 eprintln!(
@@ -136,6 +141,12 @@ async fn run(args: &QueueArgs) -> Result<()> {
                 status.failed,
                 status.dead
             );
+            if status.added + status.kept_seen + status.kept_max_tasks + status.seen_keys > 0 {
+                println!(
+                    "  added by tasks {}  kept out: key seen {}, --max-tasks {}  keys seen {}",
+                    status.added, status.kept_seen, status.kept_max_tasks, status.seen_keys
+                );
+            }
             for node in &status.nodes {
                 println!(
                     "  node {:<40} in flight {:>8}  last seen {:.1}s ago",

@@ -275,7 +275,13 @@ pub fn print_summary(report: &RunReport) {
         report.restarts
     );
     let crawl = &report.crawl;
-    if crawl.added > 0 || crawl.kept_out.total() > 0 {
+    if crawl.queue && (crawl.added > 0 || crawl.kept_out.total() > 0) {
+        let _ = writeln!(
+            out,
+            "multiloop: {} tasks added by tasks, handed to the queue with their parents (its seen-set and --max-tasks decide which go in: see `queue status`); kept out here: {} past --max-depth",
+            crawl.added, crawl.kept_out.max_depth
+        );
+    } else if crawl.added > 0 || crawl.kept_out.total() > 0 {
         let kept = &crawl.kept_out;
         let _ = writeln!(
             out,

@@ -6,6 +6,8 @@
 use multiloop_protocol::{ErrorKind, Outcome};
 use tokio::sync::mpsc;
 
+use crate::added::Adds;
+
 /// How a flushed record ended, for a source's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settled {
@@ -28,11 +30,15 @@ impl Settled {
 }
 
 /// One record that is in the output for good.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flushed {
     /// The task id the source gave the line.
     pub id: u64,
     pub settled: Settled,
+    /// The additions the record carries (accepted by the node's checks):
+    /// a queue pushes them when it acknowledges the record, so that they
+    /// enter the queue exactly when their parent leaves it.
+    pub adds: Option<Box<Adds>>,
 }
 
 /// The writer's end of the sink: it reports each flushed batch.

@@ -246,7 +246,7 @@ fn as_json_string(line: &[u8]) -> Result<Bytes, String> {
 }
 
 /// The raw JSON of `field` in the object on this line.
-fn key_of(line: &[u8], field: &str) -> Result<Bytes, String> {
+pub(crate) fn key_of(line: &[u8], field: &str) -> Result<Bytes, String> {
     use serde_json::value::RawValue;
     use std::collections::HashMap;
     let object: HashMap<std::borrow::Cow<'_, str>, &RawValue> = serde_json::from_slice(line)

@@ -126,17 +126,13 @@ fn write_batch(
     flushed: &mut Vec<Flushed>,
 ) -> io::Result<()> {
     if acks.is_some() {
-        // Only input lines came from the source; added tasks are the
-        // journal's own.
-        flushed.extend(
-            batch
-                .iter()
-                .filter(|record| record.path.is_none())
-                .map(|record| Flushed {
-                    id: record.id,
-                    settled: Settled::of(&record.outcome),
-                }),
-        );
+        // Every task came from the source (a queue holds added tasks as
+        // well as input lines); the additions go with their parent.
+        flushed.extend(batch.iter().map(|record| Flushed {
+            id: record.id,
+            settled: Settled::of(&record.outcome),
+            adds: record.adds.clone(),
+        }));
     }
     batch.iter().try_for_each(|record| record.write_line(out))
 }

@@ -26,6 +26,8 @@ pub enum Identity {
 #[derive(Debug, Default)]
 pub struct Journal {
     lines: LineSet,
+    /// Input lines whose record added tasks.
+    parents: LineSet,
     keys: HashSet<Box<[u8]>>,
     /// Records read (including failed ones that will run again).
     pub records: u64,
@@ -108,6 +110,11 @@ impl Journal {
     fn add(&mut self, head: RecordHead<'_>, identity: &Identity, rerun_failed: bool) {
         self.records += 1;
         self.crawl.read(&head);
+        if let (Some(SeqHead::Line(seq)), Some(added)) = (head.seq, &head.added) {
+            if !added.is_empty() {
+                self.parents.insert(seq);
+            }
+        }
         if rerun_failed && head.failed() {
             self.rerun_failed += 1;
             return;
@@ -144,6 +151,14 @@ impl Journal {
             Some(key) => self.keys.contains(key),
             None => self.lines.contains(seq),
         }
+    }
+
+    /// Whether the record of input line `seq` added tasks. A queue node
+    /// runs such a line again when the queue hands it back after a
+    /// restart, rather than acknowledging it unrun: the acknowledgement
+    /// is what pushes its children, and the restart lost them.
+    pub fn added_by(&self, seq: u64) -> bool {
+        self.parents.contains(seq)
     }
 
     /// Tasks recorded as done.
@@ -292,6 +307,7 @@ mod tests {
         assert_eq!(crawl.recorded, 2);
         assert_eq!(crawl.lines, 1);
         assert_eq!(journal.done(), 1);
+        assert!(journal.added_by(1) && !journal.added_by(2));
         assert!(crawl.seen.contains(seen::fingerprint("a")));
         assert!(crawl.seen.contains(seen::fingerprint("b")));
         assert_eq!(

@@ -32,6 +32,23 @@ pub fn fingerprint_json(raw: &[u8]) -> u64 {
     }
 }
 
+/// The fingerprint of a key in a queue's seen-set (Redis), shared by
+/// nodes that may run different builds: SipHash-1-3 with zero keys from a
+/// crate that fixes the algorithm, where std's hasher may change between
+/// Rust releases.
+pub fn shared_fingerprint(key: &str) -> u64 {
+    siphasher::sip::SipHasher13::new().hash(key.as_bytes())
+}
+
+/// [`shared_fingerprint`] of an input line's `--key` value given as raw
+/// JSON, read as [`fingerprint_json`] reads it.
+pub fn shared_fingerprint_json(raw: &[u8]) -> u64 {
+    match serde_json::from_slice::<String>(raw) {
+        Ok(text) => shared_fingerprint(&text),
+        Err(_) => shared_fingerprint(&String::from_utf8_lossy(raw)),
+    }
+}
+
 /// Fingerprints are already uniform: the table uses them as they are.
 #[derive(Debug, Default, Clone, Copy)]
 struct Identity(u64);
@@ -95,6 +112,16 @@ mod tests {
         assert_eq!(fingerprint_json(b"\"k\\u0041\""), fingerprint("kA"));
         assert_eq!(fingerprint_json(b"17"), fingerprint("17"));
         assert_ne!(fingerprint("a"), fingerprint("b"));
+    }
+
+    #[test]
+    fn shared_fingerprints_are_fixed_forever() {
+        // The value Redis seen-sets already hold: it must never change.
+        assert_eq!(shared_fingerprint(""), 0xd1fb_a762_150c_532c);
+        assert_eq!(
+            shared_fingerprint_json(b"\"k\\u0041\""),
+            shared_fingerprint("kA")
+        );
     }
 
     #[test]

@@ -25,6 +25,11 @@ pub struct CrawlLimits {
     /// The longest task payload a frame carries (from `--max-frame`; the
     /// engine sets it).
     pub max_payload: usize,
+    /// The run consumes a queue (`--queue`): additions go to the queue
+    /// with their parent's acknowledgement, deduplicated and counted
+    /// against `--max-tasks` by Redis across all nodes. Here they are
+    /// only checked (JSON, size, `--max-depth`) and left on the record.
+    pub queue: bool,
 }
 
 impl Default for CrawlLimits {
@@ -34,6 +39,7 @@ impl Default for CrawlLimits {
             max_tasks: None,
             max_depth: None,
             max_payload: usize::MAX,
+            queue: false,
         }
     }
 }
@@ -45,6 +51,9 @@ pub struct CrawlCounts {
     pub added: u64,
     /// Additions kept out, by reason.
     pub kept_out: KeptOut,
+    /// The additions went to a queue, which decided on keys and
+    /// `--max-tasks` (its counts are the queue's).
+    pub queue: bool,
 }
 
 /// The crawl state the dispatcher owns.
@@ -70,7 +79,10 @@ impl Frontier {
     }
 
     pub fn counts(&self) -> CrawlCounts {
-        self.counts
+        CrawlCounts {
+            queue: self.limits.queue,
+            ..self.counts
+        }
     }
 
     /// Takes over a resumed journal's seen keys and task count (its input
@@ -110,7 +122,8 @@ impl Frontier {
 
     /// Decides on the additions `record` carries: keeps the accepted ones
     /// in it (as the journal will hold them) with the counts of the rest,
-    /// and returns the tasks (or `bad_input` answers) they become.
+    /// and returns the tasks (or `bad_input` answers) they become. In
+    /// queue mode it returns none: the queue pushes what the record keeps.
     pub fn admit(&mut self, record: &mut Record) -> Vec<InputItem> {
         let Some(adds) = record.adds.as_mut() else {
             return Vec::new();
@@ -128,6 +141,10 @@ impl Frontier {
             };
             if self.limits.max_depth.is_some_and(|max| depth > max) {
                 kept_out.max_depth += 1;
+                continue;
+            }
+            if self.limits.queue {
+                accepted.push(entry);
                 continue;
             }
             if let AddedEntry::Task { key: Some(key), .. } = &entry {
@@ -148,6 +165,11 @@ impl Frontier {
         }
         self.counts.added += accepted.len() as u64;
         self.counts.kept_out.add(&kept_out);
+        if self.limits.queue {
+            adds.entries = accepted;
+            adds.kept_out = kept_out;
+            return Vec::new();
+        }
         let items = accepted
             .iter()
             .enumerate()
@@ -280,6 +302,7 @@ mod tests {
             max_tasks: Some(3),
             max_depth: Some(1),
             max_payload: 100,
+            queue: false,
         });
         frontier.input(None);
         let mut record = parent(1, vec![(b"1", None), (b"2", None), (b"3", None)]);
@@ -295,5 +318,33 @@ mod tests {
         };
         assert!(frontier.admit(&mut grandparent).is_empty());
         assert_eq!(frontier.counts().kept_out.max_depth, 1);
+    }
+
+    #[test]
+    fn in_queue_mode_accepted_additions_stay_on_the_record() {
+        let mut frontier = Frontier::new(CrawlLimits {
+            max_tasks: Some(1),
+            max_depth: Some(1),
+            max_payload: 100,
+            queue: true,
+        });
+        frontier.input(Some(b"\"seed\""));
+        let mut record = parent(
+            5,
+            vec![(b"1", Some("seed")), (b"{oops", None), (b"2", None)],
+        );
+        assert!(frontier.admit(&mut record).is_empty());
+        // Keys and --max-tasks are the queue's to decide, across nodes.
+        let adds = record.adds.as_ref().unwrap();
+        assert_eq!(adds.entries.len(), 3);
+        assert!(matches!(adds.entries[1], AddedEntry::Bad(_)));
+        assert_eq!(adds.kept_out, KeptOut::default());
+        let mut deep = Record {
+            path: Some("5.1".into()),
+            ..parent(5, vec![(b"3", None)])
+        };
+        assert!(frontier.admit(&mut deep).is_empty());
+        assert!(deep.adds.as_ref().unwrap().entries.is_empty());
+        assert_eq!(deep.adds.as_ref().unwrap().kept_out.max_depth, 1);
     }
 }

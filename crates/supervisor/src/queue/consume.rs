@@ -1,7 +1,8 @@
 //! A consuming node: pulls task lines from the queue as the dispatcher
 //! asks for input, keeps what it holds from being claimed by others,
-//! acknowledges a line only once its record is flushed, claims lines that
-//! dead nodes left behind, and hands back what it did not finish.
+//! acknowledges a line only once its record is flushed (pushing the tasks
+//! it added in the same step), claims lines that dead nodes left behind,
+//! and hands back what it did not finish.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -10,12 +11,14 @@ use multiloop_protocol::{ErrorKind, Outcome};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::store::{Entry, QueueError, Store};
+use super::store::{AckReport, Acked, Child, Entry, QueueError, Store, NOT_COMPLETE};
 use super::url::QueueUrl;
 use crate::ack::{AckReceiver, Flushed, Settled};
+use crate::added::{self, AddedEntry};
 use crate::input::{line_item, InputFilter, InputMessage};
 use crate::lines::Line;
-use crate::record::{InputItem, Record};
+use crate::record::{InputItem, Record, TaskEntry};
+use crate::seen;
 
 /// How a node takes part in a queue (`--queue`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +33,8 @@ pub struct QueueSpec {
     pub max_deliveries: u64,
     /// Most lines pulled at once.
     pub batch: usize,
+    /// `--max-tasks`: input lines plus added tasks, across all nodes.
+    pub max_tasks: Option<u64>,
 }
 
 /// Idle time given to a line handed back, so that any node's next claim
@@ -46,10 +51,12 @@ const MAX_RETRY: Duration = Duration::from_secs(2);
 const CHUNK: usize = 1000;
 
 /// A line this node pulled and has not acknowledged.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Held {
     seq: u64,
     deliveries: u64,
+    /// An added task's path; `None` for an input line.
+    path: Option<Box<str>>,
 }
 
 /// Runs a node's side of the queue until the output is done.
@@ -87,6 +94,8 @@ pub async fn consume(
         poll: Duration::from_millis(10),
         to_ack: Vec::new(),
         counts: [0; 3],
+        pushed: AckReport::default(),
+        waiting_push: false,
         outage: None,
         give_up,
         spec,
@@ -162,6 +171,12 @@ pub async fn consume(
     node.finish().await;
 }
 
+/// Redis refused an acknowledgement because the input's push is not
+/// complete (see the store's ack script).
+fn is_not_complete(error: &QueueError) -> bool {
+    matches!(error, QueueError::Refused { message, .. } if message.contains(NOT_COMPLETE))
+}
+
 /// A slot in the dispatcher's input channel, or `None` once it is closed.
 async fn reserve(
     tx: Option<mpsc::Sender<InputMessage>>,
@@ -217,9 +232,14 @@ struct Node {
     next_claim: Instant,
     next_hold: Instant,
     poll: Duration,
-    /// Flushed lines not yet acknowledged, and their outcome counts.
-    to_ack: Vec<u64>,
+    /// Flushed lines not yet acknowledged (with the tasks they added), and
+    /// their outcome counts.
+    to_ack: Vec<Acked>,
     counts: [u64; 3],
+    /// What acknowledgements did with added tasks, over the run.
+    pushed: AckReport,
+    /// Added tasks wait for the input's push to complete.
+    waiting_push: bool,
     /// Since when Redis has been failing.
     outage: Option<Instant>,
     give_up: Duration,
@@ -230,7 +250,33 @@ impl Node {
     fn flushed(&mut self, batch: Vec<Flushed>) {
         for flushed in batch {
             if let Some(held) = self.held.remove(&flushed.id) {
-                self.to_ack.push(held.seq);
+                let children = flushed.adds.map_or_else(Vec::new, |adds| {
+                    adds.entries
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, entry)| {
+                            let path = added::child_path(held.seq, held.path.as_deref(), i + 1);
+                            match entry {
+                                AddedEntry::Task { payload, key } => Child {
+                                    path,
+                                    line: payload,
+                                    key: key.as_deref().map(seen::shared_fingerprint),
+                                    bad: None,
+                                },
+                                AddedEntry::Bad(message) => Child {
+                                    path,
+                                    line: bytes::Bytes::new(),
+                                    key: None,
+                                    bad: Some(message),
+                                },
+                            }
+                        })
+                        .collect()
+                });
+                self.to_ack.push(Acked {
+                    seq: held.seq,
+                    children,
+                });
                 self.counts[match flushed.settled {
                     Settled::Ok => 0,
                     Settled::Failed => 1,
@@ -244,17 +290,42 @@ impl Node {
     /// claimed. Errors only when Redis stayed away too long.
     async fn housekeeping(&mut self) -> Result<(), QueueError> {
         if !self.to_ack.is_empty() && !self.retrying() {
-            let result = self.store.ack(&self.to_ack, self.counts).await;
-            match self.outcome(result)? {
-                Some(()) => {
-                    self.to_ack.clear();
-                    self.counts = [0; 3];
+            let result = self
+                .store
+                .ack(&self.to_ack, self.counts, self.spec.max_tasks)
+                .await;
+            match result {
+                Err(error) if is_not_complete(&error) => {
+                    // Parents stay pending (and held) until their children
+                    // can go in; nothing is lost meanwhile.
+                    if !self.waiting_push {
+                        info!(
+                            "queue {}: tasks added before the input's push is complete wait for it",
+                            self.spec.url
+                        );
+                        self.waiting_push = true;
+                    }
                 }
-                None => return Ok(()),
+                result => match self.outcome(result)? {
+                    Some(report) => {
+                        self.waiting_push = false;
+                        self.note(report);
+                        self.to_ack.clear();
+                        self.counts = [0; 3];
+                    }
+                    None => return Ok(()),
+                },
             }
         }
         if self.now >= self.next_hold && !self.retrying() {
-            let seqs: Vec<u64> = self.held.values().map(|held| held.seq).collect();
+            // Recorded lines whose acknowledgement waits (for Redis, or for
+            // the push to complete) are still held: nobody runs them again.
+            let seqs: Vec<u64> = self
+                .held
+                .values()
+                .map(|held| held.seq)
+                .chain(self.to_ack.iter().map(|acked| acked.seq))
+                .collect();
             let mut result = Ok(());
             for chunk in seqs.chunks(CHUNK) {
                 result = self
@@ -270,6 +341,21 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// Adds what an acknowledgement did with added tasks to the run's
+    /// counts.
+    fn note(&mut self, report: AckReport) {
+        self.pushed.pushed += report.pushed;
+        self.pushed.seen += report.seen;
+        self.pushed.max_tasks += report.max_tasks;
+        self.pushed.stale += report.stale;
+        if report.stale > 0 {
+            info!(
+                "queue: {} recorded task(s) had been acknowledged by another node that ran them too; their additions went in then",
+                report.stale
+            );
+        }
     }
 
     /// Whether a recent failure says to wait before the next command.
@@ -354,7 +440,7 @@ impl Node {
                 .held
                 .values()
                 .map(|held| held.seq)
-                .chain(self.to_ack.iter().copied())
+                .chain(self.to_ack.iter().map(|acked| acked.seq))
                 .collect();
             loop {
                 let entries = self.store.read_own(&consumer, batch, after).await?;
@@ -439,18 +525,32 @@ impl Node {
                             entry.deliveries - 1
                         ),
                     },
-                    path: None,
+                    path: entry.path.clone(),
                     adds: None,
                 }))
+            } else if let Some(path) = &entry.path {
+                Some(self.added_item(id, path, &entry))
             } else {
-                line_item(entry.seq, id, Line::Complete(&entry.line), &self.filter).map(|item| {
-                    match item {
-                        InputItem::Task(mut task) => {
-                            task.attempts = (entry.deliveries - 1) as u32;
-                            InputItem::Task(task)
-                        }
-                        other => other,
+                let rerun;
+                // A line recorded here whose record added tasks runs again:
+                // its acknowledgement, which pushes its children, was lost.
+                let filter = match &self.filter.journal {
+                    Some(journal) if journal.added_by(entry.seq) => {
+                        rerun = InputFilter {
+                            journal: None,
+                            ..self.filter.clone()
+                        };
+                        &rerun
                     }
+                    _ => &self.filter,
+                };
+                line_item(entry.seq, id, Line::Complete(&entry.line), filter).map(|item| match item
+                {
+                    InputItem::Task(mut task) => {
+                        task.attempts = (entry.deliveries - 1) as u32;
+                        InputItem::Task(task)
+                    }
+                    other => other,
                 })
             };
             match item {
@@ -461,11 +561,15 @@ impl Node {
                         Held {
                             seq: entry.seq,
                             deliveries: entry.deliveries,
+                            path: entry.path,
                         },
                     );
                     items.push(item);
                 }
-                None => self.to_ack.push(entry.seq),
+                None => self.to_ack.push(Acked {
+                    seq: entry.seq,
+                    children: Vec::new(),
+                }),
             }
         }
         self.sent += items.len() as u64;
@@ -476,14 +580,65 @@ impl Node {
         }
     }
 
+    /// A task another task added: it runs as it is (no `--key` field, no
+    /// `--lines` quoting: it was checked as JSON where it was added), and
+    /// is known by its path. It is not looked up in a resumed journal: one
+    /// recorded here and handed back runs again (merge keeps one record).
+    fn added_item(&self, id: u64, path: &str, entry: &Entry) -> InputItem {
+        let bad = match &entry.bad {
+            Some(message) => Some(message.clone()),
+            None if entry.line.len() > self.filter.max_line => Some(format!(
+                "{} bytes is over the frame limit of {} bytes (see --max-frame)",
+                entry.line.len(),
+                self.filter.max_line
+            )),
+            None => None,
+        };
+        match bad {
+            Some(message) => InputItem::Answered(Record {
+                id,
+                seq: 0,
+                key: None,
+                worker: None,
+                attempts: 0,
+                micros: 0,
+                outcome: Outcome::Err {
+                    kind: ErrorKind::BadInput,
+                    message: format!("task {path} added by {}: {message}", added::parent_of(path)),
+                },
+                path: Some(path.into()),
+                adds: None,
+            }),
+            None => InputItem::Task(TaskEntry {
+                id,
+                seq: 0,
+                payload: bytes::Bytes::copy_from_slice(&entry.line),
+                key: None,
+                attempts: (entry.deliveries - 1) as u32,
+                blame: Default::default(),
+                path: Some(path.into()),
+            }),
+        }
+    }
+
     /// At the end: the last acknowledgements, and every line held but not
     /// recorded goes back to the queue at once (not after --claim-after).
     async fn finish(&mut self) {
         let deadline = Instant::now() + self.give_up;
         while !self.to_ack.is_empty() {
-            match self.store.ack(&self.to_ack, self.counts).await {
-                Ok(()) => self.to_ack.clear(),
-                Err(error) if error.is_transient() && Instant::now() < deadline => {
+            match self
+                .store
+                .ack(&self.to_ack, self.counts, self.spec.max_tasks)
+                .await
+            {
+                Ok(report) => {
+                    self.note(report);
+                    self.to_ack.clear();
+                }
+                Err(error)
+                    if (error.is_transient() || is_not_complete(&error))
+                        && Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Err(error) => {
@@ -494,6 +649,13 @@ impl Node {
                     return;
                 }
             }
+        }
+        let pushed = self.pushed;
+        if pushed.pushed + pushed.seen + pushed.max_tasks > 0 {
+            info!(
+                "queue {}: pushed {} added task(s); kept out {} whose key was seen, {} past --max-tasks",
+                self.spec.url, pushed.pushed, pushed.seen, pushed.max_tasks
+            );
         }
         if self.held.is_empty() {
             return;

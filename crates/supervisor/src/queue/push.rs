@@ -8,6 +8,8 @@ use std::time::Duration;
 use super::consume::connect;
 use super::store::{Meta, QueueError};
 use super::url::QueueUrl;
+use crate::input::key_of;
+use crate::seen;
 
 /// Lines per pipelined round trip.
 const PUSH_BATCH: usize = 2000;
@@ -39,8 +41,15 @@ pub struct PushReport {
 /// repeated or concurrent push of the same file adds each line once, and an
 /// interrupted push continues where it stopped. A different file (by
 /// content digest) is refused. Lines too long for a task in frames of
-/// `max_frame` bytes are counted in the report.
-pub async fn push(url: &QueueUrl, path: &Path, max_frame: usize) -> Result<PushReport, QueueError> {
+/// `max_frame` bytes are counted in the report. With `key` (the nodes'
+/// `--key FIELD`), each line's key joins the queue's seen-set, so that a
+/// task that adds a seed's key again adds nothing.
+pub async fn push(
+    url: &QueueUrl,
+    path: &Path,
+    max_frame: usize,
+    key: Option<&str>,
+) -> Result<PushReport, QueueError> {
     let max_line = multiloop_protocol::max_task_payload(max_frame);
     let (digest, lines, total) = describe(path)?;
     let mut store = connect(url, Duration::from_secs(10)).await?;
@@ -67,6 +76,7 @@ pub async fn push(url: &QueueUrl, path: &Path, max_frame: usize) -> Result<PushR
     let mut seq = 0u64;
     let mut text: Vec<Vec<u8>> = Vec::with_capacity(PUSH_BATCH);
     let mut seqs: Vec<u64> = Vec::with_capacity(PUSH_BATCH);
+    let mut seeds: Vec<u64> = Vec::new();
     loop {
         let mut line = Vec::new();
         let n = reader.read_until(b'\n', &mut line)?;
@@ -82,6 +92,12 @@ pub async fn push(url: &QueueUrl, path: &Path, max_frame: usize) -> Result<PushR
                         report.oversize_lines.push((seq, line.len()));
                     }
                 }
+                // A line without the field is recorded bad_input by the
+                // node that pulls it; it seeds nothing. Seeds of lines
+                // already there go in again: the set keeps one of each.
+                if let Some(Ok(raw)) = key.map(|field| key_of(&line, field)) {
+                    seeds.push(seen::shared_fingerprint_json(&raw));
+                }
                 if seq <= last {
                     report.present += 1;
                 } else {
@@ -90,17 +106,20 @@ pub async fn push(url: &QueueUrl, path: &Path, max_frame: usize) -> Result<PushR
                 }
             }
         }
-        if seqs.len() >= PUSH_BATCH || (n == 0 && !seqs.is_empty()) {
+        if seqs.len().max(seeds.len()) >= PUSH_BATCH
+            || (n == 0 && !(seqs.is_empty() && seeds.is_empty()))
+        {
             let batch: Vec<(u64, &[u8])> = seqs
                 .iter()
                 .copied()
                 .zip(text.iter().map(Vec::as_slice))
                 .collect();
-            let added = store.push(&batch).await?;
+            let added = store.push(&batch, &seeds).await?;
             report.present += batch.len() as u64 - added;
             report.added += added;
             seqs.clear();
             text.clear();
+            seeds.clear();
         }
         if n == 0 {
             break;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, Value};
+use redis::{Cmd, Script, Value};
 
 use super::url::{QueueUrl, GROUP};
 
@@ -45,14 +45,127 @@ impl QueueError {
 }
 
 /// One task line as it comes out of the stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Entry {
-    /// Input line number (the entry id is `seq-0`).
+    /// The entry id is `seq-0`: the input line number for a pushed line;
+    /// for an added task a number past the input's last line, which only
+    /// names the entry (the task is known by its path).
     pub seq: u64,
     pub line: Vec<u8>,
     /// Times the group handed it out, this delivery included.
     pub deliveries: u64,
+    /// An added task's path (`"5.3"`; field `p`).
+    pub path: Option<Box<str>>,
+    /// An added task that cannot run: why (field `b`); it is recorded
+    /// `bad_input` by the node that pulls it.
+    pub bad: Option<String>,
 }
+
+/// A recorded task to acknowledge, with the tasks it added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acked {
+    pub seq: u64,
+    pub children: Vec<Child>,
+}
+
+/// A task to push to the queue with its parent's acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Child {
+    pub path: Box<str>,
+    pub line: bytes::Bytes,
+    /// [`crate::seen::shared_fingerprint`] of its dedupe key.
+    pub key: Option<u64>,
+    /// Why it cannot run, for an addition the node's checks refused.
+    pub bad: Option<String>,
+}
+
+/// What one acknowledgement did with the children it carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AckReport {
+    /// Children pushed.
+    pub pushed: u64,
+    /// Children whose key the queue had seen: not pushed.
+    pub seen: u64,
+    /// Children past `--max-tasks`: not pushed.
+    pub max_tasks: u64,
+    /// Records whose entry was acknowledged already (by a node that ran it
+    /// too): their children were pushed then, not now.
+    pub stale: u64,
+}
+
+/// Why an acknowledgement with children must wait.
+pub const NOT_COMPLETE: &str = "MLPUSH";
+
+/// Acknowledges recorded tasks and pushes what they added, in one atomic
+/// step, so that a node killed at any moment neither loses nor repeats a
+/// child: until the script runs the parent stays pending (and runs again
+/// elsewhere), and once it runs its children are in the stream.
+///
+/// KEYS: stream, meta, seen. ARGV: group, max-tasks (-1: none), ok,
+/// failed, crashed, then per parent its seq and child count, then per
+/// child its path, line, key fingerprint ("" for none) and bad message
+/// ("" for none). A child goes in only if its parent's XACK took an entry
+/// off the pending list (a parent acknowledged before, by a slower node
+/// that also ran it, pushed its children then), its key is new (SADD, one
+/// atomic operation per key) and input plus added tasks stay under
+/// max-tasks. Entry ids continue past the input's last line, so the
+/// stream's ids stay `N-0`; they cannot be used before the push is
+/// complete (a later pushed line would be refused as an older id), so
+/// until then the script changes nothing and answers `MLPUSH`.
+const ACK_SCRIPT: &str = r"
+local stream, meta, seen = KEYS[1], KEYS[2], KEYS[3]
+local group, max = ARGV[1], tonumber(ARGV[2])
+local i, children = 6, 0
+while i <= #ARGV do
+  local n = tonumber(ARGV[i + 1])
+  children = children + n
+  i = i + 2 + 4 * n
+end
+if children > 0 and redis.call('HGET', meta, 'complete') ~= '1' then
+  return redis.error_reply('MLPUSH the push of the input is not complete')
+end
+local lines = tonumber(redis.call('HGET', meta, 'lines') or '0')
+local total = tonumber(redis.call('HGET', meta, 'total') or '0')
+local added = tonumber(redis.call('HGET', meta, 'added') or '0')
+local pushed, dup, over, stale = 0, 0, 0, 0
+i = 6
+while i <= #ARGV do
+  local n = tonumber(ARGV[i + 1])
+  local acked = redis.call('XACK', stream, group, ARGV[i] .. '-0')
+  i = i + 2
+  if acked == 0 and n > 0 then stale = stale + 1 end
+  for c = 1, n do
+    local path, line, key, bad = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    i = i + 4
+    if acked == 1 then
+      if key ~= '' and redis.call('SISMEMBER', seen, key) == 1 then
+        dup = dup + 1
+      elseif max >= 0 and total + added >= max then
+        over = over + 1
+      else
+        if key ~= '' then redis.call('SADD', seen, key) end
+        added = added + 1
+        local id = (lines + added) .. '-0'
+        if bad ~= '' then
+          redis.call('XADD', stream, id, 'l', line, 'p', path, 'b', bad)
+        else
+          redis.call('XADD', stream, id, 'l', line, 'p', path)
+        end
+        pushed = pushed + 1
+      end
+    end
+  end
+end
+redis.call('HSET', meta, 'added', added)
+if dup > 0 then redis.call('HINCRBY', meta, 'kept_seen', dup) end
+if over > 0 then redis.call('HINCRBY', meta, 'kept_max_tasks', over) end
+local names = {'ok', 'failed', 'crashed'}
+for k = 1, 3 do
+  local count = tonumber(ARGV[2 + k])
+  if count > 0 then redis.call('HINCRBY', meta, names[k], count) end
+end
+return {pushed, dup, over, stale}
+";
 
 /// What `queue push` wrote into the meta hash.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -68,6 +181,12 @@ pub struct Meta {
     pub ok: u64,
     pub failed: u64,
     pub crashed: u64,
+    /// Tasks added by tasks and pushed.
+    pub added: u64,
+    /// Additions kept out because their key was seen.
+    pub kept_seen: u64,
+    /// Additions kept out by `--max-tasks`.
+    pub kept_max_tasks: u64,
 }
 
 /// The queue as `queue status` shows it.
@@ -88,6 +207,14 @@ pub struct QueueStatus {
     pub failed: u64,
     /// Recorded as `crashed` (including tasks delivered too often).
     pub dead: u64,
+    /// Tasks that tasks added (included in `pushed`).
+    pub added: u64,
+    /// Additions not pushed: their key was in the seen-set.
+    pub kept_seen: u64,
+    /// Additions not pushed: past `--max-tasks`.
+    pub kept_max_tasks: u64,
+    /// Dedupe keys in the seen-set.
+    pub seen_keys: u64,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -105,6 +232,8 @@ pub struct Store {
     conn: ConnectionManager,
     stream: String,
     meta: String,
+    seen: String,
+    ack_script: Script,
 }
 
 impl std::fmt::Debug for Store {
@@ -134,6 +263,8 @@ impl Store {
         Ok(Self {
             stream: url.stream_key(),
             meta: url.meta_key(),
+            seen: url.seen_key(),
+            ack_script: Script::new(ACK_SCRIPT),
             url: url.clone(),
             conn,
         })
@@ -211,6 +342,9 @@ impl Store {
             ok: number("ok"),
             failed: number("failed"),
             crashed: number("crashed"),
+            added: number("added"),
+            kept_seen: number("kept_seen"),
+            kept_max_tasks: number("kept_max_tasks"),
         }))
     }
 
@@ -273,9 +407,18 @@ impl Store {
     /// Appends lines. Ids are line numbers, so a line that is already
     /// there (a second pusher, a repeated push) is refused by Redis and
     /// stays single.
-    pub async fn push(&mut self, lines: &[(u64, &[u8])]) -> Result<u64, QueueError> {
+    /// `seeds` are the fingerprints of the lines' `--key` values: they
+    /// join the seen-set, so that no task adds a seed again.
+    pub async fn push(&mut self, lines: &[(u64, &[u8])], seeds: &[u64]) -> Result<u64, QueueError> {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
+        if !seeds.is_empty() {
+            let sadd = pipe.cmd("SADD").arg(&self.seen);
+            for seed in seeds {
+                sadd.arg(seed.to_le_bytes().as_slice());
+            }
+            pipe.ignore();
+        }
         for (seq, line) in lines {
             pipe.cmd("XADD")
                 .arg(&self.stream)
@@ -446,26 +589,51 @@ impl Store {
         Ok(())
     }
 
-    /// Acknowledges recorded lines and counts their outcomes.
-    pub async fn ack(&mut self, seqs: &[u64], counts: [u64; 3]) -> Result<(), QueueError> {
-        let mut pipe = redis::pipe();
-        let xack = pipe.cmd("XACK").arg(&self.stream).arg(GROUP);
-        for seq in seqs {
-            xack.arg(format!("{seq}-0"));
+    /// Acknowledges recorded tasks, counts their outcomes, and pushes the
+    /// tasks they added (see [`ACK_SCRIPT`]). Answers `Refused` with
+    /// [`NOT_COMPLETE`] in the message while the input's push is not
+    /// complete and children wait to be pushed.
+    pub async fn ack(
+        &mut self,
+        parents: &[Acked],
+        counts: [u64; 3],
+        max_tasks: Option<u64>,
+    ) -> Result<AckReport, QueueError> {
+        let mut invocation = self.ack_script.prepare_invoke();
+        invocation
+            .key(&self.stream)
+            .key(&self.meta)
+            .key(&self.seen)
+            .arg(GROUP)
+            .arg(max_tasks.map_or(-1, |max| i64::try_from(max).unwrap_or(i64::MAX)));
+        for count in counts {
+            invocation.arg(count);
         }
-        pipe.ignore();
-        for (name, n) in ["ok", "failed", "crashed"].iter().zip(counts) {
-            if n > 0 {
-                pipe.cmd("HINCRBY")
-                    .arg(&self.meta)
-                    .arg(*name)
-                    .arg(n)
-                    .ignore();
+        for parent in parents {
+            invocation.arg(parent.seq).arg(parent.children.len());
+            for child in &parent.children {
+                invocation
+                    .arg(child.path.as_bytes())
+                    .arg(child.line.as_ref())
+                    .arg(
+                        child
+                            .key
+                            .map_or_else(Vec::new, |key| key.to_le_bytes().to_vec()),
+                    )
+                    .arg(child.bad.as_deref().unwrap_or_default());
             }
         }
-        pipe.query_async::<()>(&mut self.conn)
+        let reply: Vec<u64> = invocation
+            .invoke_async(&mut self.conn)
             .await
-            .map_err(|error| self.error(error))
+            .map_err(|error| self.error(error))?;
+        let at = |i: usize| reply.get(i).copied().unwrap_or(0);
+        Ok(AckReport {
+            pushed: at(0),
+            seen: at(1),
+            max_tasks: at(2),
+            stale: at(3),
+        })
     }
 
     /// Marks entries as still held by `consumer`, so that nobody claims
@@ -579,6 +747,7 @@ impl Store {
                 });
             }
         }
+        let seen_keys = int(&self.query(redis::cmd("SCARD").arg(&self.seen)).await?);
         Ok(QueueStatus {
             queue: self.url.to_string(),
             total: meta.total,
@@ -591,6 +760,10 @@ impl Store {
             ok: meta.ok,
             failed: meta.failed,
             dead: meta.crashed,
+            added: meta.added,
+            kept_seen: meta.kept_seen,
+            kept_max_tasks: meta.kept_max_tasks,
+            seen_keys,
         })
     }
 }
@@ -676,14 +849,19 @@ fn entries(value: &Value) -> Vec<Entry> {
             let Value::Array(fields) = parts.get(1)? else {
                 return None;
             };
-            let line = fields.chunks(2).find_map(|pair| match pair {
-                [Value::BulkString(k), Value::BulkString(v)] if k == b"l" => Some(v.clone()),
-                _ => None,
-            })?;
+            let field = |name: &[u8]| {
+                fields.chunks(2).find_map(|pair| match pair {
+                    [Value::BulkString(k), Value::BulkString(v)] if k == name => Some(v),
+                    _ => None,
+                })
+            };
+            let text = |v: &Vec<u8>| String::from_utf8_lossy(v).into_owned();
             Some(Entry {
                 seq,
-                line,
+                line: field(b"l")?.clone(),
                 deliveries: 1,
+                path: field(b"p").map(|p| text(p).into_boxed_str()),
+                bad: field(b"b").map(text),
             })
         })
         .collect()
@@ -710,7 +888,8 @@ mod tests {
             vec![Entry {
                 seq: 7,
                 line: b"{\"x\":1}".to_vec(),
-                deliveries: 1
+                deliveries: 1,
+                ..Entry::default()
             }]
         );
         assert_eq!(seq_of(b"123-0"), Some(123));

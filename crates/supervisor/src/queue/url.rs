@@ -95,6 +95,12 @@ impl QueueUrl {
         format!("multiloop:{{{}}}:meta", self.name)
     }
 
+    /// The fingerprints of every dedupe key the queue has met (input
+    /// `--key` values pushed, keys of added tasks).
+    pub fn seen_key(&self) -> String {
+        format!("multiloop:{{{}}}:seen", self.name)
+    }
+
     /// What the Redis client connects to.
     pub fn connection_info(&self) -> redis::RedisResult<redis::ConnectionInfo> {
         use redis::IntoConnectionInfo;
