@@ -2,10 +2,10 @@
 line per item through the fleet's bounded window (``max_in_flight``) and
 gives the records back as :class:`Result` objects, by item.
 
-It reads the items no faster than calls finish, so a map of millions of
-items holds at most ``max_in_flight`` calls at once (and no future per
-item); any number of maps, and single calls, share the fleet and its
-window.
+It reads the items no faster than calls finish (and than ``async for``
+takes their results), so a map of millions of items holds at most
+``max_in_flight`` calls and results at once, and no future per item; any
+number of maps, and single calls, share the fleet and its window.
 """
 
 from __future__ import annotations
@@ -38,6 +38,11 @@ class FleetMap:
         self._fed = False  # every item has been sent
         self._sent = 0
         self._done = 0
+        # Results handed to the reader (or placed, for values()): the map
+        # sends no more than max_in_flight items ahead of them, so a slow
+        # ``async for`` holds the items back instead of piling up results.
+        self._taken = 0
+        self._room = asyncio.Event()
         self._results: List[Result] = []
         # In values() mode, records are placed here by index instead.
         self._out: Optional[List[Any]] = None
@@ -61,14 +66,17 @@ class FleetMap:
         out = self._out
         if out is None:
             self._results.append(Result(record, item))
-        elif "error" in record:
-            failed = TaskFailed(Result(record, item))
-            if self._return_exceptions:
-                out[index] = failed
-            elif self._error is None:
-                self._error = failed
         else:
-            out[index] = record.get("ok")
+            self._taken += 1
+            self._room.set()
+            if "error" in record:
+                failed = TaskFailed(Result(record, item))
+                if self._return_exceptions:
+                    out[index] = failed
+                elif self._error is None:
+                    self._error = failed
+            else:
+                out[index] = record.get("ok")
         self._wake.set()
 
     def failed(self, error: BaseException) -> None:
@@ -116,6 +124,9 @@ class FleetMap:
             args = _encode(list(item) if self._spread else [item])
         except (TypeError, ValueError, RecursionError) as error:
             raise _item_error(index, item, error) from None
+        while self._sent - self._taken >= fleet.max_in_flight:
+            self._room.clear()
+            await self._room.wait()
         await fleet.slot()
         if self._error is not None:
             fleet.give_back()  # the reader is raising: no more calls
@@ -141,18 +152,22 @@ class FleetMap:
         bar = _progress_bar(self._progress, self.total)
         try:
             while True:
-                await self._wake.wait()
-                self._wake.clear()
+                # Nothing awaits between a look and the clear: no wake is lost.
                 if self._results:
                     batch, self._results = self._results, []
+                    self._taken += len(batch)
+                    self._room.set()
                     if bar is not None:
                         bar.update(len(batch))
                     yield batch
+                    continue
                 if self._error is not None:
                     raise self._error
                 if self._over():
                     self._check_complete()
                     return
+                self._wake.clear()
+                await self._wake.wait()
         finally:
             if bar is not None:
                 bar.close()
@@ -179,8 +194,6 @@ class FleetMap:
         shown = 0
         try:
             while True:
-                await self._wake.wait()
-                self._wake.clear()
                 if bar is not None and self._done > shown:
                     bar.update(self._done - shown)
                     shown = self._done
@@ -188,6 +201,8 @@ class FleetMap:
                     raise self._error
                 if self._over():
                     break
+                self._wake.clear()
+                await self._wake.wait()
         finally:
             if bar is not None:
                 bar.close()

@@ -188,6 +188,15 @@ def test_maps_and_calls_stay_within_max_in_flight():
             got = await asyncio.gather(pool.gather(pool_jobs.echo, items()), producer(0), producer(1000))
             assert got[0] == list(range(3000))
             assert pool._fleet.most_in_flight == bound, "the window was used, and never passed"
+            # A slow reader holds the items back: results do not pile up.
+            run_ = pool.map(pool_jobs.echo, range(400))
+            read = 0
+            async for _ in run_:
+                read += 1
+                ahead = run_._sent - read
+                assert ahead <= 2 * bound, f"{ahead} items sent ahead of the reader"
+                await asyncio.sleep(0.001)  # a reader slower than the fleet
+            assert read == 400
 
     run(main())
     assert max(seen) <= bound, max(seen)
