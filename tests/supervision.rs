@@ -312,7 +312,10 @@ fn recycling_by_task_count_with_one_worker_never_passes_the_count() {
     assert_all_sums(&running.output_records(), n, |i| i);
     let stderr = running.stderr();
     let recycled = stderr.matches(": recycling it").count();
-    assert!(recycled as u64 >= n / 110 - 1, "{recycled} recycles:\n{stderr}");
+    assert!(
+        recycled as u64 >= n / 110 - 1,
+        "{recycled} recycles:\n{stderr}"
+    );
     assert_eq!(restarts(&stderr), 0, "recycling is not restarting");
 }
 
