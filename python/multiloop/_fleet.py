@@ -1,6 +1,8 @@
 """A persistent pool's one supervisor run: :class:`Fleet` keeps the
 supervisor and its workers up for the pool's life and feeds it one call per
 stdin line, matching each record to its call by ``seq`` (the line number).
+Single calls and maps' items (:mod:`multiloop._fleet_map`) share it and its
+window: at most ``max_in_flight`` calls are out at once.
 
 The workers run ``--python multiloop._calls:kind``, which runs the function a
 line names (see :mod:`multiloop._calls`). A function the workers cannot

@@ -454,7 +454,7 @@ def test_a_kind_with_setup_runs_as_a_map_of_its_own():
     run(main())
 
 
-def test_the_pool_options_apply_to_single_calls(tmp_path):
+def test_the_pool_options_apply_to_single_calls_and_maps(tmp_path):
     async def main():
         async with multiloop.Pool(workers=1, task_timeout=0.3, retries=2, retry_backoff=0, progress=False) as pool:
             with pytest.raises(multiloop.TaskFailed) as failed:
@@ -464,6 +464,12 @@ def test_the_pool_options_apply_to_single_calls(tmp_path):
             with pytest.raises(multiloop.TaskFailed) as failed:
                 await pool.apply(pool_jobs.sim, {"fault": "raise", "n": 1})
             assert failed.value.kind == "failed" and failed.value.result.attempts == 3
+            # And to a map's items on the fleet.
+            items = [{"n": 0}, {"fault": "raise", "n": 1}]
+            got = [r async for r in pool.map(pool_jobs.sim, items)]
+            assert pool._fleet.pid is not None and all(r.index in (0, 1) for r in got)
+            failed_ = next(r for r in got if not r.ok)
+            assert failed_.index == 1 and failed_.attempts == 3 and failed_.error.kind == "failed"
 
     run(main())
 
