@@ -393,6 +393,13 @@ def test_executor_as_a_context_manager_bounds_submit(tmp_path):
         futures = [executor.submit(pool_jobs.echo, i) for i in range(50)]
         assert [f.result(DEADLINE) for f in futures] == list(range(50))
         assert executor._pool._fleet.max_in_flight == 3
+        # map keeps a window of futures, not one per item.
+        got = []
+        for value in executor.map(pool_jobs.echo, range(500), timeout=DEADLINE):
+            got.append(value)
+            assert len(executor._futures) <= 3
+        assert got == list(range(500))
+        assert list(executor.map(divmod, [7, 8], [2, 3])) == [[3, 1], [2, 2]]
 
 
 # -- notebooks ------------------------------------------------------------------------
