@@ -289,6 +289,37 @@ fn recycling_by_task_count_replaces_workers_and_loses_nothing() {
 }
 
 #[test]
+fn recycling_by_task_count_with_one_worker_never_passes_the_count() {
+    // A worker due for recycling used to keep taking tasks until its
+    // replacement was up: with one worker and a fast stream, one process
+    // served thousands past its count (all of a short run). Now it is sent
+    // at most its count (jittered by up to 10 %), so every 110 tasks at
+    // the latest a new process takes over.
+    let n = 2_000;
+    let input = sim_lines(n, |_| 1, |i| i);
+    let mut running = start(
+        &[
+            "--workers",
+            "1",
+            "--concurrency",
+            "20",
+            "--max-tasks-per-worker",
+            "100",
+        ],
+        &input,
+    );
+    assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
+    assert_all_sums(&running.output_records(), n, |i| i);
+    let stderr = running.stderr();
+    let recycled = stderr.matches(": recycling it").count();
+    assert!(
+        recycled as u64 >= n / 110 - 1,
+        "{recycled} recycles:\n{stderr}"
+    );
+    assert_eq!(restarts(&stderr), 0, "recycling is not restarting");
+}
+
+#[test]
 fn recycling_by_rss_replaces_a_leaking_worker() {
     let mut input = sim_lines(100, |_| 5, |i| i);
     input.push_str("{\"iters\":3,\"fault\":\"leak:200\"}\n");

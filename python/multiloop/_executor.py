@@ -4,15 +4,19 @@ for ``loop.run_in_executor(executor, fn, arg)`` and for code without asyncio.
 A background thread runs an event loop that owns one :class:`multiloop.Pool`;
 ``submit`` hands the call to that loop and returns a
 ``concurrent.futures.Future``. ``submit`` blocks while ``max_in_flight``
-calls are out, so a producer cannot buffer without limit.
+calls are out, so a producer cannot buffer without limit, and ``map`` keeps
+at most ``max_in_flight`` futures, submitting the next item as it yields a
+result, so a map of millions of items holds no more.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import threading
-from typing import Any, Callable, Optional, Set, Union
+import time
+from typing import Any, Callable, Deque, Iterable, Iterator, Optional, Set, Union
 
 from ._fleet import MAX_IN_FLIGHT
 from ._options import check_options
@@ -35,7 +39,8 @@ class Executor(concurrent.futures.Executor):
         options.setdefault("progress", False)
         check_options(options)
         limit = options.get("max_in_flight")
-        self._slots = threading.BoundedSemaphore(MAX_IN_FLIGHT if limit is None else int(limit))
+        self._limit = MAX_IN_FLIGHT if limit is None else int(limit)
+        self._slots = threading.BoundedSemaphore(self._limit)
         self._pool = Pool(workers, **options)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="multiloop-executor", daemon=True)
@@ -58,6 +63,38 @@ class Executor(concurrent.futures.Executor):
             self._futures.add(future)
         future.add_done_callback(self._done)
         return future
+
+    def map(  # type: ignore[override]
+        self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: Optional[float] = None, chunksize: int = 1
+    ) -> Iterator[Any]:
+        """``fn(*args)`` for each ``args`` of ``zip(*iterables)``, the values
+        in order, as ``concurrent.futures.Executor.map`` (``timeout`` counts
+        from this call; ``chunksize`` is accepted and unused: calls already
+        go in batches). Unlike it, at most ``max_in_flight`` items are
+        submitted ahead of the values yielded, so memory stays flat."""
+        end = None if timeout is None else time.monotonic() + timeout
+        arguments = zip(*iterables)
+        window: Deque["concurrent.futures.Future[Any]"] = collections.deque()
+        for args in arguments:  # the first window now, as the stdlib does
+            window.append(self.submit(fn, *args))
+            if len(window) >= self._limit:
+                break
+
+        def values() -> Iterator[Any]:
+            try:
+                while window:
+                    future = window.popleft()
+                    left = None if end is None else end - time.monotonic()
+                    value = future.result(left)
+                    following = next(arguments, None)
+                    if following is not None:
+                        window.append(self.submit(fn, *following))
+                    yield value
+            finally:
+                for future in window:
+                    future.cancel()
+
+        return values()
 
     def _done(self, future: "concurrent.futures.Future[Any]") -> None:
         self._slots.release()

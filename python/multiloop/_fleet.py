@@ -1,6 +1,8 @@
 """A persistent pool's one supervisor run: :class:`Fleet` keeps the
 supervisor and its workers up for the pool's life and feeds it one call per
 stdin line, matching each record to its call by ``seq`` (the line number).
+Single calls and maps' items (:mod:`multiloop._fleet_map`) share it and its
+window: at most ``max_in_flight`` calls are out at once.
 
 The workers run ``--python multiloop._calls:kind``, which runs the function a
 line names (see :mod:`multiloop._calls`). A function the workers cannot
@@ -88,7 +90,10 @@ class Fleet(MapRun):
         self._sequence = None
         self.total = None
         self._names: Dict[Any, str] = {}
-        self._calls: Dict[int, "asyncio.Future[Record]"] = {}
+        # seq -> where its record goes (see send()).
+        self._calls: Dict[int, Any] = {}
+        #: The most calls that were ever out at once (at most max_in_flight).
+        self.most_in_flight = 0
         self._out: List[str] = []
         self._wake = asyncio.Event()
         self._slots: Optional[asyncio.Semaphore] = None
@@ -139,7 +144,8 @@ class Fleet(MapRun):
 
     # ---- calls
 
-    def _line(self, name: str, args: Tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+    def line(self, name: str, args: Tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+        """The stdin line of one call of the function named ``name``."""
         call: Dict[str, Any] = {"f": name}
         if args:
             call["a"] = list(args)
@@ -153,9 +159,9 @@ class Fleet(MapRun):
                 "arguments and results cross processes as JSON"
             ) from None
 
-    async def call(self, fn: Any, args: Tuple[Any, ...], kwargs: Mapping[str, Any]) -> Record:
-        """Sends one call, waiting for a slot first; its record."""
-        line = self._line(self.name(fn), args, kwargs)  # errors before a slot is taken
+    async def slot(self) -> None:
+        """Waits until fewer than ``max_in_flight`` calls are out and takes
+        that place; :meth:`send` must follow (or :meth:`give_back`)."""
         self._check_open()
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.max_in_flight)
@@ -165,16 +171,38 @@ class Fleet(MapRun):
         except BaseException:
             self._slots.release()
             raise
-        future: "asyncio.Future[Record]" = asyncio.get_running_loop().create_future()
+
+    def give_back(self) -> None:
+        """A slot taken by :meth:`slot` that no call will use."""
+        assert self._slots is not None
+        self._slots.release()
+
+    def send(self, line: str, sink: Any) -> None:
+        """Writes one call (a slot is held); its record goes to ``sink``:
+        an asyncio Future, or a ``(map, index, item)`` tuple whose map is
+        told with ``map.record(index, item, record)``."""
         self._lines += 1
-        self._calls[self._lines] = future
+        calls = self._calls
+        calls[self._lines] = sink
+        if len(calls) > self.most_in_flight:
+            self.most_in_flight = len(calls)
         self._out.append(line)
         self._wake.set()
         if self._serving is None:
             self._serving = asyncio.ensure_future(self._serve())
-        # Shielded: a caller that stops waiting leaves the call (and its
-        # slot) to finish in the fleet.
-        return await asyncio.shield(future)
+
+    async def call(self, fn: Any, args: Tuple[Any, ...], kwargs: Mapping[str, Any]) -> "asyncio.Future[Record]":
+        """Sends one call, waiting for a slot first; the future of its record."""
+        line = self.line(self.name(fn), args, kwargs)  # errors before a slot is taken
+        await self.slot()
+        future: "asyncio.Future[Record]" = asyncio.get_running_loop().create_future()
+        self.send(line, future)
+        return future
+
+    @property
+    def in_flight(self) -> int:
+        """Calls written to the supervisor and not yet answered."""
+        return len(self._calls)
 
     def _check_open(self) -> None:
         if self._failure is not None:
@@ -183,23 +211,27 @@ class Fleet(MapRun):
             raise RuntimeError("the pool is closed")
 
     def _settle(self, record: Record) -> None:
-        future = self._calls.pop(record.get("seq", 0), None)
-        if future is None:
+        sink = self._calls.pop(record.get("seq", 0), None)
+        if sink is None:
             return
         assert self._slots is not None
         self._slots.release()
-        if not future.done():
-            future.set_result(record)
+        if sink.__class__ is tuple:
+            sink[0].record(sink[1], sink[2], record)
+        elif not sink.done():
+            sink.set_result(record)
 
     def _fail_all(self, error: BaseException) -> None:
         if self._failure is None:
             self._failure = error
         calls, self._calls = self._calls, {}
-        for future in calls.values():
+        for sink in calls.values():
             assert self._slots is not None
             self._slots.release()
-            if not future.done():
-                future.set_exception(error)
+            if sink.__class__ is tuple:
+                sink[0].failed(error)
+            elif not sink.done():
+                sink.set_exception(error)
 
     # ---- the supervisor's pipes
 

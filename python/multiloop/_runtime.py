@@ -68,9 +68,10 @@ _RETRY: contextvars.ContextVar[List[bool]] = contextvars.ContextVar("multiloop_r
 #: refused there with this message instead.
 CALLS_SPEC = "multiloop._calls:kind"
 NO_ADDS_IN_CALLS = (
-    "multiloop.add is not available in a call on a warm pool (apply, submit, starmap, "
-    "gather without run options): run a handler that adds tasks with pool.map, "
-    "multiloop.gather or multiloop.run (a supervisor run of its own)"
+    "multiloop.add is not available in a call on a warm pool (apply, submit, and "
+    "map/starmap/gather without run options): run a handler that adds tasks with "
+    "multiloop.run or multiloop.gather, or give pool.map/pool.gather a run option "
+    "such as key= or max_depth= (a supervisor run of its own)"
 )
 
 

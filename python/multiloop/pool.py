@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import _options
 from ._binary import find_supervisor
@@ -36,6 +36,7 @@ from ._options import check_options
 from ._results import Drained, ErrorInfo, Result, SendError, SupervisorError, TaskFailed
 from ._run import Items, MapRun
 from ._fleet import Fleet, calls_can_run, fleet_options
+from ._fleet_map import FleetMap
 from ._executor import Executor
 
 __all__ = [
@@ -73,10 +74,13 @@ class Pool:
     ``env``, ``cwd``, ``extra_args``. :meth:`map` takes the same keywords
     for one call.
 
-    :meth:`apply`, :meth:`submit`, :meth:`starmap` and :meth:`gather` run
-    on one warm supervisor and its workers, started by the first call and
-    kept until :meth:`close` (``max_in_flight`` bounds the calls out).
-    Each :meth:`map` is a supervisor run of its own. Leaving the
+    :meth:`apply`, :meth:`submit`, :meth:`map`, :meth:`starmap` and
+    :meth:`gather` run on one warm supervisor and its workers, started by
+    the first call and kept until :meth:`close`. At most ``max_in_flight``
+    calls (default 10,000) are out at once, maps' items included: past it
+    ``apply``, ``submit`` and the maps wait. A map with options of its own,
+    or on a pool with a run-only option (``output``, ``resume``, ``key``,
+    ``setup``...), is a supervisor run of its own. Leaving the
     ``async with`` closes the pool: normally the calls in flight finish
     (within ``grace``); on an exception every run stops at once; on
     ``KeyboardInterrupt`` or cancellation they drain. It waits until the
@@ -87,7 +91,7 @@ class Pool:
         options["workers"] = workers
         check_options(options)
         self._options = options
-        self._runs: List[MapRun] = []
+        self._runs: List[Union[FleetMap, MapRun]] = []
         self._fleet: Optional[Fleet] = None
         self._closed = False
 
@@ -108,20 +112,56 @@ class Pool:
 
     async def apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` in a worker of this pool's warm fleet; its
-        value, or :class:`TaskFailed`. Waits for a slot when
+        value, or :class:`TaskFailed`. Waits for a slot first when
         ``max_in_flight`` calls are already out."""
-        record = await self._warm().call(fn, args, kwargs)
-        if "error" in record:
-            failed = TaskFailed(Result(record, list(args)))
-            # A call has no item index: name the function instead.
-            name = fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn))
-            failed.args = (f"{name}() {failed.kind}: {failed.message}",)
-            raise failed
-        return record.get("ok")
+        return await (await self.submit(fn, *args, **kwargs))
 
-    def submit(self, fn: Any, *args: Any, **kwargs: Any) -> "asyncio.Future[Any]":
-        """:meth:`apply` as a future, from inside the pool's event loop."""
-        return asyncio.ensure_future(self.apply(fn, *args, **kwargs))
+    async def submit(self, fn: Any, *args: Any, **kwargs: Any) -> "asyncio.Future[Any]":
+        """Sends ``fn(*args, **kwargs)`` to the warm fleet and returns the
+        future of its value (or :class:`TaskFailed`): ``future = await
+        pool.submit(...)``. The ``await`` is the back-pressure: it waits for
+        a slot while ``max_in_flight`` calls are out, then returns at once."""
+        fleet = self._warm()
+        record = await fleet.call(fn, args, kwargs)
+        value: "asyncio.Future[Any]" = asyncio.get_running_loop().create_future()
+
+        def settle(done: "asyncio.Future[Dict[str, Any]]") -> None:
+            if value.cancelled():
+                return
+            error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+            if error is not None:
+                value.set_exception(error)
+            elif "error" in done.result():
+                value.set_exception(_call_failed(fn, args, done.result()))
+            else:
+                value.set_result(done.result().get("ok"))
+
+        record.add_done_callback(settle)
+        return value
+
+    @property
+    def in_flight(self) -> int:
+        """Calls on the warm fleet written to its supervisor and not yet
+        answered (at most ``max_in_flight``)."""
+        return 0 if self._fleet is None else self._fleet.in_flight
+
+    # ---- maps: on the warm fleet, or a supervisor run of their own
+
+    def map(self, fn: Any, items: Items, **options: Any) -> Union[FleetMap, MapRun]:
+        """Runs ``fn`` on every item; ``async for`` the :class:`Result`
+        objects as calls complete, or ``await`` for the values in order.
+
+        On the pool's warm fleet, through its ``max_in_flight`` window,
+        beside any other maps and calls. A map of its own (a supervisor run,
+        as :func:`gather`) when ``options`` are given, when the pool has a
+        run-only option (``output``, ``resume``, ``key``, ``setup``...), or
+        when ``fn`` cannot run as a call (a built-in kind, a
+        :class:`multiloop.Kind` with ``setup``/``teardown``)."""
+        if options or fleet_options(self._options) is not None or not calls_can_run(fn):
+            run_ = MapRun(fn, items, {**self._run_options(), **options})
+            self._track(run_)
+            return run_
+        return self._fleet_map(fn, items, spread=False)
 
     async def starmap(
         self, fn: Any, arguments: Iterable[Sequence[Any]], *, return_exceptions: bool = False
@@ -129,48 +169,22 @@ class Pool:
         """``fn(*args)`` for each ``args``, on the warm fleet; the values in
         input order (an error raises :class:`TaskFailed`, or takes its
         place with ``return_exceptions=True``)."""
-        return await self._calls(fn, arguments, return_exceptions, spread=True)
+        return await self._fleet_map(fn, arguments, spread=True).values(return_exceptions)
 
-    async def _calls(self, fn: Any, arguments: Iterable[Any], return_exceptions: bool, spread: bool) -> List[Any]:
-        """``fn(*x)`` (``spread``) or ``fn(x)`` for each ``x``, in order."""
+    async def gather(self, fn: Any, items: Items, *, return_exceptions: bool = False, **options: Any) -> List[Any]:
+        """The values of :meth:`map` in input order, like ``asyncio.gather``."""
+        return await self.map(fn, items, **options).values(return_exceptions)
+
+    def _fleet_map(self, fn: Any, items: Items, spread: bool) -> FleetMap:
         fleet = self._warm()
-        calls: List["asyncio.Future[Dict[str, Any]]"] = []
-        items: List[Any] = []
-        # Back-pressure: the iterable is read no faster than calls finish.
-        window = asyncio.Semaphore(fleet.max_in_flight)
-        try:
-            for args in arguments:
-                await window.acquire()
-                items.append(args)
-                call = asyncio.ensure_future(fleet.call(fn, tuple(args) if spread else (args,), {}))
-                call.add_done_callback(lambda _: window.release())
-                calls.append(call)
-            records = await asyncio.gather(*calls)
-        except BaseException:
-            for call in calls:
-                call.cancel()
-            raise
-        out: List[Any] = []
-        for index, record in enumerate(records):
-            if "error" in record:
-                failed = TaskFailed(Result({**record, "seq": index + 1}, items[index]))
-                if not return_exceptions:
-                    raise failed
-                out.append(failed)
-            else:
-                out.append(record.get("ok"))
-        return out
+        fleet.name(fn)  # a function that cannot be sent fails here, not when awaited
+        run_ = FleetMap(fleet, fn, items, spread, self._options.get("progress", "auto"))
+        self._track(run_)
+        return run_
 
-    # ---- one supervisor run per map
-
-    def map(self, fn: Any, items: Items, **options: Any) -> MapRun:
-        """Runs ``fn`` on every item as one supervisor run of its own;
-        ``async for`` the :class:`Result` objects as tasks complete, or
-        ``await`` for the values in order."""
-        run_ = MapRun(fn, items, {**self._run_options(), **options})
+    def _track(self, run_: Union[FleetMap, MapRun]) -> None:
         self._runs = [r for r in self._runs if not r._finished]
         self._runs.append(run_)
-        return run_
 
     def _run_options(self) -> Dict[str, Any]:
         return {k: v for k, v in self._options.items() if k not in ("max_in_flight",)}
@@ -178,18 +192,14 @@ class Pool:
     async def gather(
         self, fn: Any, items: Items, *, return_exceptions: bool = False, results: bool = False, **options: Any
     ) -> List[Any]:
-        """The values in input order, like ``asyncio.gather``: on the warm
-        fleet, unless ``options`` (or the pool's run-only options, such as
-        ``output``) ask for a run of its own. ``results=True``: every
-        :class:`Result` instead, added tasks' too (a run of its own, as
-        :meth:`MapRun.results`)."""
+        """The values of :meth:`map` in input order, like ``asyncio.gather``.
+        ``results=True``: every :class:`Result` instead, added tasks' too,
+        from a run of its own (as :meth:`MapRun.results`)."""
         if results:
-            return await self.map(fn, items, **options).results()
-        if options or fleet_options(self._options) is not None or not calls_can_run(fn):
-            return await self.map(fn, items, **options).values(return_exceptions)
-        if hasattr(items, "__aiter__"):
-            items = [x async for x in items]  # type: ignore[union-attr]
-        return await self._calls(fn, items, return_exceptions, spread=False)  # type: ignore[arg-type]
+            run_ = MapRun(fn, items, {**self._run_options(), **options})
+            self._track(run_)
+            return await run_.results()
+        return await self.map(fn, items, **options).values(return_exceptions)
 
     async def close(self, grace: Optional[float] = None) -> None:
         """Stops every run still going; the warm fleet finishes the calls in
@@ -225,6 +235,14 @@ class Pool:
             await self.close()
 
 
+def _call_failed(fn: Any, args: Tuple[Any, ...], record: Dict[str, Any]) -> TaskFailed:
+    failed = TaskFailed(Result(record, list(args)))
+    # A call has no item index: name the function instead.
+    name = fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn))
+    failed.args = (f"{name}() {failed.kind}: {failed.message}",)
+    return failed
+
+
 async def gather(
     fn: Any, items: Items, *, return_exceptions: bool = False, results: bool = False, **options: Any
 ) -> List[Any]:
@@ -235,10 +253,14 @@ async def gather(
     ``results=True`` returns every task's :class:`Result` in that order
     instead (``index``/``item``, or ``path``/``parent``/``depth``; errors
     inside, never raised). Keywords: as for :class:`Pool`."""
-    async with Pool(**options) as pool:
-        # One batch: one run, streamed (cheaper per item than single calls).
-        run_ = pool.map(fn, items)
+    check_options(options)
+    # One batch: one supervisor run, streamed (cheaper per item than calls
+    # on a warm fleet, and a handler may add tasks).
+    run_ = MapRun(fn, items, dict(options))
+    try:
         return await (run_.results() if results else run_.values(return_exceptions))
+    finally:
+        await run_.aclose()
 
 
 def run(

@@ -1,8 +1,9 @@
-"""The persistent pool (``apply``/``submit``/``starmap``/``gather`` on one
-warm supervisor) and ``multiloop.Executor``, through the real supervisor
-binary and real Python workers; every wait has a deadline."""
+"""The persistent pool (``apply``/``submit``/``map``/``starmap``/``gather``
+on one warm supervisor) and ``multiloop.Executor``, through the real
+supervisor binary and real Python workers; every wait has a deadline."""
 
 import asyncio
+import collections
 import os
 import signal
 import socket
@@ -75,7 +76,7 @@ def test_mixed_functions_run_on_one_warm_fleet():
                 pool.starmap(add, [(i, i) for i in range(100)]),
                 pool.gather(times, range(100)),
                 pool.gather(pool_jobs.sim, [{"n": i, "iters": 10} for i in range(100)]),
-                pool.submit(add, 1, b=41),
+                await pool.submit(add, 1, b=41),
                 *(pool.apply(add, i, b=1) for i in range(50)),
             )
             assert got[0] == [2 * i for i in range(100)]
@@ -92,6 +93,127 @@ def test_mixed_functions_run_on_one_warm_fleet():
             assert await pool.apply(add, 1) == 1, "a failed call leaves the pool up"
 
     run(main())
+
+
+def test_maps_run_on_the_warm_fleet_beside_calls():
+    scale = 3
+
+    async def times(x):  # a closure: by value
+        await asyncio.sleep(0.001)
+        return x * scale
+
+    def items():  # read lazily, through the window
+        yield from ({"n": i, "iters": 10} for i in range(300))
+
+    async def main():
+        async with multiloop.Pool(workers=2, concurrency=50, max_in_flight=64, progress=False) as pool:
+            await pool.apply(pool_jobs.pid)
+            first = pool._fleet.pid
+            maps = [pool.map(times, range(500)), pool.map(pool_jobs.sim, items())]
+            assert all(m.pid == first for m in maps), "a map is on the warm fleet"
+            got = await asyncio.gather(
+                maps[0],
+                maps[1],
+                pool.starmap(divmod, [(i, 7) for i in range(200)]),
+                *(pool.apply(pool_jobs.echo, i) for i in range(100)),
+            )
+            assert got[0] == [3 * i for i in range(500)]
+            assert got[1] == [{"sum": 45, "n": i} for i in range(300)]
+            assert got[2] == [list(divmod(i, 7)) for i in range(200)]
+            assert got[3:] == list(range(100))
+            # As they complete, with the item and its index; failures per item.
+            items_ = [{"n": i, "fault": "raise"} if i % 10 == 3 else {"n": i} for i in range(50)]
+            seen = {}
+            async for result in pool.map(pool_jobs.sim, items_):
+                seen[result.index] = result
+            assert sorted(seen) == list(range(50))
+            for index, result in seen.items():
+                assert result.item == items_[index]
+                assert result.ok == (index % 10 != 3), result
+            assert seen[3].error.kind == "failed" and "bad item 3" in seen[3].error.message
+            with pytest.raises(multiloop.TaskFailed) as failed:
+                await pool.gather(pool_jobs.sim, items_)
+            assert failed.value.index % 10 == 3 and failed.value.item == items_[failed.value.index]
+            with pytest.raises(multiloop.SendError, match="item 1 is not JSON-encodable"):
+                await pool.gather(pool_jobs.echo, [1, {1, 2}, 3])
+            for _ in range(5):
+                assert await pool.gather(pool_jobs.echo, range(20)) == list(range(20))
+            assert pool._fleet.pid == first, "one supervisor for every map"
+            supervisors = [p for p in pids_with("multiloop._calls:kind") if p in children(os.getpid())]
+            assert supervisors == [first], supervisors
+            assert pool._fleet.most_in_flight <= 64
+
+    run(main())
+
+
+def test_a_worker_sigkilled_during_a_map_loses_nothing(tmp_path):
+    started = Started(tmp_path)
+
+    async def main():
+        async with multiloop.Pool(workers=2, concurrency=50, progress=False) as pool:
+            supervisor, _ = await fleet_pids(pool)
+            run_ = asyncio.ensure_future(pool.starmap(pool_jobs.hold, [(started.address, 300, i) for i in range(60)]))
+            victim = await started.next()
+            os.kill(victim, signal.SIGKILL)
+            assert await run_ == list(range(60))
+            assert await pool.gather(pool_jobs.echo, range(10)) == list(range(10))
+            assert pool._fleet.pid == supervisor
+
+    try:
+        run(main())
+    finally:
+        started.close()
+
+
+def test_maps_and_calls_stay_within_max_in_flight():
+    bound = 7
+    seen = []
+
+    async def main():
+        async with multiloop.Pool(workers=2, concurrency=100, max_in_flight=bound, progress=False) as pool:
+
+            def items():
+                for i in range(3000):
+                    # The map reads an item only once a call has finished.
+                    seen.append(pool.in_flight)
+                    yield i
+
+            async def producer(base):
+                for i in range(300):
+                    value = await pool.submit(pool_jobs.echo, base + i)  # waits at the bound
+                    seen.append(pool.in_flight)
+                    assert pool.in_flight <= bound
+                    await value
+
+            got = await asyncio.gather(pool.gather(pool_jobs.echo, items()), producer(0), producer(1000))
+            assert got[0] == list(range(3000))
+            assert pool._fleet.most_in_flight == bound, "the window was used, and never passed"
+            # A slow reader holds the items back: results do not pile up.
+            run_ = pool.map(pool_jobs.echo, range(400))
+            read = 0
+            async for _ in run_:
+                read += 1
+                ahead = run_._sent - read
+                assert ahead <= 2 * bound, f"{ahead} items sent ahead of the reader"
+                await asyncio.sleep(0.001)  # a reader slower than the fleet
+            assert read == 400
+
+    run(main())
+    assert max(seen) <= bound, max(seen)
+
+
+def test_recycling_by_task_count_with_one_worker_replaces_the_process():
+    # A worker due for recycling used to take tasks until its replacement was
+    # up, so one Python worker (slow to start) served a whole short run.
+    async def main():
+        async with multiloop.Pool(workers=1, max_tasks_per_worker=10, progress=False) as pool:
+            return await pool.gather(pool_jobs.pid_of, range(200))
+
+    for pids in (run(main()), multiloop.run(pool_jobs.pid_of, list(range(200)), workers=1, max_tasks_per_worker=10)):
+        counts = collections.Counter(pids)
+        # --max-tasks-per-worker is jittered by up to 10 %.
+        assert max(counts.values()) <= 11, counts
+        assert len(counts) >= 18, counts
 
 
 def test_a_thousand_concurrent_apply_calls():
@@ -271,6 +393,13 @@ def test_executor_as_a_context_manager_bounds_submit(tmp_path):
         futures = [executor.submit(pool_jobs.echo, i) for i in range(50)]
         assert [f.result(DEADLINE) for f in futures] == list(range(50))
         assert executor._pool._fleet.max_in_flight == 3
+        # map keeps a window of futures, not one per item.
+        got = []
+        for value in executor.map(pool_jobs.echo, range(500), timeout=DEADLINE):
+            got.append(value)
+            assert len(executor._futures) <= 3
+        assert got == list(range(500))
+        assert list(executor.map(divmod, [7, 8], [2, 3])) == [[3, 1], [2, 2]]
 
 
 # -- notebooks ------------------------------------------------------------------------
@@ -332,7 +461,7 @@ def test_a_kind_with_setup_runs_as_a_map_of_its_own():
     run(main())
 
 
-def test_the_pool_options_apply_to_single_calls(tmp_path):
+def test_the_pool_options_apply_to_single_calls_and_maps(tmp_path):
     async def main():
         async with multiloop.Pool(workers=1, task_timeout=0.3, retries=2, retry_backoff=0, progress=False) as pool:
             with pytest.raises(multiloop.TaskFailed) as failed:
@@ -342,6 +471,12 @@ def test_the_pool_options_apply_to_single_calls(tmp_path):
             with pytest.raises(multiloop.TaskFailed) as failed:
                 await pool.apply(pool_jobs.sim, {"fault": "raise", "n": 1})
             assert failed.value.kind == "failed" and failed.value.result.attempts == 3
+            # And to a map's items on the fleet.
+            items = [{"n": 0}, {"fault": "raise", "n": 1}]
+            got = [r async for r in pool.map(pool_jobs.sim, items)]
+            assert pool._fleet.pid is not None and all(r.index in (0, 1) for r in got)
+            failed_ = next(r for r in got if not r.ok)
+            assert failed_.index == 1 and failed_.attempts == 3 and failed_.error.kind == "failed"
 
     run(main())
 

@@ -724,7 +724,7 @@ impl Dispatcher {
     /// Runs after every event: timers, dispatch, completion.
     fn tick(&mut self, now: Instant) {
         self.check_timers(now);
-        self.fill();
+        self.fill(now);
         self.check_done(now);
         if !self.records.is_empty() {
             self.out
@@ -750,7 +750,7 @@ impl Dispatcher {
     }
 
     /// Hands queued tasks to workers with credit, and suspects to a probe.
-    fn fill(&mut self) {
+    fn fill(&mut self, now: Instant) {
         if !self.run.accepting() {
             return;
         }
@@ -785,6 +785,7 @@ impl Dispatcher {
             });
         let share = (self.book.queued() + holding).div_ceil(count.max(1));
         let limit = self.config.window.min(share);
+        let mut due = Vec::new();
         for (id, taker) in takers {
             if self.book.queued() == 0 {
                 break;
@@ -795,12 +796,23 @@ impl Dispatcher {
             if Some(id) == probe || (current && Some(id) == reserved) {
                 continue;
             }
-            let credit = limit.saturating_sub(self.book.in_flight(id));
+            let mut credit = limit.saturating_sub(self.book.in_flight(id));
+            if let Some(budget) = self.fleet.budget(id) {
+                credit = credit.min(usize::try_from(budget).unwrap_or(usize::MAX));
+            }
             if credit == 0 {
                 continue;
             }
             let tasks = self.book.send(id, credit);
+            if self.fleet.sent(id, tasks.len() as u64) {
+                due.push(id.index);
+            }
             self.out.push(Command::Send { worker: id, tasks });
+        }
+        // Started as soon as the last task is out, the replacement warms up
+        // while the old worker finishes.
+        for index in due {
+            self.replace(index, CloseReason::Recycled(RecycleReason::Tasks), now);
         }
     }
 

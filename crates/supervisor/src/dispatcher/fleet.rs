@@ -375,6 +375,30 @@ impl Fleet {
         Some(due)
     }
 
+    /// How many more tasks `id` may be sent before its recycling (None: no
+    /// limit).
+    pub fn budget(&self, id: WorkerId) -> Option<u64> {
+        self.get(id).and_then(Incarnation::budget)
+    }
+
+    /// `count` tasks went to `id`. Returns whether that was the last of its
+    /// `--max-tasks-per-worker`: it is due for recycling now, so its
+    /// replacement starts while it finishes them.
+    pub fn sent(&mut self, id: WorkerId, count: u64) -> bool {
+        let current = self.is_current(id);
+        let Some(inc) = self.get_mut(id) else {
+            return false;
+        };
+        let due = inc.sent(count) && current;
+        if due {
+            info!(
+                "worker {} was sent its last task before --max-tasks-per-worker: recycling it",
+                id.index
+            );
+        }
+        due
+    }
+
     pub fn bye(&mut self, id: WorkerId, usage: Usage, now: Instant) {
         if let Some(inc) = self.get_mut(id) {
             inc.bye(usage, now);

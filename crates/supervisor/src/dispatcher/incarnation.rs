@@ -133,6 +133,8 @@ pub(super) struct Incarnation {
     usage: Option<Usage>,
     /// Tasks answered in this life.
     completed: u64,
+    /// Tasks sent to it in this life (probes aside).
+    sent: u64,
     /// Recycle after this many tasks (`--max-tasks-per-worker`, jittered).
     recycle_after: Option<u64>,
     /// The last `/proc` sample.
@@ -157,6 +159,7 @@ impl Incarnation {
             started: now,
             usage: None,
             completed: 0,
+            sent: 0,
             recycle_after,
             sample: None,
             watch: LoopWatch::new(heartbeat),
@@ -237,6 +240,20 @@ impl Incarnation {
         self.heard(now);
         self.completed += answered;
         self.is_running() && self.recycle_after.is_some_and(|n| self.completed >= n)
+    }
+
+    /// How many more tasks it may be sent before `--max-tasks-per-worker`
+    /// retires it (None: no limit). A worker is never sent more than its
+    /// count, so one slow to be replaced cannot keep serving past it.
+    pub(super) fn budget(&self) -> Option<u64> {
+        self.recycle_after.map(|n| n.saturating_sub(self.sent))
+    }
+
+    /// `count` tasks were sent to it; true when a running incarnation has
+    /// now been sent its `--max-tasks-per-worker`.
+    pub(super) fn sent(&mut self, count: u64) -> bool {
+        self.sent += count;
+        self.is_running() && self.budget() == Some(0)
     }
 
     /// Its final frame, with its rusage.
