@@ -12,7 +12,7 @@ use multiloop_supervisor::fingerprint::Fingerprint;
 use multiloop_supervisor::queue::QueueSpec;
 use multiloop_supervisor::{
     Backoff, CrawlLimits, DemoBatch, DispatchConfig, FleetConfig, Identity, InputSource, Journal,
-    LifeLimits, OutputTarget, RunConfig,
+    LifeLimits, OutputTarget, RunConfig, SpillConfig,
 };
 use tracing::{info, warn};
 
@@ -87,7 +87,12 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
             }
             record_input(path, &input)?;
             let journal = if resume {
-                Some(load_journal(path, &identity, args.resume_failed)?)
+                Some(load_journal(
+                    path,
+                    &identity,
+                    args.resume_failed,
+                    &frontier_spill(args),
+                )?)
             } else {
                 None
             };
@@ -155,6 +160,7 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
             crawl: CrawlLimits {
                 max_tasks: args.max_tasks,
                 max_depth: args.max_depth,
+                spill: frontier_spill(args),
                 // The engine derives the payload limit from --max-frame.
                 ..Default::default()
             },
@@ -366,8 +372,18 @@ fn record_input(output: &Path, input: &InputSource) -> Result<()> {
 }
 
 /// Reads the output being resumed and says what it found.
-fn load_journal(path: &Path, identity: &Identity, rerun_failed: bool) -> Result<Journal> {
-    let journal = Journal::load(path, identity, rerun_failed)
+/// Where a crawl's pending added tasks wait (`--frontier-memory`).
+fn frontier_spill(args: &Args) -> SpillConfig {
+    SpillConfig::in_temp_dir(usize::try_from(args.frontier_memory).unwrap_or(usize::MAX))
+}
+
+fn load_journal(
+    path: &Path,
+    identity: &Identity,
+    rerun_failed: bool,
+    spill: &SpillConfig,
+) -> Result<Journal> {
+    let journal = Journal::load(path, identity, rerun_failed, spill)
         .with_context(|| format!("cannot resume from {} (--output)", path.display()))?;
     info!(
         "resuming {}: {} tasks already done{}{}",
@@ -387,12 +403,12 @@ fn load_journal(path: &Path, identity: &Identity, rerun_failed: bool) -> Result<
             String::new()
         }
     );
-    if !journal.crawl.frontier.is_empty() || journal.crawl.added > 0 {
+    if journal.crawl.added > 0 {
         info!(
             "resuming a crawl: {} tasks added, {} recorded, {} to run first; {} keys seen",
             journal.crawl.added,
             journal.crawl.recorded,
-            journal.crawl.frontier.len(),
+            journal.crawl.frontier_len(),
             journal.crawl.seen.len()
         );
     }
