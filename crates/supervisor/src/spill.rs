@@ -37,6 +37,12 @@ pub trait Spill: Sized {
     fn encode(&self, out: &mut Vec<u8>);
     /// The item `encode` wrote, or what is wrong with the bytes.
     fn decode(bytes: &[u8]) -> Result<Self, &'static str>;
+    /// The item as memory holds it: with nothing shared with other
+    /// allocations (a slice of a larger buffer would keep all of it alive,
+    /// past what the bound counts).
+    fn owned(self) -> Self {
+        self
+    }
 }
 
 /// Why the queue cannot go on. Every one of them stops the run: a task the
@@ -151,7 +157,7 @@ impl<T: Spill> SpillQueue<T> {
         let cost = item.cost();
         if self.on_disk == 0 && self.memory_bytes + cost <= self.config.memory {
             self.memory_bytes += cost;
-            self.memory.push_back(item);
+            self.memory.push_back(item.owned());
             return Ok(());
         }
         let start = self.write_buf.len();

@@ -263,6 +263,15 @@ impl Spill for TaskEntry {
         spill::put_field(out, &self.payload);
     }
 
+    /// A worker's additions are slices of its whole results frame: a copy
+    /// lets the frame go.
+    fn owned(self) -> Self {
+        TaskEntry {
+            payload: Bytes::copy_from_slice(&self.payload),
+            ..self
+        }
+    }
+
     fn decode(bytes: &[u8]) -> Result<Self, &'static str> {
         let (id, mut bytes) = bytes
             .split_first_chunk::<8>()
