@@ -382,3 +382,52 @@ fn a_parent_that_crashes_its_worker_once_adds_its_children_once() {
         .count();
     assert!(rerun >= crashed, "{rerun} re-run, {crashed} crashed");
 }
+
+#[test]
+fn a_spill_file_that_cannot_be_made_fails_the_run_and_resume_loses_nothing() {
+    let (input, expected) = forest(3, 5, 5, "");
+    let dir = tempfile::tempdir().unwrap();
+    let input_path = dir.path().join("in.jsonl");
+    std::fs::write(&input_path, &input).unwrap();
+    let output = dir.path().join("out.jsonl");
+    let run = |tmpdir: &std::path::Path, resume: bool| {
+        let mut command = supervisor();
+        command
+            .args(["--task", "tree", "--key", "node", "--workers", "1"])
+            .args(["--frontier-memory", "0", "--input"])
+            .arg(&input_path)
+            .arg("--output")
+            .arg(&output)
+            .env("TMPDIR", tmpdir);
+        if resume {
+            command.arg("--resume");
+        }
+        command.output_within(LONG).unwrap()
+    };
+    // TMPDIR names no directory: the first added task cannot be kept.
+    let failed = run(&dir.path().join("missing"), false);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(2), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("cannot create the frontier's spill file in"))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(
+        line.contains("missing") && line.contains("--resume"),
+        "{line}"
+    );
+    // What the parents added is in the journal: a resume runs it all.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let resumed = run(&tmp, true);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert_eq!(resumed.status.code(), Some(0), "{stderr}");
+    assert!(spilled(&stderr) > 0, "{stderr}");
+    let records = records(&std::fs::read(&output).unwrap());
+    assert_each_node_once(&records, &expected);
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the scratch file has no name"
+    );
+}

@@ -45,7 +45,7 @@ pub struct Journal {
 #[derive(Debug, Default)]
 pub struct CrawlJournal {
     /// Every added task, in the order they were added: those recorded are
-    /// skipped as the frontier is taken ([`CrawlJournal::next`]), since a
+    /// skipped as the frontier is taken ([`CrawlJournal::next_task`]), since a
     /// record comes after the task's addition in the file. Bounded in
     /// memory: the rest waits in a scratch file (see [`crate::spill`]).
     added_tasks: SpillQueue<Discovered>,
@@ -222,7 +222,7 @@ impl CrawlJournal {
 
     /// The next task of the frontier (what was added and not recorded),
     /// in the order they were added.
-    pub fn next(&mut self) -> Result<Option<Discovered>, SpillError> {
+    pub fn next_task(&mut self) -> Result<Option<Discovered>, SpillError> {
         while let Some(task) = self.added_tasks.pop()? {
             if !self.done.contains(&seen::fingerprint(&task.path)) {
                 return Ok(Some(task));
@@ -389,7 +389,7 @@ mod tests {
         let crawl = &mut journal.crawl;
         assert_eq!(crawl.frontier_len(), 2);
         let mut frontier = Vec::new();
-        while let Some(task) = crawl.next().unwrap() {
+        while let Some(task) = crawl.next_task().unwrap() {
             frontier.push(task);
         }
         let paths: Vec<&str> = frontier.iter().map(|d| &*d.path).collect();

@@ -252,8 +252,12 @@ impl Dispatcher {
             self.run.read_one();
             match item {
                 InputItem::Task(task) if task.path.is_some() => {
-                    if let Err(error) = self.frontier.queue(task) {
-                        self.spill_failed(error);
+                    // Draining or stopping: it waits in the journal for
+                    // `--resume`, never in the scratch file.
+                    if self.run.accepting() {
+                        if let Err(error) = self.frontier.queue(task) {
+                            self.spill_failed(error);
+                        }
                     }
                 }
                 InputItem::Task(task) => {

@@ -99,7 +99,7 @@ impl Frontier {
     /// addition (or its `bad_input` answer).
     pub fn resumed(&mut self, journal: &mut CrawlJournal) -> Result<Option<InputItem>, SpillError> {
         Ok(journal
-            .next()?
+            .next_task()?
             .map(|Discovered { path, entry }| self.item(path, entry)))
     }
 
