@@ -1,4 +1,6 @@
-//! The dispatcher: decides everything, does no I/O. It holds three owners
+//! The dispatcher: decides everything, does no I/O but the frontier's
+//! scratch file (a crawl's added tasks past their memory bound, behind
+//! `crate::spill`, whose errors fail the run). It holds three owners
 //! — the [`Fleet`] (workers), the [`TaskBook`] (tasks) and the
 //! [`RunState`] (phase, counters, signals) — and coordinates them: every
 //! event goes through [`Dispatcher::handle`], which returns the commands
