@@ -5,6 +5,7 @@ multiloop, and by Scrapy; and the same pages fetched as a list.
 
     scripts/bench_crawl.py [--pages 100000] [--delay-ms 10] [--per-host 32]
                            [--repeat 1] [--quick] [--no-save] [--allow-dirty]
+    scripts/bench_crawl.py --frontier 5000000 [--repeat 1] [--no-save] [--allow-dirty]
 
 The site is crates/tasks/examples/site_graph_server (the module of
 tests/site_graph, which the crawl tests use too): --pages pages of 2-4 KB
@@ -40,6 +41,17 @@ taken from python/ of this checkout. Build first:
   cargo build --release -p multiloop-tasks --example site_graph_server
 Results are appended to scripts/results/crawl-<date>.txt; a dirty tree is
 refused unless --allow-dirty (then the results are marked DIRTY).
+
+--frontier N is another benchmark: the memory of a crawl's frontier. No
+site: `supervisor --task tree` from a few roots (fanout 20, so each node
+adds 0-20 children, and itself again, kept out as seen) discovers about N
+tasks breadth first, so the frontier peaks at most of them. Reported per
+run: tasks recorded (checked: each node once), how many waited on disk
+(past --frontier-memory), wall time, and the supervisor's peak RSS (VmHWM
+from /proc) and that over the tasks (goal: under 256 MiB at 5 million).
+The output (about 1 KB per task: each record lists what it added) goes to
+DATA/out-frontier.jsonl and is removed after each run. Needs only
+`cargo build --release --bins`.
 """
 
 import argparse
@@ -124,6 +136,70 @@ def spread(values, fmt):
     return text
 
 
+FRONTIER_FANOUT = 20
+
+
+def tree_shape(tasks):
+    """Roots and levels of `tree`s (fanout 20: 10 children a node on
+    average) that hold about `tasks` nodes together."""
+    levels, size = 0, 1
+    while size * 10 + 1 <= tasks:
+        levels, size = levels + 1, size * 10 + 1
+    return max(1, round(tasks / size)), levels
+
+
+def check_tree_output(path):
+    """(records, distinct nodes, problem or "") of a tree crawl's output,
+    read without parsing every record as JSON (millions of them)."""
+    marker = '"ok":{"node":"'
+    nodes, records, problem = set(), 0, ""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            records += 1
+            at = line.find(marker)
+            if at < 0:
+                problem = problem or f"not an ok record: {line[:200]}"
+                continue
+            start = at + len(marker)
+            nodes.add(line[start:line.index('"', start)])
+    if len(nodes) != records:
+        problem = problem or f"{records - len(nodes)} nodes recorded more than once"
+    return records, len(nodes), problem
+
+
+def frontier_bench(args, supervisor, data, say):
+    """The --frontier benchmark; returns whether it found problems."""
+    roots, levels = tree_shape(args.frontier)
+    seed_file = data / "frontier-roots.jsonl"
+    seed_file.write_text("".join(
+        json.dumps({"node": f"r{r}", "levels": levels, "fanout": FRONTIER_FANOUT, "seed": 11}) + "\n"
+        for r in range(roots)))
+    out = data / "out-frontier.jsonl"
+    cmd = [str(supervisor), "--task", "tree", "--key", "node", "-i", str(seed_file), "-o", str(out)]
+    say(f"frontier: {roots} tree(s) of {levels} levels, fanout {FRONTIER_FANOUT} (about "
+        f"{args.frontier:,} tasks), --frontier-memory at its default")
+    say(f"  {fmt_cmd(cmd)}")
+    rows, problems = [], False
+    for _ in range(args.repeat):
+        out.unlink(missing_ok=True)
+        run = run_timed("frontier", cmd, poll_rss=True)
+        spilled = next((line.split()[1] for line in run.stderr.splitlines()
+                        if "added tasks waited on disk" in line), "0")
+        if run.rc != 0:
+            rows.append(["-", "-", "-", "-", "-", f"FAILED: exit {run.rc}: {run.summary(2)[:140]}"])
+            problems = True
+            continue
+        records, nodes, problem = check_tree_output(out)
+        out.unlink(missing_ok=True)
+        problems = problems or bool(problem)
+        peak = run.hwm_kib or 0
+        rows.append([f"{records:,}", spilled, f"{run.wall:.1f}", f"{peak / 1024:.1f}",
+                     f"{peak * 1024 / max(records, 1):.1f}", problem or "ok, each node once"])
+    say(table(["tasks", "on disk", "wall s", "peak RSS MiB", "bytes/task", "output"], rows))
+    say("goal: supervisor peak RSS under 256 MiB for 5,000,000 tasks")
+    return problems
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pages", type=int, default=100_000, help="pages of the site (default 100,000)")
@@ -138,6 +214,8 @@ def main():
     p.add_argument("--venv", default=None, help="virtualenv for scrapy and aiohttp (default DATA/venv-crawl)")
     p.add_argument("--allow-dirty", action="store_true",
                    help="run on a tree with uncommitted changes; results are marked DIRTY (not for the README)")
+    p.add_argument("--frontier", type=int, metavar="N", default=None,
+                   help="instead: the frontier memory benchmark, a tree crawl of about N tasks")
     args = p.parse_args()
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
@@ -147,11 +225,14 @@ def main():
     bin_dir = Path(args.bin_dir).resolve()
     supervisor = bin_dir / "supervisor"
     server_bin = bin_dir / "examples" / "site_graph_server"
-    for path in (supervisor, bin_dir / "worker", server_bin):
+    needed = (supervisor, bin_dir / "worker") if args.frontier is not None else (supervisor, bin_dir / "worker", server_bin)
+    for path in needed:
         if not path.exists():
             raise SystemExit(f"{path} is not built; see the build lines in {Path(__file__).name} --help")
     data = Path(args.data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
+    if args.frontier is not None:
+        return frontier_main(args, supervisor, data)
     python = venv_python(Path(args.venv).resolve() if args.venv else data / "venv-crawl")
     workers = os.cpu_count() or 1
 
@@ -263,13 +344,34 @@ def main():
     finally:
         server.stop()
     if not args.no_save:
-        results_dir = SCRIPTS / "results"
-        results_dir.mkdir(exist_ok=True)
-        path = results_dir / f"crawl-{datetime.date.today().isoformat()}.txt"
-        with open(path, "a") as f:
-            f.write("\n".join(log) + "\n\n")
-        print(f"(appended to {path.relative_to(ROOT)})")
+        save(log)
     return 1 if problems else 0
+
+
+def frontier_main(args, supervisor, data):
+    log = []
+
+    def say(text=""):
+        print(text, flush=True)
+        log.append(text)
+
+    m = machine_info()
+    say(f"=== crawl frontier  {m['date']}  git {m['git']}")
+    say(f"machine: {m['host']}")
+    say(f"loadavg before: {m['load']}")
+    problems = frontier_bench(args, supervisor, data, say)
+    if not args.no_save:
+        save(log)
+    return 1 if problems else 0
+
+
+def save(log):
+    results_dir = SCRIPTS / "results"
+    results_dir.mkdir(exist_ok=True)
+    path = results_dir / f"crawl-{datetime.date.today().isoformat()}.txt"
+    with open(path, "a") as f:
+        f.write("\n".join(log) + "\n\n")
+    print(f"(appended to {path.relative_to(ROOT)})")
 
 
 if __name__ == "__main__":

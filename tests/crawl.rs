@@ -3,7 +3,8 @@
 //! so each test knows the whole set of nodes a crawl must run, and checks
 //! that every one of them is recorded exactly once — plainly, with workers
 //! SIGKILLed, with the supervisor SIGKILLed and resumed, and with parents
-//! that crash their worker once.
+//! that crash their worker once; and the same with a frontier memory so
+//! small that nearly every added task waits in the scratch file.
 
 mod common;
 
@@ -14,6 +15,22 @@ use common::*;
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(120);
+
+/// A frontier memory of a dozen tree tasks: the rest wait on disk.
+const TINY_FRONTIER: [&str; 2] = ["--frontier-memory", "2KiB"];
+
+/// How many added tasks the run's summary says waited on disk.
+fn spilled(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("multiloop: ")?
+                .strip_suffix(" added tasks waited on disk (past --frontier-memory)")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
 
 /// The `tree` kind's rule, written again here so that the test checks the
 /// worker instead of trusting it.
@@ -137,6 +154,44 @@ fn a_crawl_runs_every_node_once_and_merge_agrees() {
 }
 
 #[test]
+fn a_crawl_past_its_frontier_memory_runs_every_node_once_in_order() {
+    let (input, expected) = forest(3, 6, 5, "");
+    // One task at a time, so that records come in the order tasks start.
+    let mut args = vec![
+        "--task",
+        "tree",
+        "--key",
+        "node",
+        "--workers",
+        "1",
+        "--concurrency",
+        "1",
+    ];
+    args.extend(TINY_FRONTIER);
+    let mut running = start(&args, &input);
+    assert_eq!(running.wait(LONG), 0, "{}", running.stderr());
+    let records = running.output_records();
+    assert_each_node_once(&records, &expected);
+    merge_checks(&running);
+    let stderr = running.stderr();
+    let added = expected.len() as u64 - 3;
+    assert!(
+        spilled(&stderr) > added / 2,
+        "most of {added} added tasks should wait on disk: {stderr}"
+    );
+    // First in, first out through memory and disk: breadth first, every
+    // task of one depth before any of the next.
+    let depths: Vec<u64> = records
+        .iter()
+        .map(|r| r["depth"].as_u64().unwrap_or(0))
+        .collect();
+    assert!(
+        depths.windows(2).all(|pair| pair[0] <= pair[1]),
+        "not breadth first: {depths:?}"
+    );
+}
+
+#[test]
 fn limits_keep_tasks_out_and_say_how_many() {
     let (input, expected) = forest(2, 4, 4, "");
     let depth_one: Vec<String> = expected
@@ -199,21 +254,31 @@ fn limits_keep_tasks_out_and_say_how_many() {
 
 #[test]
 fn workers_killed_again_and_again_lose_and_repeat_no_node() {
+    workers_killed_again_and_again(&[]);
+}
+
+#[test]
+fn workers_killed_with_the_frontier_on_disk_lose_and_repeat_no_node() {
+    let stderr = workers_killed_again_and_again(&TINY_FRONTIER);
+    assert!(spilled(&stderr) > 1_000, "{stderr}");
+}
+
+/// Returns the run's stderr.
+fn workers_killed_again_and_again(extra: &[&str]) -> String {
     // About 3,600 nodes of 20 ms, 20 at a time: a few seconds of kills.
     let (input, expected) = forest(4, 7, 5, ",\"sleep_ms\":20");
-    let mut running = start(
-        &[
-            "--task",
-            "tree",
-            "--key",
-            "node",
-            "--workers",
-            "2",
-            "--concurrency",
-            "10",
-        ],
-        &input,
-    );
+    let mut args = vec![
+        "--task",
+        "tree",
+        "--key",
+        "node",
+        "--workers",
+        "2",
+        "--concurrency",
+        "10",
+    ];
+    args.extend(extra);
+    let mut running = start(&args, &input);
     let mut kills = 0;
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     while running.child.try_wait().unwrap().is_none() {
@@ -232,13 +297,26 @@ fn workers_killed_again_and_again_lose_and_repeat_no_node() {
     assert!(kills >= 3, "only {kills} kills");
     assert_each_node_once(&running.output_records(), &expected);
     merge_checks(&running);
+    running.stderr()
 }
 
 #[test]
 fn supervisor_killed_twice_and_resumed_runs_every_node_once() {
+    supervisor_killed_twice_and_resumed(&[]);
+}
+
+#[test]
+fn supervisor_killed_with_the_frontier_on_disk_and_resumed_runs_every_node_once() {
+    let stderr = supervisor_killed_twice_and_resumed(&TINY_FRONTIER);
+    // The last run took the resumed frontier through the file too.
+    assert!(spilled(&stderr) > 0, "{stderr}");
+}
+
+/// Returns the stderr of the runs.
+fn supervisor_killed_twice_and_resumed(extra: &[&str]) -> String {
     let (input, expected) = forest(4, 6, 5, ",\"sleep_ms\":2");
     let dir = tempfile::tempdir().unwrap();
-    let args = [
+    let mut args = vec![
         "--task",
         "tree",
         "--key",
@@ -248,6 +326,7 @@ fn supervisor_killed_twice_and_resumed_runs_every_node_once() {
         "--concurrency",
         "20",
     ];
+    args.extend(extra);
     let mut running = start_in(dir, &args, &input, false);
     for round in 1..=2 {
         let target = round * expected.len() / 3;
@@ -271,6 +350,7 @@ fn supervisor_killed_twice_and_resumed_runs_every_node_once() {
     );
     assert_each_node_once(&running.output_records(), &expected);
     merge_checks(&running);
+    running.stderr()
 }
 
 #[test]
@@ -301,4 +381,53 @@ fn a_parent_that_crashes_its_worker_once_adds_its_children_once() {
         .filter(|r| r["attempts"].as_u64() > Some(1))
         .count();
     assert!(rerun >= crashed, "{rerun} re-run, {crashed} crashed");
+}
+
+#[test]
+fn a_spill_file_that_cannot_be_made_fails_the_run_and_resume_loses_nothing() {
+    let (input, expected) = forest(3, 5, 5, "");
+    let dir = tempfile::tempdir().unwrap();
+    let input_path = dir.path().join("in.jsonl");
+    std::fs::write(&input_path, &input).unwrap();
+    let output = dir.path().join("out.jsonl");
+    let run = |tmpdir: &std::path::Path, resume: bool| {
+        let mut command = supervisor();
+        command
+            .args(["--task", "tree", "--key", "node", "--workers", "1"])
+            .args(["--frontier-memory", "0", "--input"])
+            .arg(&input_path)
+            .arg("--output")
+            .arg(&output)
+            .env("TMPDIR", tmpdir);
+        if resume {
+            command.arg("--resume");
+        }
+        command.output_within(LONG).unwrap()
+    };
+    // TMPDIR names no directory: the first added task cannot be kept.
+    let failed = run(&dir.path().join("missing"), false);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(2), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("cannot create the frontier's spill file in"))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(
+        line.contains("missing") && line.contains("--resume"),
+        "{line}"
+    );
+    // What the parents added is in the journal: a resume runs it all.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let resumed = run(&tmp, true);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert_eq!(resumed.status.code(), Some(0), "{stderr}");
+    assert!(spilled(&stderr) > 0, "{stderr}");
+    let records = records(&std::fs::read(&output).unwrap());
+    assert_each_node_once(&records, &expected);
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the scratch file has no name"
+    );
 }

@@ -198,6 +198,14 @@ pub struct Args {
     #[arg(long, value_name = "D")]
     pub max_depth: Option<u32>,
 
+    /// Tasks handlers added (crawls) and not yet started are held in
+    /// memory up to SIZE (payloads, paths and bookkeeping); past it they
+    /// wait in order in a scratch file in TMPDIR that has no name (it
+    /// never outlives the run) and are read back in chunks. `0` sends
+    /// every one of them through the file.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub frontier_memory: u64,
+
     /// Replace a worker after it answered about N tasks (±10 % jitter).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_tasks_per_worker: Option<u64>,

@@ -12,7 +12,7 @@ use multiloop_supervisor::fingerprint::Fingerprint;
 use multiloop_supervisor::queue::QueueSpec;
 use multiloop_supervisor::{
     Backoff, CrawlLimits, DemoBatch, DispatchConfig, FleetConfig, Identity, InputSource, Journal,
-    LifeLimits, OutputTarget, RunConfig,
+    LifeLimits, OutputTarget, RunConfig, SpillConfig,
 };
 use tracing::{info, warn};
 
@@ -92,6 +92,7 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
                     &identity,
                     args.resume_failed,
                     args.queue.is_some(),
+                    &frontier_spill(args),
                 )?)
             } else {
                 None
@@ -161,6 +162,7 @@ pub async fn build(args: &Args) -> Result<RunConfig> {
                 max_tasks: args.max_tasks,
                 max_depth: args.max_depth,
                 queue: args.queue.is_some(),
+                spill: frontier_spill(args),
                 // The engine derives the payload limit from --max-frame.
                 ..Default::default()
             },
@@ -374,14 +376,20 @@ fn record_input(output: &Path, input: &InputSource) -> Result<()> {
     }
 }
 
+/// Where a crawl's pending added tasks wait (`--frontier-memory`).
+fn frontier_spill(args: &Args) -> SpillConfig {
+    SpillConfig::in_temp_dir(usize::try_from(args.frontier_memory).unwrap_or(usize::MAX))
+}
+
 /// Reads the output being resumed and says what it found.
 fn load_journal(
     path: &Path,
     identity: &Identity,
     rerun_failed: bool,
     queue: bool,
+    spill: &SpillConfig,
 ) -> Result<Journal> {
-    let journal = Journal::load(path, identity, rerun_failed)
+    let journal = Journal::load(path, identity, rerun_failed, spill)
         .with_context(|| format!("cannot resume from {} (--output)", path.display()))?;
     info!(
         "resuming {}: {} tasks already done{}{}",
@@ -402,12 +410,12 @@ fn load_journal(
         }
     );
     // A queue node's added tasks are the queue's: it resumes no frontier.
-    if !queue && (!journal.crawl.frontier.is_empty() || journal.crawl.added > 0) {
+    if !queue && journal.crawl.added > 0 {
         info!(
             "resuming a crawl: {} tasks added, {} recorded, {} to run first; {} keys seen",
             journal.crawl.added,
             journal.crawl.recorded,
-            journal.crawl.frontier.len(),
+            journal.crawl.frontier_len(),
             journal.crawl.seen.len()
         );
     }

@@ -288,6 +288,13 @@ pub fn print_summary(report: &RunReport) {
             "multiloop: {} tasks added by tasks; kept out: {} already seen, {} past --max-depth, {} past --max-tasks",
             crawl.added, kept.seen, kept.max_depth, kept.max_tasks
         );
+        if crawl.spilled > 0 {
+            let _ = writeln!(
+                out,
+                "multiloop: {} added tasks waited on disk (past --frontier-memory)",
+                crawl.spilled
+            );
+        }
     }
     match &report.outcome {
         RunOutcome::GaveUp(message) => {

@@ -35,4 +35,13 @@ mod tests {
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("MiB").is_err());
     }
+
+    #[test]
+    fn the_frontier_memory_default_is_the_named_one() {
+        // `--frontier-memory`'s default, as its help shows it.
+        assert_eq!(
+            parse_size("16MiB"),
+            Ok(multiloop_supervisor::FRONTIER_MEMORY as u64)
+        );
+    }
 }

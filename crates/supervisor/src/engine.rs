@@ -30,7 +30,7 @@ use crate::shard::Shard;
 use crate::source::Source;
 
 /// Everything a run needs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RunConfig {
     pub dispatch: DispatchConfig,
     pub input: InputSource,

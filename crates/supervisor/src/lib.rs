@@ -25,6 +25,7 @@ pub mod seen;
 mod shard;
 pub mod socket_dir;
 pub mod source;
+pub mod spill;
 mod term;
 
 pub use added::{AddedEntry, Adds, KeptOut};
@@ -41,4 +42,5 @@ pub use record::{Record, RecordHead, SeqHead};
 pub use reorder::REORDER_BYTES;
 pub use resume::{CrawlJournal, Discovered, Identity, Journal};
 pub use shard::Shard;
+pub use spill::{SpillConfig, FRONTIER_MEMORY};
 pub use term::{set_stderr_hook, write_stderr, write_stderr_raw};

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use crate::added::{self, AddedEntry};
 use crate::record::{RecordHead, SeqHead};
 use crate::seen::{self, SeenSet};
+use crate::spill::{self, Spill, SpillConfig, SpillError, SpillQueue};
 
 /// How a task is identified across runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,10 +44,13 @@ pub struct Journal {
 
 /// A crawl as its journal left it: the tasks added and not recorded (the
 /// frontier), and every dedupe key it met.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct CrawlJournal {
-    /// Added tasks without a record, in the order they were added.
-    pub frontier: Vec<Discovered>,
+    /// Every added task, in the order they were added: those recorded are
+    /// skipped as the frontier is taken ([`CrawlJournal::next_task`]), since a
+    /// record comes after the task's addition in the file. Bounded in
+    /// memory: the rest waits in a scratch file (see [`crate::spill`]).
+    added_tasks: SpillQueue<Discovered>,
     /// Fingerprints of the input `--key` values and added tasks' keys.
     pub seen: SeenSet,
     /// Tasks added in the journal (recorded or not).
@@ -55,7 +59,7 @@ pub struct CrawlJournal {
     pub recorded: u64,
     /// Records of input lines in the journal (for `--max-tasks`).
     pub lines: u64,
-    /// Paths of recorded added tasks, by fingerprint, while loading.
+    /// Paths of recorded added tasks, by fingerprint.
     done: HashSet<u64>,
 }
 
@@ -68,9 +72,16 @@ pub struct Discovered {
 
 impl Journal {
     /// Reads `path` (a missing file is an empty journal) and truncates a
-    /// torn last line.
-    pub fn load(path: &Path, identity: &Identity, rerun_failed: bool) -> io::Result<Self> {
+    /// torn last line. Its frontier waits past `spill.memory` bytes in a
+    /// scratch file in `spill.dir`.
+    pub fn load(
+        path: &Path,
+        identity: &Identity,
+        rerun_failed: bool,
+        spill: &SpillConfig,
+    ) -> io::Result<Self> {
         let mut journal = Journal::default();
+        journal.crawl.added_tasks = SpillQueue::new(spill.clone());
         let file = match OpenOptions::new().read(true).write(true).open(path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(journal),
@@ -92,13 +103,14 @@ impl Journal {
             }
             good_end += n as u64;
             match RecordHead::parse(&line[..n - 1]) {
-                Ok(head) => journal.add(head, identity, rerun_failed),
+                Ok(head) => journal
+                    .add(head, identity, rerun_failed)
+                    .map_err(io::Error::other)?,
                 Err(_) if line.iter().all(u8::is_ascii_whitespace) => {}
                 Err(_) => journal.unreadable += 1,
             }
         }
         drop(reader);
-        journal.crawl.finish_load();
         if journal.torn_bytes > 0 {
             file.set_len(good_end)?;
             (&file).seek(SeekFrom::End(0))?;
@@ -107,9 +119,14 @@ impl Journal {
         Ok(journal)
     }
 
-    fn add(&mut self, head: RecordHead<'_>, identity: &Identity, rerun_failed: bool) {
+    fn add(
+        &mut self,
+        head: RecordHead<'_>,
+        identity: &Identity,
+        rerun_failed: bool,
+    ) -> Result<(), SpillError> {
         self.records += 1;
-        self.crawl.read(&head);
+        self.crawl.read(&head)?;
         if let (Some(SeqHead::Line(seq)), Some(added)) = (head.seq, &head.added) {
             if !added.is_empty() {
                 self.parents.insert(seq);
@@ -117,11 +134,11 @@ impl Journal {
         }
         if rerun_failed && head.failed() {
             self.rerun_failed += 1;
-            return;
+            return Ok(());
         }
         if let Some(SeqHead::Added(path)) = head.seq {
             self.crawl.recorded(path);
-            return;
+            return Ok(());
         }
         let line = head.seq.and_then(SeqHead::line);
         match identity {
@@ -143,6 +160,7 @@ impl Journal {
                 }
             },
         }
+        Ok(())
     }
 
     /// Whether the task on line `seq` (with this `--key` value) is done.
@@ -170,7 +188,7 @@ impl Journal {
 impl CrawlJournal {
     /// Takes in one record: its `--key` and its additions are seen keys,
     /// its additions are discovered.
-    fn read(&mut self, head: &RecordHead<'_>) {
+    fn read(&mut self, head: &RecordHead<'_>) -> Result<(), SpillError> {
         if let Some(key) = head.key {
             self.seen
                 .insert(seen::fingerprint_json(key.get().as_bytes()));
@@ -179,7 +197,7 @@ impl CrawlJournal {
             self.lines += 1;
         }
         let (Some(adds), Some(seq)) = (&head.added, head.seq) else {
-            return;
+            return Ok(());
         };
         let (line, parent) = match seq {
             SeqHead::Line(line) => (line, None),
@@ -198,11 +216,12 @@ impl CrawlJournal {
                 (None, Some(bad)) => AddedEntry::Bad(bad.clone()),
                 (None, None) => AddedEntry::Bad("an added task without \"task\"".into()),
             };
-            self.frontier.push(Discovered {
+            self.added_tasks.push(Discovered {
                 path: added::child_path(line, parent, i + 1),
                 entry,
-            });
+            })?;
         }
+        Ok(())
     }
 
     fn recorded(&mut self, path: &str) {
@@ -211,11 +230,86 @@ impl CrawlJournal {
         }
     }
 
-    /// The frontier is what was added and not recorded.
-    fn finish_load(&mut self) {
-        let done = std::mem::take(&mut self.done);
-        self.frontier
-            .retain(|task| !done.contains(&seen::fingerprint(&task.path)));
+    /// Tasks of the frontier: added and not recorded.
+    pub fn frontier_len(&self) -> u64 {
+        self.added.saturating_sub(self.recorded)
+    }
+
+    /// The next task of the frontier (what was added and not recorded),
+    /// in the order they were added.
+    pub fn next_task(&mut self) -> Result<Option<Discovered>, SpillError> {
+        while let Some(task) = self.added_tasks.pop()? {
+            if !self.done.contains(&seen::fingerprint(&task.path)) {
+                return Ok(Some(task));
+            }
+        }
+        // Taken whole: the recorded paths are not needed any more.
+        self.done = HashSet::new();
+        Ok(None)
+    }
+}
+
+/// On disk: the path, then a tag (`t` a task, with its payload and, after
+/// a `k`, its key; `b` a bad addition with its message), each field with
+/// its length.
+impl Spill for Discovered {
+    fn cost(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.path.len()
+            + match &self.entry {
+                AddedEntry::Task { payload, key } => {
+                    payload.len() + key.as_ref().map_or(0, String::len)
+                }
+                AddedEntry::Bad(message) => message.len(),
+            }
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        spill::put_field(out, self.path.as_bytes());
+        match &self.entry {
+            AddedEntry::Task { payload, key } => {
+                out.push(b't');
+                spill::put_field(out, payload);
+                if let Some(key) = key {
+                    out.push(b'k');
+                    spill::put_field(out, key.as_bytes());
+                }
+            }
+            AddedEntry::Bad(message) => {
+                out.push(b'b');
+                spill::put_field(out, message.as_bytes());
+            }
+        }
+    }
+
+    fn decode(mut bytes: &[u8]) -> Result<Self, &'static str> {
+        let text = |field: &[u8]| {
+            std::str::from_utf8(field)
+                .map(str::to_owned)
+                .map_err(|_| "a text field that is not UTF-8")
+        };
+        let path = text(spill::take_field(&mut bytes)?)?.into_boxed_str();
+        let (&tag, rest) = bytes.split_first().ok_or("an item without its tag")?;
+        bytes = rest;
+        let entry = match tag {
+            b't' => {
+                let payload = Bytes::copy_from_slice(spill::take_field(&mut bytes)?);
+                let key = match bytes.split_first() {
+                    Some((b'k', rest)) => {
+                        bytes = rest;
+                        Some(text(spill::take_field(&mut bytes)?)?)
+                    }
+                    _ => None,
+                };
+                AddedEntry::Task { payload, key }
+            }
+            b'b' => AddedEntry::Bad(text(spill::take_field(&mut bytes)?)?),
+            _ => return Err("an item with an unknown tag"),
+        };
+        if !bytes.is_empty() {
+            return Err("bytes after the end of an item");
+        }
+        Ok(Discovered { path, entry })
     }
 }
 
@@ -249,20 +343,26 @@ impl LineSet {
 mod tests {
     use super::*;
 
+    /// Nothing in memory: every added task of the journal goes through
+    /// the scratch file.
+    fn spill_config() -> SpillConfig {
+        SpillConfig::in_temp_dir(0)
+    }
+
     #[test]
     fn torn_last_line_is_cut_and_done_lines_are_known() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
         let good = "{\"seq\":1,\"ok\":1}\n{\"seq\":3,\"error\":{\"kind\":\"failed\"}}\ngarbage\n";
         std::fs::write(&path, format!("{good}{{\"seq\":4,\"o")).unwrap();
-        let journal = Journal::load(&path, &Identity::Line, false).unwrap();
+        let journal = Journal::load(&path, &Identity::Line, false, &spill_config()).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), good);
         assert_eq!(journal.torn_bytes, "{\"seq\":4,\"o".len() as u64);
         assert_eq!(journal.unreadable, 1);
         assert!(journal.contains(1, None) && journal.contains(3, None));
         assert!(!journal.contains(2, None) && !journal.contains(4, None));
 
-        let rerun = Journal::load(&path, &Identity::Line, true).unwrap();
+        let rerun = Journal::load(&path, &Identity::Line, true, &spill_config()).unwrap();
         assert!(
             !rerun.contains(3, None),
             "--resume-failed runs failed tasks again"
@@ -279,7 +379,8 @@ mod tests {
             "{\"seq\":9,\"key\":\"a\",\"ok\":1}\n{\"seq\":2,\"key\":17,\"ok\":1}\n",
         )
         .unwrap();
-        let journal = Journal::load(&path, &Identity::Key("id".into()), false).unwrap();
+        let journal =
+            Journal::load(&path, &Identity::Key("id".into()), false, &spill_config()).unwrap();
         assert!(journal.contains(1, Some(b"\"a\"")));
         assert!(journal.contains(1, Some(b"17")));
         assert!(!journal.contains(9, Some(b"\"b\"")));
@@ -299,19 +400,25 @@ mod tests {
             ),
         )
         .unwrap();
-        let journal = Journal::load(&path, &Identity::Line, false).unwrap();
-        let crawl = &journal.crawl;
-        let paths: Vec<&str> = crawl.frontier.iter().map(|d| &*d.path).collect();
+        let mut journal = Journal::load(&path, &Identity::Line, false, &spill_config()).unwrap();
+        let crawl = &mut journal.crawl;
+        assert_eq!(crawl.frontier_len(), 2);
+        let mut frontier = Vec::new();
+        while let Some(task) = crawl.next_task().unwrap() {
+            frontier.push(task);
+        }
+        let paths: Vec<&str> = frontier.iter().map(|d| &*d.path).collect();
         assert_eq!(paths, ["1.3", "1.1.1"]);
         assert_eq!(crawl.added, 4);
         assert_eq!(crawl.recorded, 2);
         assert_eq!(crawl.lines, 1);
+        let crawl = &journal.crawl;
         assert_eq!(journal.done(), 1);
         assert!(journal.added_by(1) && !journal.added_by(2));
         assert!(crawl.seen.contains(seen::fingerprint("a")));
         assert!(crawl.seen.contains(seen::fingerprint("b")));
         assert_eq!(
-            crawl.frontier[0].entry,
+            frontier[0].entry,
             AddedEntry::Task {
                 payload: Bytes::from_static(b"2"),
                 key: None
@@ -320,9 +427,45 @@ mod tests {
     }
 
     #[test]
+    fn discovered_tasks_come_back_from_disk_as_they_went() {
+        let tasks = [
+            Discovered {
+                path: "1.2".into(),
+                entry: AddedEntry::Task {
+                    payload: Bytes::from("{\"n\":\"é\"}"),
+                    key: Some("k".into()),
+                },
+            },
+            Discovered {
+                path: "3.1.4".into(),
+                entry: AddedEntry::Task {
+                    payload: Bytes::from_static(b"7"),
+                    key: None,
+                },
+            },
+            Discovered {
+                path: "2.1".into(),
+                entry: AddedEntry::Bad("not JSON".into()),
+            },
+        ];
+        for task in tasks {
+            let mut bytes = Vec::new();
+            task.encode(&mut bytes);
+            assert_eq!(Discovered::decode(&bytes), Ok(task.clone()));
+            assert!(Discovered::decode(&bytes[..bytes.len() - 1]).is_err());
+        }
+    }
+
+    #[test]
     fn missing_file_is_an_empty_journal() {
         let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::load(&dir.path().join("none"), &Identity::Line, false).unwrap();
+        let journal = Journal::load(
+            &dir.path().join("none"),
+            &Identity::Line,
+            false,
+            &spill_config(),
+        )
+        .unwrap();
         assert_eq!(journal.done(), 0);
     }
 }

@@ -72,6 +72,9 @@ pub struct CrawlEnd {
     pub kept_out_max_depth: u64,
     /// Additions past `--max-tasks`.
     pub kept_out_max_tasks: u64,
+    /// Added tasks that waited on disk, past `--frontier-memory`.
+    #[serde(default)]
+    pub spilled: u64,
 }
 
 impl RunEnd {
@@ -97,6 +100,7 @@ impl RunEnd {
                 kept_out_seen: report.crawl.kept_out.seen,
                 kept_out_max_depth: report.crawl.kept_out.max_depth,
                 kept_out_max_tasks: report.crawl.kept_out.max_tasks,
+                spilled: report.crawl.spilled,
             },
         }
     }

@@ -1,4 +1,6 @@
-//! The dispatcher: decides everything, does no I/O. It holds three owners
+//! The dispatcher: decides everything, does no I/O but the frontier's
+//! scratch file (a crawl's added tasks past their memory bound, behind
+//! `crate::spill`, whose errors fail the run). It holds three owners
 //! — the [`Fleet`] (workers), the [`TaskBook`] (tasks) and the
 //! [`RunState`] (phase, counters, signals) — and coordinates them: every
 //! event goes through [`Dispatcher::handle`], which returns the commands
@@ -25,6 +27,7 @@ use crate::limits::check_fleet_size;
 use crate::record::{InputItem, Record, TaskEntry};
 use crate::reorder::ReorderBuffer;
 use crate::resume::CrawlJournal;
+use crate::spill::SpillError;
 
 /// The dispatcher's settings.
 #[derive(Debug, Clone)]
@@ -55,8 +58,12 @@ pub struct Dispatcher {
     book: TaskBook,
     run: RunState,
     reorder: ReorderBuffer,
-    /// Tasks that add tasks: dedupe, limits, counts.
+    /// Tasks that add tasks: dedupe, limits, counts, and the added tasks
+    /// waiting for room in the book.
     frontier: Frontier,
+    /// The frontier's scratch file failed (a full disk): the run fails at
+    /// the end of the current event, naming it.
+    spill_error: Option<SpillError>,
     /// Commands decided while handling the current event.
     out: Vec<Command>,
     /// Records decided while handling the current event.
@@ -72,6 +79,7 @@ impl Dispatcher {
             run: RunState::new(config.max_restarts, config.restart_window, now),
             reorder: ReorderBuffer::new(),
             frontier: Frontier::new(config.crawl.clone()),
+            spill_error: None,
             out: Vec::new(),
             records: Vec::new(),
             config,
@@ -152,12 +160,20 @@ impl Dispatcher {
 
     /// Whether the engine should hand over more input now. False keeps the
     /// input unread, which is what bounds memory however large it is.
+    /// Added tasks waiting go first: they are already read (and may be
+    /// millions), input lines can wait unread for free.
     pub fn wants_input(&self) -> bool {
-        let credit: usize = self.config.window * self.fleet.active().max(1);
         self.run.input_open()
             && self.run.accepting()
-            && self.book.queued() < credit
+            && self.frontier.pending() == 0
+            && self.book.queued() < self.credit()
             && (!self.config.keep_order || self.reorder.bytes() < self.config.reorder_bytes)
+    }
+
+    /// Tasks the book may hold queued before it takes more: a window per
+    /// worker.
+    fn credit(&self) -> usize {
+        self.config.window * self.fleet.active().max(1)
     }
 
     /// The earliest time at which [`Event::Wake`] has something to do.
@@ -191,7 +207,7 @@ impl Dispatcher {
     /// Run-wide counters for progress displays.
     pub fn progress(&self) -> Progress {
         Progress {
-            queued: self.book.queued() as u64,
+            queued: self.book.queued() as u64 + self.frontier.pending(),
             ..self
                 .run
                 .progress_counts(self.fleet.restarts(), self.fleet.alive())
@@ -217,20 +233,37 @@ impl Dispatcher {
     // ----- input --------------------------------------------------------
 
     /// Before the run starts: the seen keys of a resumed journal, and the
-    /// tasks it added but did not record, queued ahead of the input.
-    pub fn resume(&mut self, journal: CrawlJournal) {
-        let items = self.frontier.resume(journal);
-        self.take_input(items);
+    /// tasks it added but did not record, queued ahead of the input (one
+    /// by one: they wait like new additions, mostly on disk if many).
+    pub fn resume(&mut self, mut journal: CrawlJournal) {
+        self.frontier.resume(&mut journal);
+        loop {
+            match self.frontier.resumed(&mut journal) {
+                Ok(Some(item)) => self.take_input(vec![item]),
+                Ok(None) => break,
+                Err(error) => {
+                    self.spill_failed(error);
+                    break;
+                }
+            }
+        }
     }
 
     fn take_input(&mut self, items: Vec<InputItem>) {
         for item in items {
             self.run.read_one();
             match item {
-                InputItem::Task(task) => {
-                    if task.path.is_none() {
-                        self.frontier.input(task.key.as_deref());
+                InputItem::Task(task) if task.path.is_some() => {
+                    // Draining or stopping: it waits in the journal for
+                    // `--resume`, never in the scratch file.
+                    if self.run.accepting() {
+                        if let Err(error) = self.frontier.queue(task) {
+                            self.spill_failed(error);
+                        }
                     }
+                }
+                InputItem::Task(task) => {
+                    self.frontier.input(task.key.as_deref());
                     self.book.push(task)
                 }
                 InputItem::Answered(record) => self.emit(record),
@@ -682,8 +715,24 @@ impl Dispatcher {
         if self.run.close_input() {
             self.out.push(Command::StopInput);
         }
-        self.book.drop_waiting();
+        self.drop_waiting();
         self.fleet.stop_rolling();
+    }
+
+    /// Tasks read but not started, in the book or waiting to enter it, are
+    /// not run: the journal keeps them for `--resume`.
+    fn drop_waiting(&mut self) {
+        self.book.drop_waiting();
+        if let Err(error) = self.frontier.drop_pending() {
+            // Only emptying the file failed: the run stops anyway.
+            warn!("{error}");
+        }
+    }
+
+    /// The first failure of the frontier's scratch file fails the run at
+    /// the end of this event.
+    fn spill_failed(&mut self, error: SpillError) {
+        self.spill_error.get_or_insert(error);
     }
 
     fn give_up(&mut self, message: String, now: Instant) {
@@ -724,6 +773,13 @@ impl Dispatcher {
     /// Runs after every event: timers, dispatch, completion.
     fn tick(&mut self, now: Instant) {
         self.check_timers(now);
+        self.refill();
+        if let Some(error) = self.spill_error.take() {
+            self.fail(
+                format!("{error}; the output keeps every task added so far: --resume runs them"),
+                now,
+            );
+        }
         self.fill(now);
         self.check_done(now);
         if !self.records.is_empty() {
@@ -746,6 +802,25 @@ impl Dispatcher {
             }
             Phase::Stopping { deadline } if now >= deadline => self.finish(),
             _ => {}
+        }
+    }
+
+    /// Moves the oldest added tasks waiting into the book, up to the
+    /// credit window (what `wants_input` asks of input).
+    fn refill(&mut self) {
+        if !self.run.accepting() {
+            return;
+        }
+        let credit = self.credit();
+        while self.book.queued() < credit {
+            match self.frontier.next_task() {
+                Ok(Some(task)) => self.book.push(task),
+                Ok(None) => break,
+                Err(error) => {
+                    self.spill_failed(error);
+                    break;
+                }
+            }
         }
     }
 
@@ -817,7 +892,8 @@ impl Dispatcher {
     }
 
     fn check_done(&mut self, now: Instant) {
-        let all_answered = !self.run.input_open() && self.book.is_empty();
+        let all_answered =
+            !self.run.input_open() && self.book.is_empty() && self.frontier.pending() == 0;
         let phase = self.run.phase();
         if all_answered && matches!(phase, Phase::Running | Phase::Winding { .. }) {
             self.run.finishing(now, self.config.fleet.life.grace);
@@ -862,7 +938,7 @@ impl Dispatcher {
                 if !self.run.accepting() {
                     // Draining or stopping: like unread input, what was
                     // just added waits in the journal for `--resume`.
-                    self.book.drop_waiting();
+                    self.drop_waiting();
                 }
             }
         }

@@ -1,7 +1,8 @@
 //! The crawl's side of the task book: which of a completed task's
 //! additions the run accepts (dedupe by key, `--max-depth`,
-//! `--max-tasks`, JSON and size checks), the tasks they become, and the
-//! counts of what was kept out.
+//! `--max-tasks`, JSON and size checks), the tasks they become, where they
+//! wait until the book has room for them (in memory up to a bound, then in
+//! a scratch file: [`crate::spill`]), and the counts of what was kept out.
 
 use bytes::Bytes;
 use multiloop_protocol::{Added, ErrorKind, Outcome};
@@ -10,6 +11,7 @@ use crate::added::{self, AddedEntry, Adds, KeptOut};
 use crate::record::{InputItem, Record, TaskEntry};
 use crate::resume::{CrawlJournal, Discovered};
 use crate::seen::{self, SeenSet};
+use crate::spill::{self, Spill, SpillConfig, SpillError, SpillQueue, FRONTIER_MEMORY};
 
 /// Ids of added tasks start here, far above any input line's id, so they
 /// never meet the dense input ids that `--keep-order` orders by.
@@ -30,16 +32,20 @@ pub struct CrawlLimits {
     /// against `--max-tasks` by Redis across all nodes. Here they are
     /// only checked (JSON, size, `--max-depth`) and left on the record.
     pub queue: bool,
+    /// How much of the pending added tasks memory holds, and where the
+    /// rest waits.
+    pub spill: SpillConfig,
 }
 
 impl Default for CrawlLimits {
-    /// No limits.
+    /// No limits; [`FRONTIER_MEMORY`] in memory, the rest in the temp dir.
     fn default() -> Self {
         Self {
             max_tasks: None,
             max_depth: None,
             max_payload: usize::MAX,
             queue: false,
+            spill: SpillConfig::in_temp_dir(FRONTIER_MEMORY),
         }
     }
 }
@@ -54,6 +60,8 @@ pub struct CrawlCounts {
     /// The additions went to a queue, which decided on keys and
     /// `--max-tasks` (its counts are the queue's).
     pub queue: bool,
+    /// Added tasks that waited on disk (past the memory bound).
+    pub spilled: u64,
 }
 
 /// The crawl state the dispatcher owns.
@@ -65,11 +73,14 @@ pub(super) struct Frontier {
     /// Tasks counted against `--max-tasks`.
     tasks: u64,
     counts: CrawlCounts,
+    /// Added tasks waiting for room in the book, oldest first.
+    pending: SpillQueue<TaskEntry>,
 }
 
 impl Frontier {
     pub fn new(limits: CrawlLimits) -> Self {
         Self {
+            pending: SpillQueue::new(limits.spill.clone()),
             limits,
             seen: SeenSet::default(),
             next_id: ADDED_IDS,
@@ -81,21 +92,46 @@ impl Frontier {
     pub fn counts(&self) -> CrawlCounts {
         CrawlCounts {
             queue: self.limits.queue,
+            spilled: self.pending.spilled(),
             ..self.counts
         }
     }
 
     /// Takes over a resumed journal's seen keys and task count (its input
-    /// lines and additions count against `--max-tasks`); returns its
-    /// frontier as tasks to queue.
-    pub fn resume(&mut self, journal: CrawlJournal) -> Vec<InputItem> {
-        self.seen = journal.seen;
+    /// lines and additions count against `--max-tasks`); its frontier is
+    /// then taken with [`Frontier::resumed`].
+    pub fn resume(&mut self, journal: &mut CrawlJournal) {
+        self.seen = std::mem::take(&mut journal.seen);
         self.tasks += journal.added + journal.lines;
-        journal
-            .frontier
-            .into_iter()
-            .map(|Discovered { path, entry }| self.item(path, entry))
-            .collect()
+    }
+
+    /// The next task of a resumed journal's frontier, to queue like a new
+    /// addition (or its `bad_input` answer).
+    pub fn resumed(&mut self, journal: &mut CrawlJournal) -> Result<Option<InputItem>, SpillError> {
+        Ok(journal
+            .next_task()?
+            .map(|Discovered { path, entry }| self.item(path, entry)))
+    }
+
+    /// An added task waits for room in the book: behind every other one.
+    pub fn queue(&mut self, task: TaskEntry) -> Result<(), SpillError> {
+        self.pending.push(task)
+    }
+
+    /// The oldest added task waiting.
+    pub fn next_task(&mut self) -> Result<Option<TaskEntry>, SpillError> {
+        self.pending.pop()
+    }
+
+    /// Added tasks waiting, in memory and on disk.
+    pub fn pending(&self) -> u64 {
+        self.pending.len()
+    }
+
+    /// The run stops taking work: what waits is left for `--resume` (the
+    /// journal holds it). Returns how many.
+    pub fn drop_pending(&mut self) -> Result<u64, SpillError> {
+        self.pending.clear()
     }
 
     /// An input line became a task: it counts, and its key is seen.
@@ -233,9 +269,72 @@ impl Frontier {
     }
 }
 
+/// On disk: the id, the path and the payload (each with its length). A
+/// pending task is a fresh one: no attempts, no blame, no `--key`.
+impl Spill for TaskEntry {
+    fn cost(&self) -> usize {
+        std::mem::size_of::<Self>() + self.payload.len() + self.path.as_deref().map_or(0, str::len)
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        debug_assert!(self.attempts == 0 && self.key.is_none() && self.path.is_some());
+        out.extend_from_slice(&self.id.to_le_bytes());
+        spill::put_field(out, self.path.as_deref().unwrap_or_default().as_bytes());
+        spill::put_field(out, &self.payload);
+    }
+
+    /// A worker's additions are slices of its whole results frame: a copy
+    /// lets the frame go.
+    fn owned(self) -> Self {
+        TaskEntry {
+            payload: Bytes::copy_from_slice(&self.payload),
+            ..self
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, &'static str> {
+        let (id, mut bytes) = bytes
+            .split_first_chunk::<8>()
+            .ok_or("a task without its id")?;
+        let path = std::str::from_utf8(spill::take_field(&mut bytes)?)
+            .map_err(|_| "a path that is not UTF-8")?;
+        let payload = Bytes::copy_from_slice(spill::take_field(&mut bytes)?);
+        if !bytes.is_empty() {
+            return Err("bytes after the end of a task");
+        }
+        Ok(TaskEntry {
+            id: u64::from_le_bytes(*id),
+            seq: 0,
+            payload,
+            key: None,
+            attempts: 0,
+            blame: Default::default(),
+            path: Some(path.into()),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pending_task_comes_back_from_disk_as_it_went() {
+        let task = TaskEntry {
+            id: ADDED_IDS + 9,
+            seq: 0,
+            payload: Bytes::from_static(br#"{"node":"r0/1"}"#),
+            key: None,
+            attempts: 0,
+            blame: Default::default(),
+            path: Some("3.1.12".into()),
+        };
+        let mut bytes = Vec::new();
+        task.encode(&mut bytes);
+        assert_eq!(TaskEntry::decode(&bytes), Ok(task));
+        assert!(TaskEntry::decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(TaskEntry::decode(&bytes[..5]).is_err());
+    }
 
     fn parent(seq: u64, added: Vec<(&'static [u8], Option<&str>)>) -> Record {
         Record {
@@ -302,7 +401,7 @@ mod tests {
             max_tasks: Some(3),
             max_depth: Some(1),
             max_payload: 100,
-            queue: false,
+            ..Default::default()
         });
         frontier.input(None);
         let mut record = parent(1, vec![(b"1", None), (b"2", None), (b"3", None)]);

@@ -712,3 +712,52 @@ fn tasks_added_while_draining_are_left_for_resume_and_the_run_ends() {
     assert_eq!(parent.adds.as_ref().unwrap().entries.len(), 3, "journaled");
     assert_eq!(h.emitted.len(), 2, "the added tasks did not run");
 }
+
+#[test]
+fn added_tasks_wait_on_disk_in_order_and_input_waits_for_them() {
+    let spill = tempfile::tempdir().unwrap();
+    let mut config = config(1, 2);
+    config.crawl.spill = crate::spill::SpillConfig {
+        memory: 0,
+        dir: spill.path().to_path_buf(),
+    };
+    let mut h = Harness::new(config);
+    let worker = sent(&h.handle(Event::Input(tasks(0..1))))[0].0;
+    let added = (0..10)
+        .map(|i| multiloop_protocol::Added {
+            payload: Bytes::from(format!("{{\"n\":{i}}}")),
+            key: None,
+        })
+        .collect();
+    let results = vec![TaskResult {
+        id: 0,
+        micros: 1,
+        outcome: Outcome::Ok(Bytes::from_static(b"1")),
+        retry: false,
+        added,
+    }];
+    let mut batch = sent(&h.handle(Event::Results { worker, results }));
+    let mut order = Vec::new();
+    while let Some((_, ids)) = batch.pop() {
+        assert!(ids.len() <= 2, "at most a window: {ids:?}");
+        assert!(
+            !h.dispatcher.wants_input() || order.len() + ids.len() >= 8,
+            "input waits while added tasks wait"
+        );
+        order.extend(ids.iter().copied());
+        batch = sent(&h.answer(worker, &ids));
+    }
+    let paths: Vec<String> = order
+        .iter()
+        .map(|id| {
+            let record = h.emitted.iter().find(|r| r.id == *id).unwrap();
+            record.path.as_deref().unwrap().to_string()
+        })
+        .collect();
+    let expected: Vec<String> = (1..=10).map(|n| format!("1.{n}")).collect();
+    assert_eq!(paths, expected, "first in, first out");
+    let counts = h.dispatcher.report(h.now).crawl;
+    assert_eq!(counts.spilled, 10, "every one went through the file");
+    assert_eq!(h.dispatcher.progress().queued, 0);
+    assert!(h.dispatcher.wants_input());
+}
