@@ -426,6 +426,7 @@ mod tests {
             max_depth: Some(1),
             max_payload: 100,
             queue: true,
+            ..Default::default()
         });
         frontier.input(Some(b"\"seed\""));
         let mut record = parent(
