@@ -11,6 +11,7 @@ use multiloop_protocol::{ErrorKind, Outcome, TaskResult};
 use tracing::{debug, info, warn};
 
 use super::book::TaskBook;
+use super::coalesce::{self, Coalesce};
 use super::death::{classify, Death, Exit, Named, Restart};
 use super::events::{Command, Event, ExitStatus, LinkFailure, Request, Tick, WorkerId};
 use super::fleet::{AfterBeat, Fleet, FleetConfig, Taker, Tally};
@@ -57,6 +58,8 @@ pub struct Dispatcher {
     reorder: ReorderBuffer,
     /// Tasks that add tasks: dedupe, limits, counts.
     frontier: Frontier,
+    /// New tasks held back a moment to go out together.
+    coalesce: Coalesce,
     /// Commands decided while handling the current event.
     out: Vec<Command>,
     /// Records decided while handling the current event.
@@ -72,6 +75,7 @@ impl Dispatcher {
             run: RunState::new(config.max_restarts, config.restart_window, now),
             reorder: ReorderBuffer::new(),
             frontier: Frontier::new(config.crawl.clone()),
+            coalesce: Coalesce::default(),
             out: Vec::new(),
             records: Vec::new(),
             config,
@@ -166,6 +170,7 @@ impl Dispatcher {
             self.fleet.next_deadline(),
             self.book.next_retry(),
             self.run.deadline(),
+            self.coalesce.deadline(),
         ]
         .into_iter()
         .flatten()
@@ -724,7 +729,7 @@ impl Dispatcher {
     /// Runs after every event: timers, dispatch, completion.
     fn tick(&mut self, now: Instant) {
         self.check_timers(now);
-        self.fill();
+        self.fill(now);
         self.check_done(now);
         if !self.records.is_empty() {
             self.out
@@ -750,8 +755,9 @@ impl Dispatcher {
     }
 
     /// Hands queued tasks to workers with credit, and suspects to a probe.
-    fn fill(&mut self) {
+    fn fill(&mut self, now: Instant) {
         if !self.run.accepting() {
+            self.coalesce = Coalesce::default();
             return;
         }
         let candidate = self.fleet.probe_candidate(|id| self.book.in_flight(id));
@@ -765,6 +771,7 @@ impl Dispatcher {
             }
         }
         if self.book.queued() == 0 {
+            self.coalesce = Coalesce::default();
             return;
         }
         let probe = self.book.probe();
@@ -783,6 +790,16 @@ impl Dispatcher {
             .fold((0, 0), |(n, held), (id, _)| {
                 (n + 1, held + self.book.in_flight(*id))
             });
+        // With every worker busy, a task or two queued (a crawl's new
+        // links) waits to go out with others: see `coalesce`.
+        let busy = count > 0
+            && self.book.suspects() == 0
+            && takers.iter().all(|(id, taker)| {
+                matches!(taker, Taker::Now { .. }) && self.book.in_flight(*id) >= coalesce::BUSY
+            });
+        if self.coalesce.hold(busy, self.book.queued(), count, now) {
+            return;
+        }
         let share = (self.book.queued() + holding).div_ceil(count.max(1));
         let limit = self.config.window.min(share);
         for (id, taker) in takers {
