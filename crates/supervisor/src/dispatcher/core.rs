@@ -13,6 +13,7 @@ use multiloop_protocol::{ErrorKind, Outcome, TaskResult};
 use tracing::{debug, info, warn};
 
 use super::book::TaskBook;
+use super::coalesce::{self, Coalesce};
 use super::death::{classify, history_cause, Death, Exit, Named, Restart};
 use super::events::{Command, Event, ExitStatus, LinkFailure, Request, Tick, WorkerId};
 use super::fleet::{AfterBeat, Fleet, FleetConfig, Taker, Tally};
@@ -64,6 +65,8 @@ pub struct Dispatcher {
     /// The frontier's scratch file failed (a full disk): the run fails at
     /// the end of the current event, naming it.
     spill_error: Option<SpillError>,
+    /// New tasks held back a moment to go out together.
+    coalesce: Coalesce,
     /// Commands decided while handling the current event.
     out: Vec<Command>,
     /// Records decided while handling the current event.
@@ -80,6 +83,7 @@ impl Dispatcher {
             reorder: ReorderBuffer::new(),
             frontier: Frontier::new(config.crawl.clone()),
             spill_error: None,
+            coalesce: Coalesce::default(),
             out: Vec::new(),
             records: Vec::new(),
             config,
@@ -182,6 +186,7 @@ impl Dispatcher {
             self.fleet.next_deadline(),
             self.book.next_retry(),
             self.run.deadline(),
+            self.coalesce.deadline(),
         ]
         .into_iter()
         .flatten()
@@ -827,6 +832,7 @@ impl Dispatcher {
     /// Hands queued tasks to workers with credit, and suspects to a probe.
     fn fill(&mut self, now: Instant) {
         if !self.run.accepting() {
+            self.coalesce = Coalesce::default();
             return;
         }
         let candidate = self.fleet.probe_candidate(|id| self.book.in_flight(id));
@@ -840,6 +846,7 @@ impl Dispatcher {
             }
         }
         if self.book.queued() == 0 {
+            self.coalesce = Coalesce::default();
             return;
         }
         let probe = self.book.probe();
@@ -858,6 +865,16 @@ impl Dispatcher {
             .fold((0, 0), |(n, held), (id, _)| {
                 (n + 1, held + self.book.in_flight(*id))
             });
+        // With every worker busy, a task or two queued (a crawl's new
+        // links) waits to go out with others: see `coalesce`.
+        let busy = count > 0
+            && self.book.suspects() == 0
+            && takers.iter().all(|(id, taker)| {
+                matches!(taker, Taker::Now { .. }) && self.book.in_flight(*id) >= coalesce::BUSY
+            });
+        if self.coalesce.hold(busy, self.book.queued(), count, now) {
+            return;
+        }
         let share = (self.book.queued() + holding).div_ceil(count.max(1));
         let limit = self.config.window.min(share);
         let mut due = Vec::new();

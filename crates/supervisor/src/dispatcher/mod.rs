@@ -7,6 +7,7 @@
 
 mod blame;
 mod book;
+mod coalesce;
 mod core;
 mod death;
 mod events;

@@ -761,3 +761,49 @@ fn added_tasks_wait_on_disk_in_order_and_input_waits_for_them() {
     assert_eq!(h.dispatcher.progress().queued, 0);
     assert!(h.dispatcher.wants_input());
 }
+
+#[test]
+fn added_tasks_for_busy_workers_go_out_together_or_after_a_wait() {
+    let mut h = Harness::new(config(1, 1000));
+    let busy = super::coalesce::BUSY as u64;
+    // An idle worker is filled at once.
+    let first = sent(&h.handle(Event::Input(tasks(0..busy + 2))));
+    let worker = first[0].0;
+    assert_eq!(first[0].1.len() as u64, busy + 2);
+    // With the worker busy, a result's one addition waits...
+    let child = |id: u64| TaskResult {
+        id,
+        micros: 1,
+        outcome: Outcome::Ok(Bytes::from_static(b"1")),
+        retry: false,
+        added: vec![multiloop_protocol::Added {
+            payload: Bytes::from(format!("{{\"child\":{id}}}")),
+            key: None,
+        }],
+    };
+    let commands = h.handle(Event::Results {
+        worker,
+        results: vec![child(0)],
+    });
+    assert!(sent(&commands).is_empty(), "{commands:?}");
+    let deadline = h.dispatcher.next_deadline().expect("a deadline to send it");
+    assert!(deadline <= h.now + super::coalesce::WAIT);
+    // ...and goes out with the next one when the wait is over.
+    h.handle(Event::Results {
+        worker,
+        results: vec![child(1)],
+    });
+    h.now = deadline;
+    let late = sent(&h.handle(Event::Wake));
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].1.len(), 2, "both additions in one frame");
+    // A worker running low gets what is queued at once.
+    let rest: Vec<u64> = (2..busy + 2).collect();
+    let commands = h.answer(worker, &rest);
+    assert!(sent(&commands).is_empty(), "nothing queued: {commands:?}");
+    let now = sent(&h.handle(Event::Results {
+        worker,
+        results: vec![child(super::frontier::ADDED_IDS)],
+    }));
+    assert_eq!(now.len(), 1, "sent at once to a worker running low");
+}
