@@ -235,6 +235,8 @@ def main():
     p.add_argument("--venv", default=None, help="virtualenv for scrapy and aiohttp (default DATA/venv-crawl)")
     p.add_argument("--allow-dirty", action="store_true",
                    help="run on a tree with uncommitted changes; results are marked DIRTY (not for the README)")
+    p.add_argument("--only", default=None, metavar="NAMES",
+                   help="comma-separated contenders to run: follow,python,scrapy,list (default all)")
     p.add_argument("--frontier", type=int, metavar="N", default=None,
                    help="instead: the frontier memory benchmark, a tree crawl of about N tasks")
     args = p.parse_args()
@@ -303,6 +305,12 @@ def main():
              sup + ["--task", "fetch", "--lines", "--set", "max_redirects=0", "-i", str(listing), "-o"],
              lambda r: r["ok"]["url"], False),
         ]
+        if args.only:
+            wanted = set(args.only.split(","))
+            unknown = wanted - {name for _, name, *_ in contenders}
+            if unknown:
+                p.error(f"--only: no contender named {', '.join(sorted(unknown))}")
+            contenders = [c for c in contenders if c[1] in wanted]
         rows = {label: [] for label, *_ in contenders}
         # Client CPU per page of each contender in each round, for the
         # crawl/list ratio of runs made back to back.
