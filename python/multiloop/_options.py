@@ -47,6 +47,7 @@ OPTIONS: Dict[str, Tuple[str, str]] = {
     "report": ("--report", _VALUE),
     "max_tasks": ("--max-tasks", _VALUE),
     "max_depth": ("--max-depth", _VALUE),
+    "frontier_memory": ("--frontier-memory", _SIZE),
     "follow": ("--follow", _FLAG),
     "scope": ("--scope", _VALUE),
     "allow": ("--allow", "repeat"),
