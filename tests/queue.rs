@@ -915,6 +915,39 @@ fn merge_queue_names_a_key_recorded_twice_and_a_lost_child() {
     );
 }
 
+/// The arguments of the nodes of the kill tests: slow enough that a kill
+/// lands mid-crawl, and a short `--claim-after` for the survivor.
+const CRAWL_NODE_ARGS: [&str; 10] = [
+    "--task",
+    "tree",
+    "--key",
+    "node",
+    "--workers",
+    "2",
+    "--concurrency",
+    "4",
+    "--claim-after",
+    "1s",
+];
+
+/// Two nodes crawl the queue at `url`; the first (the victim) is
+/// SIGKILLed once it has recorded some tasks, well before the end of a
+/// crawl of `nodes` tasks. Returns (victim, survivor).
+fn two_nodes_one_killed(url: &str, nodes: usize) -> (Running, Running) {
+    let mut victim = node(url, &CRAWL_NODE_ARGS);
+    let steady = node(url, &CRAWL_NODE_ARGS);
+    wait_until(LONG, "the victim to record some tasks", || {
+        victim.output_lines() >= 20
+    });
+    kill(victim.pid(), libc::SIGKILL);
+    victim.wait(LONG);
+    assert!(
+        victim.output_lines() < nodes / 2,
+        "killed mid-crawl, not at the end"
+    );
+    (victim, steady)
+}
+
 #[test]
 fn a_node_killed_mid_crawl_and_resumed_loses_and_repeats_no_task() {
     let Some(redis) = Redis::start() else { return };
@@ -932,29 +965,7 @@ fn a_node_killed_mid_crawl_and_resumed_loses_and_repeats_no_task() {
     let input = write_input(dir.path(), &lines);
     push_keyed(&redis, "killed", &input);
     let url = redis.url("killed");
-    let args = [
-        "--task",
-        "tree",
-        "--key",
-        "node",
-        "--workers",
-        "2",
-        "--concurrency",
-        "4",
-        "--claim-after",
-        "1s",
-    ];
-    let mut victim = node(&url, &args);
-    let mut steady = node(&url, &args);
-    wait_until(LONG, "the victim to record some tasks", || {
-        victim.output_lines() >= 20
-    });
-    kill(victim.pid(), libc::SIGKILL);
-    victim.wait(LONG);
-    assert!(
-        victim.output_lines() < expected.len() / 2,
-        "killed mid-crawl, not at the end"
-    );
+    let (mut victim, mut steady) = two_nodes_one_killed(&url, expected.len());
     // The same node comes back on its output (`--resume`): it finds what
     // it held under its name.
     let victim_dir = std::mem::replace(&mut victim.dir, tempfile::tempdir().unwrap());
@@ -964,7 +975,7 @@ fn a_node_killed_mid_crawl_and_resumed_loses_and_repeats_no_task() {
         .unwrap();
     let child = supervisor()
         .args(["--queue", &url])
-        .args(args)
+        .args(CRAWL_NODE_ARGS)
         .arg("--output")
         .arg(victim_dir.path().join("out.jsonl"))
         .arg("--resume")
@@ -1079,29 +1090,7 @@ fn a_node_killed_mid_crawl_is_finished_by_another() {
     let input = write_input(dir.path(), &lines);
     push_keyed(&redis, "taken", &input);
     let url = redis.url("taken");
-    let args = [
-        "--task",
-        "tree",
-        "--key",
-        "node",
-        "--workers",
-        "2",
-        "--concurrency",
-        "4",
-        "--claim-after",
-        "1s",
-    ];
-    let mut victim = node(&url, &args);
-    let mut steady = node(&url, &args);
-    wait_until(LONG, "the victim to record some tasks", || {
-        victim.output_lines() >= 20
-    });
-    kill(victim.pid(), libc::SIGKILL);
-    victim.wait(LONG);
-    assert!(
-        victim.output_lines() < expected.len() / 2,
-        "killed mid-crawl"
-    );
+    let (victim, mut steady) = two_nodes_one_killed(&url, expected.len());
     // What the victim held, and the children of what it recorded but did
     // not acknowledge, are the steady node's after --claim-after.
     assert_eq!(steady.wait(LONG), 0, "{}", steady.stderr());
