@@ -162,7 +162,7 @@ def test_map_yields_the_tasks_a_handler_added_with_parent_and_depth():
         async with multiloop.Pool(workers=2, progress=False) as pool:
             return [r async for r in pool.map(pool_jobs.crawl, [{"n": 1, "max": 40}], key="n")]
 
-    seen = asyncio.run(main())
+    seen = run_async(main())
     assert sorted(r.value for r in seen) == list(range(1, 41)), "every node once"
     by_seq = {str(r.seq): r for r in seen}
     for r in seen:

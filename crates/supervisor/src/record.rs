@@ -5,7 +5,7 @@
 use std::io::{self, Write};
 
 use bytes::Bytes;
-use multiloop_protocol::Outcome;
+use multiloop_protocol::{ErrorKind, Outcome};
 
 use crate::added::{self, Adds};
 
@@ -72,6 +72,34 @@ pub struct Record {
 }
 
 impl Record {
+    /// The `bad_input` answer of a line or an added task that never ran.
+    pub fn bad_input(id: u64, seq: u64, path: Option<Box<str>>, message: String) -> Self {
+        Self {
+            id,
+            seq,
+            key: None,
+            worker: None,
+            attempts: 0,
+            micros: 0,
+            outcome: Outcome::Err {
+                kind: ErrorKind::BadInput,
+                message,
+            },
+            path,
+            adds: None,
+        }
+    }
+
+    /// The `bad_input` answer of the task at `path` that its parent added
+    /// (locally or through a queue), naming both.
+    pub fn bad_added(id: u64, path: &str, message: &str) -> Self {
+        let message = format!(
+            "task {path} added by {}: {message}",
+            crate::added::parent_of(path)
+        );
+        Self::bad_input(id, 0, Some(path.into()), message)
+    }
+
     /// The record of `task`, answered by worker `worker`.
     pub fn of(task: TaskEntry, worker: usize, micros: u64, outcome: Outcome) -> Self {
         Self {

@@ -272,20 +272,9 @@ impl Dispatcher {
                     self.book.push(task)
                 }
                 InputItem::Answered(record) => self.emit(record),
-                InputItem::Rejected { id, seq, message } => self.emit(Record {
-                    id,
-                    seq,
-                    key: None,
-                    worker: None,
-                    attempts: 0,
-                    micros: 0,
-                    outcome: Outcome::Err {
-                        kind: ErrorKind::BadInput,
-                        message,
-                    },
-                    path: None,
-                    adds: None,
-                }),
+                InputItem::Rejected { id, seq, message } => {
+                    self.emit(Record::bad_input(id, seq, None, message))
+                }
             }
         }
     }

@@ -5,7 +5,7 @@
 //! a scratch file: [`crate::spill`]), and the counts of what was kept out.
 
 use bytes::Bytes;
-use multiloop_protocol::{Added, ErrorKind, Outcome};
+use multiloop_protocol::Added;
 
 use crate::added::{self, AddedEntry, Adds, KeptOut};
 use crate::record::{InputItem, Record, TaskEntry};
@@ -233,23 +233,7 @@ impl Frontier {
                 blame: Default::default(),
                 path: Some(path),
             }),
-            AddedEntry::Bad(message) => InputItem::Answered(Record {
-                id,
-                seq: 0,
-                key: None,
-                worker: None,
-                attempts: 0,
-                micros: 0,
-                outcome: Outcome::Err {
-                    kind: ErrorKind::BadInput,
-                    message: format!(
-                        "task {path} added by {}: {message}",
-                        added::parent_of(&path)
-                    ),
-                },
-                path: Some(path),
-                adds: None,
-            }),
+            AddedEntry::Bad(message) => InputItem::Answered(Record::bad_added(id, &path, &message)),
         }
     }
 
@@ -317,6 +301,7 @@ impl Spill for TaskEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use multiloop_protocol::Outcome;
 
     #[test]
     fn a_pending_task_comes_back_from_disk_as_it_went() {

@@ -595,20 +595,7 @@ impl Node {
             None => None,
         };
         match bad {
-            Some(message) => InputItem::Answered(Record {
-                id,
-                seq: 0,
-                key: None,
-                worker: None,
-                attempts: 0,
-                micros: 0,
-                outcome: Outcome::Err {
-                    kind: ErrorKind::BadInput,
-                    message: format!("task {path} added by {}: {message}", added::parent_of(path)),
-                },
-                path: Some(path.into()),
-                adds: None,
-            }),
+            Some(message) => InputItem::Answered(Record::bad_added(id, path, &message)),
             None => InputItem::Task(TaskEntry {
                 id,
                 seq: 0,
