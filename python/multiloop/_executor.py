@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import functools
 import threading
 import time
-from typing import Any, Callable, Deque, Iterable, Iterator, Optional, Set, Union
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 from ._fleet import MAX_IN_FLIGHT
 from ._options import check_options
@@ -48,21 +49,40 @@ class Executor(concurrent.futures.Executor):
         self._lock = threading.Lock()
         self._shutdown = False
         self._futures: Set["concurrent.futures.Future[Any]"] = set()
+        # Calls submitted and not yet handed to the loop thread.
+        self._handed: List[Tuple["concurrent.futures.Future[Any]", Any, Tuple[Any, ...], Dict[str, Any]]] = []
+        self._hand_over_due = False
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> "concurrent.futures.Future[Any]":
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
         self._slots.acquire()
-        try:
-            future = asyncio.run_coroutine_threadsafe(self._pool.apply(fn, *args, **kwargs), self._loop)
-        except BaseException:
-            self._slots.release()
-            raise
+        future: "concurrent.futures.Future[Any]" = concurrent.futures.Future()
+        future.add_done_callback(self._done)
         with self._lock:
             self._futures.add(future)
-        future.add_done_callback(self._done)
+            self._handed.append((future, fn, args, kwargs))
+            wake = not self._hand_over_due
+            self._hand_over_due = True
+        if wake:
+            # One wake-up of the loop thread for every call submitted before
+            # it runs, not one (and a task) per call.
+            try:
+                self._loop.call_soon_threadsafe(self._hand_over)
+            except RuntimeError:  # the loop has closed: shut down meanwhile
+                future.set_exception(RuntimeError("cannot schedule new futures after shutdown"))
         return future
+
+    def _hand_over(self) -> None:
+        """On the loop thread: the calls submitted since the last hand-over
+        go to the pool; each one's future follows its call's."""
+        with self._lock:
+            handed, self._handed = self._handed, []
+            self._hand_over_due = False
+        for future, fn, args, kwargs in handed:
+            if future.set_running_or_notify_cancel():  # else cancelled while handed over
+                self._pool.apply(fn, *args, **kwargs).add_done_callback(functools.partial(_follow, future))
 
     def map(  # type: ignore[override]
         self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: Optional[float] = None, chunksize: int = 1
@@ -128,3 +148,13 @@ class Executor(concurrent.futures.Executor):
             self._thread.join()
             self._loop.close()
             closing.result()
+
+
+def _follow(future: "concurrent.futures.Future[Any]", call: "asyncio.Future[Any]") -> None:
+    """Settles an Executor's future as its call on the pool settled."""
+    if call.cancelled():
+        future.set_exception(concurrent.futures.CancelledError())
+    elif call.exception() is not None:
+        future.set_exception(call.exception())
+    else:
+        future.set_result(call.result())

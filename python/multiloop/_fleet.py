@@ -18,11 +18,11 @@ import hashlib
 import os
 import shutil
 import tempfile
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ._calls import ENV
 from ._options import seconds
-from ._results import Drained, SendError, SupervisorError, parse_records
+from ._results import Drained, Result, SendError, SupervisorError, TaskFailed, parse_records
 from ._run import MapRun, _encode, _no_gc
 from ._target import _kind_class, _pickle, _reference
 
@@ -83,22 +83,35 @@ def calls_can_run(fn: Any) -> bool:
 
 
 class Places:
-    """``max_in_flight`` places for calls, handed to waiters in the order
-    they came, at O(1) per release. Not ``asyncio.Semaphore``: in Python
-    3.11 its release scans the waiters it already woke (they leave the
-    queue only when they run), so a burst of results releasing places to
-    thousands of waiting calls cost quadratic time: 21 million
-    ``Future.done`` calls for 50,000 calls, 70 % of the driver's CPU."""
+    """``max_in_flight`` places for calls, handed out in the order they were
+    asked for, at O(1) per release. Two kinds of ask wait in one queue: a
+    coroutine awaiting :meth:`acquire` (``submit``, a map's feeder), and a
+    call already encoded (``apply``: see :meth:`Fleet.apply`), which the
+    release sends itself, so a waiting ``apply`` costs no task.
 
-    __slots__ = ("_free", "_waiters")
+    Not ``asyncio.Semaphore``: in Python 3.11 its release scans the waiters
+    it already woke (they leave the queue only when they run), so a burst of
+    results releasing places to thousands of waiting calls cost quadratic
+    time: 21 million ``Future.done`` calls for 50,000 calls, 70 % of the
+    driver's CPU."""
 
-    def __init__(self, places: int) -> None:
+    __slots__ = ("_free", "_waiters", "_send")
+
+    def __init__(self, places: int, send: Callable[[str, "Sink"], None]) -> None:
         self._free = places
-        self._waiters: "collections.deque[asyncio.Future[None]]" = collections.deque()
+        #: asyncio Futures (a coroutine waiting) or (line, sink) pairs.
+        self._waiters: "collections.deque[Any]" = collections.deque()
+        self._send = send
 
-    async def acquire(self) -> None:
+    def take(self) -> bool:
+        """Takes a free place now if one is free and nobody waits for one."""
         if self._free > 0 and not self._waiters:
             self._free -= 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        if self.take():
             return
         place: "asyncio.Future[None]" = asyncio.get_running_loop().create_future()
         self._waiters.append(place)
@@ -109,14 +122,75 @@ class Places:
                 self.release()  # handed over, then cancelled: pass it on
             raise
 
+    @property
+    def waiting(self) -> bool:
+        """Whether anything waits for a place."""
+        return bool(self._waiters)
+
+    def queue(self, line: str, sink: "Sink") -> None:
+        """Sends ``line`` when its turn for a place comes."""
+        self._waiters.append((line, sink))
+
     def release(self) -> None:
         waiters = self._waiters
         while waiters:
-            place = waiters.popleft()
-            if not place.done():  # a cancelled waiter is skipped
-                place.set_result(None)
+            waiter = waiters.popleft()
+            if waiter.__class__ is tuple:
+                if not waiter[1][1].done():  # a call cancelled while it waited is skipped
+                    self._send(*waiter)
+                    return
+            elif not waiter.done():  # a cancelled waiter is skipped
+                waiter.set_result(None)
                 return
         self._free += 1
+
+    def fail(self, error: BaseException) -> None:
+        """Fails the calls waiting with ``error`` and wakes the coroutines
+        waiting (they find the fleet failed)."""
+        waiters, self._waiters = self._waiters, collections.deque()
+        for waiter in waiters:
+            if waiter.__class__ is tuple:
+                sink = waiter[1]
+                sink[0].failed(sink[1], sink[2], error)
+            elif not waiter.done():
+                waiter.set_result(None)
+
+
+class _Calls:
+    """Where single calls' records go: a sink ``(CALLS, future, (fn, args))``
+    settles the future with the call's value or its :class:`TaskFailed`."""
+
+    @staticmethod
+    def record(future: "asyncio.Future[Any]", call: Tuple[Any, Tuple[Any, ...]], record: Record) -> None:
+        if future.done():  # cancelled by its caller
+            return
+        if "error" in record:
+            future.set_exception(call_failed(call[0], call[1], record))
+        else:
+            future.set_result(record.get("ok"))
+
+    @staticmethod
+    def failed(future: "asyncio.Future[Any]", call: Any, error: BaseException) -> None:
+        if not future.done():
+            future.set_exception(error)
+
+
+CALLS = _Calls()
+
+#: Where one call's record goes: ``(target, a, b)``, told with
+#: ``target.record(a, b, record)`` or ``target.failed(a, b, error)``: a
+#: single call's future (:data:`CALLS`), or a map's item (``FleetMap``).
+Sink = Tuple[Any, Any, Any]
+
+
+def call_failed(fn: Any, args: Tuple[Any, ...], record: Record) -> TaskFailed:
+    """The error a failed call raises, naming the function (a call has no
+    item index)."""
+    failed = TaskFailed(Result(record, list(args)))
+    name = fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn))
+    failed.args = (f"{name}() {failed.kind}: {failed.message}",)
+    return failed
+
 
 class Fleet(MapRun):
     """The supervisor of a persistent pool and the calls in flight on it."""
@@ -142,8 +216,13 @@ class Fleet(MapRun):
         #: The most calls that were ever out at once (at most max_in_flight).
         self.most_in_flight = 0
         self._out: List[str] = []
-        self._wake = asyncio.Event()
-        self._slots: Optional[Places] = None
+        self._stdin: Optional[asyncio.StreamWriter] = None
+        self._records_fd: Optional[int] = None
+        self._records_child: Optional[int] = None
+        self._records_end: "Optional[asyncio.Future[None]]" = None
+        self._rest = b""
+        self._flush_due = False
+        self._slots = Places(self.max_in_flight, self.send)
         self._lines = 0
         self._closing = False
         self._serving: Optional["asyncio.Task[None]"] = None
@@ -161,17 +240,17 @@ class Fleet(MapRun):
             return fn
         if not callable(fn):
             raise TypeError(f"expected a function or a 'module:function' spec, not {type(fn).__name__}")
-        if not calls_can_run(fn):
-            raise TypeError(
-                f"{fn!r} has setup/teardown, so its handler takes their state: "
-                "run it with pool.map or multiloop.gather (a run of its own)"
-            )
         try:
             known = self._names.get(fn)
         except TypeError:  # an unhashable callable: pickled each time
             known = None
         if known is not None:
             return known
+        if not calls_can_run(fn):
+            raise TypeError(
+                f"{fn!r} has setup/teardown, so its handler takes their state: "
+                "run it with pool.map or multiloop.gather (a run of its own)"
+            )
         name = _reference(fn)
         if name is None:
             data = _pickle(fn, fn)
@@ -210,8 +289,6 @@ class Fleet(MapRun):
         """Waits until fewer than ``max_in_flight`` calls are out and takes
         that place; :meth:`send` must follow (or :meth:`give_back`)."""
         self._check_open()
-        if self._slots is None:
-            self._slots = Places(self.max_in_flight)
         await self._slots.acquire()
         try:
             self._check_open()
@@ -221,29 +298,53 @@ class Fleet(MapRun):
 
     def give_back(self) -> None:
         """A slot taken by :meth:`slot` that no call will use."""
-        assert self._slots is not None
         self._slots.release()
 
-    def send(self, line: str, sink: Any) -> None:
-        """Writes one call (a slot is held); its record goes to ``sink``:
-        an asyncio Future, or a ``(map, index, item)`` tuple whose map is
-        told with ``map.record(index, item, record)``."""
+    def send(self, line: str, sink: Sink) -> None:
+        """Writes one call (a place is held); its record goes to ``sink``."""
         self._lines += 1
         calls = self._calls
         calls[self._lines] = sink
         if len(calls) > self.most_in_flight:
             self.most_in_flight = len(calls)
         self._out.append(line)
-        self._wake.set()
+        if self._flush_due:
+            pass
+        elif len(calls) == 1 and self._stdin is not None:
+            self._flush()  # the only call out: nothing to wait for
+        else:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
         if self._serving is None:
             self._serving = asyncio.ensure_future(self._serve())
 
-    async def call(self, fn: Any, args: Tuple[Any, ...], kwargs: Mapping[str, Any]) -> "asyncio.Future[Record]":
-        """Sends one call, waiting for a slot first; the future of its record."""
-        line = self.line(self.name(fn), args, kwargs)  # errors before a slot is taken
+    def apply(self, fn: Any, args: Tuple[Any, ...], kwargs: Mapping[str, Any]) -> "asyncio.Future[Any]":
+        """The future of one call's value (or its :class:`TaskFailed`). The
+        call is sent now if a place is free, else it waits, encoded, for its
+        turn: no coroutine or task per call, so a burst of calls costs the
+        driver little more than their encoding. A call that cannot be sent
+        (a closed pool, arguments that are not JSON) fails its future."""
+        future: "asyncio.Future[Any]" = asyncio.get_running_loop().create_future()
+        try:
+            self._check_open()
+            line = self.line(self.name(fn), args, kwargs)
+        except Exception as error:  # noqa: BLE001 - raised where it is awaited
+            future.set_exception(error)
+            return future
+        sink = (CALLS, future, (fn, args))
+        if self._slots.take():
+            self.send(line, sink)
+        else:
+            self._slots.queue(line, sink)
+        return future
+
+    async def submit(self, fn: Any, args: Tuple[Any, ...], kwargs: Mapping[str, Any]) -> "asyncio.Future[Any]":
+        """Sends one call once a place is free (the wait is the
+        back-pressure); the future of its value."""
+        line = self.line(self.name(fn), args, kwargs)  # errors before a place is taken
         await self.slot()
-        future: "asyncio.Future[Record]" = asyncio.get_running_loop().create_future()
-        self.send(line, future)
+        future: "asyncio.Future[Any]" = asyncio.get_running_loop().create_future()
+        self.send(line, (CALLS, future, (fn, args)))
         return future
 
     @property
@@ -261,54 +362,53 @@ class Fleet(MapRun):
         sink = self._calls.pop(record.get("seq", 0), None)
         if sink is None:
             return
-        assert self._slots is not None
         self._slots.release()
-        if sink.__class__ is tuple:
-            sink[0].record(sink[1], sink[2], record)
-        elif not sink.done():
-            sink.set_result(record)
+        sink[0].record(sink[1], sink[2], record)
 
     def _fail_all(self, error: BaseException) -> None:
         if self._failure is None:
             self._failure = error
+        self._slots.fail(error)
         calls, self._calls = self._calls, {}
         for sink in calls.values():
-            assert self._slots is not None
-            self._slots.release()
-            if sink.__class__ is tuple:
-                sink[0].failed(error)
-            elif not sink.done():
-                sink.set_exception(error)
+            sink[0].failed(sink[1], sink[2], error)
 
     # ---- the supervisor's pipes
 
     async def _feed(self) -> None:
-        """Writes the calls as they come, many lines per write when they come
-        faster than the pipe takes them; sleeps on an event while idle."""
-        proc = self._proc
-        assert proc is not None and proc.stdin is not None
-        stdin = proc.stdin
-        try:
-            while True:
-                if not self._out:
-                    if self._closing:
-                        break
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
-                lines, self._out = self._out, []
-                stdin.write(("\n".join(lines) + "\n").encode())
-                await stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            return  # the supervisor ended; _serve says why
-        finally:
-            if not stdin.is_closing():
-                stdin.close()
+        """The supervisor is up: what waited for it goes out now, the rest as
+        it comes (see :meth:`_flush`)."""
+        self._stdin = self._proc.stdin if self._proc is not None else None
+        self._flush()
+
+    def _flush(self) -> None:
+        """Writes the calls sent since the last flush in one write. Scheduled
+        with ``call_soon`` by the first of them: every call made in one turn
+        of the event loop goes out together, with no task to wake in between
+        (a call sent while no other is out goes at once). No ``drain``:
+        at most ``max_in_flight`` lines are out, which bounds the buffer."""
+        self._flush_due = False
+        stdin = self._stdin
+        if stdin is None:  # not started yet: _feed flushes when it is
+            return
+        if self._out:
+            lines, self._out = self._out, []
+            stdin.write(("\n".join(lines) + "\n").encode())
+        if self._closing and not self._slots.waiting and not stdin.is_closing():
+            stdin.close()  # the supervisor finishes what is out and exits
 
     async def _finish(self) -> None:
         if self._feeder is not None:
             self._feeder.cancel()  # it may be asleep waiting for calls
         await super()._finish()
+
+    def _child_stdout(self) -> Any:
+        # A pipe of its own, read by a callback (_on_records) rather than a
+        # StreamReader and a task: a record settles its call in the turn of
+        # the loop it arrives in.
+        self._records_fd, write_end = os.pipe()
+        self._records_child = write_end
+        return write_end
 
     async def _serve(self) -> None:
         """Reads records until the supervisor ends, then fails what is left;
@@ -316,13 +416,20 @@ class Fleet(MapRun):
         if its output does not end soon after (a worker holding the pipe)."""
         watcher: Optional["asyncio.Task[None]"] = None
         error: BaseException = SupervisorError("the supervisor ended with calls pending", None)
+        loop = asyncio.get_running_loop()
         try:
-            await self.start()
+            try:
+                await self.start()
+            finally:
+                if self._records_child is not None:
+                    os.close(self._records_child)  # the supervisor holds it now
+                    self._records_child = None
             watcher = asyncio.ensure_future(self._on_exit(asyncio.current_task()))
-            async for chunk in self._chunks():
-                with _no_gc():
-                    for record in parse_records(chunk):
-                        self._settle(record)
+            self._records_end = loop.create_future()
+            os.set_blocking(self._records_fd, False)
+            loop.add_reader(self._records_fd, self._on_records)
+            await self._records_end
+            await self._finish()
             if self._draining:
                 error = Drained("the pool was drained before this call ran")
             elif self.status not in (0, 1, None):
@@ -335,8 +442,54 @@ class Fleet(MapRun):
         finally:
             if watcher is not None:
                 watcher.cancel()
+            self._close_records(loop)
             self._fail_all(error)
             self._cleanup_dir()
+
+    def _on_records(self) -> None:
+        """The records pipe is readable: settles the calls whose records
+        arrived (whole lines; a torn last line waits for its end)."""
+        try:
+            data = os.read(self._records_fd, 1 << 18)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:
+            self._end_records(SupervisorError(f"reading the supervisor's records: {error}", None))
+            return
+        if not data:
+            self._end_records(None)
+            return
+        if self._rest:
+            data = self._rest + data
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self._rest = data
+            return
+        self._rest = data[cut + 1 :]
+        chunk = data[:cut]
+        if self._bar is not None:
+            self._bar.update(chunk.count(b"\n") + 1)
+        try:
+            with _no_gc():
+                for record in parse_records(chunk):
+                    self._settle(record)
+        except ValueError as error:
+            self._end_records(SupervisorError(f"the supervisor wrote a record that is not JSON: {error}", None))
+
+    def _end_records(self, error: Optional[BaseException]) -> None:
+        end = self._records_end
+        if end is not None and not end.done():
+            if error is None:
+                end.set_result(None)
+            else:
+                end.set_exception(error)
+        self._close_records(asyncio.get_running_loop())
+
+    def _close_records(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._records_fd is not None:
+            loop.remove_reader(self._records_fd)
+            os.close(self._records_fd)
+            self._records_fd = None
 
     async def _on_exit(self, serving: Any) -> None:
         assert self._exit is not None
@@ -354,7 +507,7 @@ class Fleet(MapRun):
         """No new calls; the supervisor finishes those in flight (within
         ``grace``, default the pool's ``grace`` option or 30 s) and exits."""
         self._closing = True
-        self._wake.set()
+        self._flush()
         serving = self._serving
         if serving is None:
             self._close_local()
@@ -379,7 +532,7 @@ class Fleet(MapRun):
     async def kill(self) -> None:
         """Stops the supervisor now (an error leaving ``async with``)."""
         self._closing = True
-        self._wake.set()
+        self._flush()
         await self.aclose()
         if self._serving is not None:
             await asyncio.gather(self._serving, return_exceptions=True)

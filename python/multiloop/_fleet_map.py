@@ -79,7 +79,7 @@ class FleetMap:
                 out[index] = record.get("ok")
         self._wake.set()
 
-    def failed(self, error: BaseException) -> None:
+    def failed(self, index: int, item: Any, error: BaseException) -> None:
         if self._error is None:
             self._error = error
         self._wake.set()

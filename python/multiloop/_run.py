@@ -185,7 +185,7 @@ class MapRun:
             self._proc = await asyncio.create_subprocess_exec(
                 *args,
                 stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.DEVNULL if output is not None else asyncio.subprocess.PIPE,
+                stdout=self._child_stdout(),
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
                 cwd=options.get("cwd"),
@@ -347,6 +347,11 @@ class MapRun:
             return _encode(item)
         except (TypeError, ValueError, RecursionError) as error:
             raise _item_error(index, item, error) from None
+
+    def _child_stdout(self) -> Any:
+        """Where the supervisor writes its records: a pipe that
+        :meth:`_chunks` reads, or nowhere when they go to an output file."""
+        return asyncio.subprocess.DEVNULL if self._options.get("output") is not None else asyncio.subprocess.PIPE
 
     async def _read_stderr(self) -> None:
         proc = self._proc

@@ -487,7 +487,9 @@ class Runtime:
         self.running -= 1
         self.done += 1
         self.results.append(result)
-        if time.monotonic() - self.last_flush >= FLUSH_EVERY:
+        if self.running == 0 or time.monotonic() - self.last_flush >= FLUSH_EVERY:
+            # The last task in flight: nothing else can join this batch, so
+            # it goes now rather than a turn of the loop later.
             self._flush()
         elif not self.flush_scheduled:
             # Results of one loop iteration go out in one frame: batching

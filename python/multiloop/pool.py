@@ -110,34 +110,27 @@ class Pool:
             self._fleet = Fleet(self._options)
         return self._fleet
 
-    async def apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """``fn(*args, **kwargs)`` in a worker of this pool's warm fleet; its
-        value, or :class:`TaskFailed`. Waits for a slot first when
-        ``max_in_flight`` calls are already out."""
-        return await (await self.submit(fn, *args, **kwargs))
+    def apply(self, fn: Any, *args: Any, **kwargs: Any) -> "asyncio.Future[Any]":
+        """``fn(*args, **kwargs)`` in a worker of this pool's warm fleet:
+        ``await`` it for the value, or :class:`TaskFailed`. A future, not a
+        coroutine, so ``asyncio.gather`` of many calls makes no task per call.
+        Sent at once while fewer than ``max_in_flight`` calls are out, else it
+        waits its turn (encoded, in the driver: to bound what a producer
+        holds, ``await pool.submit`` instead)."""
+        try:
+            fleet = self._warm()
+        except (RuntimeError, TypeError) as error:
+            failed: "asyncio.Future[Any]" = asyncio.get_running_loop().create_future()
+            failed.set_exception(error)
+            return failed
+        return fleet.apply(fn, args, kwargs)
 
     async def submit(self, fn: Any, *args: Any, **kwargs: Any) -> "asyncio.Future[Any]":
         """Sends ``fn(*args, **kwargs)`` to the warm fleet and returns the
         future of its value (or :class:`TaskFailed`): ``future = await
         pool.submit(...)``. The ``await`` is the back-pressure: it waits for
         a slot while ``max_in_flight`` calls are out, then returns at once."""
-        fleet = self._warm()
-        record = await fleet.call(fn, args, kwargs)
-        value: "asyncio.Future[Any]" = asyncio.get_running_loop().create_future()
-
-        def settle(done: "asyncio.Future[Dict[str, Any]]") -> None:
-            if value.cancelled():
-                return
-            error = done.exception() if not done.cancelled() else asyncio.CancelledError()
-            if error is not None:
-                value.set_exception(error)
-            elif "error" in done.result():
-                value.set_exception(_call_failed(fn, args, done.result()))
-            else:
-                value.set_result(done.result().get("ok"))
-
-        record.add_done_callback(settle)
-        return value
+        return await self._warm().submit(fn, args, kwargs)
 
     @property
     def in_flight(self) -> int:
@@ -233,14 +226,6 @@ class Pool:
                 await fleet.kill()
         else:
             await self.close()
-
-
-def _call_failed(fn: Any, args: Tuple[Any, ...], record: Dict[str, Any]) -> TaskFailed:
-    failed = TaskFailed(Result(record, list(args)))
-    # A call has no item index: name the function instead.
-    name = fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn))
-    failed.args = (f"{name}() {failed.kind}: {failed.message}",)
-    return failed
 
 
 async def gather(

@@ -48,7 +48,7 @@ pub fn main() -> i32 {
             return ExitCode::Usage.into();
         }
     };
-    runtime.block_on(async {
+    let main = async move {
         match &cli.command {
             Some(args::Subcommand::Ctl(ctl)) => return ctl::main(ctl).await,
             Some(args::Subcommand::Top(top)) => return top::main(top).await,
@@ -96,5 +96,18 @@ pub fn main() -> i32 {
                 ExitCode::Usage.into()
             }
         }
-    })
+    };
+    // On a runtime thread, not this one: `block_on` polls its future on the
+    // calling thread, so every event the engine got (a worker's result, a
+    // line of input) woke this thread from the runtime's, and every command
+    // woke a runtime thread back. Spawned, the engine runs where its events
+    // are polled: one call's round trip through a warm pool took ~30 µs
+    // less (issue #25), with batch throughput unchanged.
+    match runtime.block_on(runtime.spawn(main)) {
+        Ok(status) => status,
+        Err(error) => {
+            eprintln!("supervisor: the run's task failed: {error}");
+            ExitCode::Usage.into()
+        }
+    }
 }
