@@ -408,3 +408,48 @@ fn the_demo_flag_runs_the_demo_whatever_stdin_is() {
         assert_eq!((record["seq"].as_u64().unwrap() - 1) % 1000, 0, "{record}");
     }
 }
+
+/// The supervisor reads a stdin pipe and writes a stdout pipe without
+/// blocking (a warm pool's calls and records go through them); whoever
+/// shares those pipes after the run must find them blocking again, as
+/// they were handed over.
+#[test]
+fn stdin_and_stdout_pipes_are_blocking_again_after_the_run() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+
+    let (input_read, mut input_write) = std::io::pipe().unwrap();
+    let (mut output_read, output_write) = std::io::pipe().unwrap();
+    // Our own handles on the same open pipes: the flags are theirs.
+    let input_shared = input_read.try_clone().unwrap();
+    let output_shared = output_write.try_clone().unwrap();
+    let mut child = supervisor()
+        .args(["--workers", "1", "--input", "-"])
+        .stdin(input_read)
+        .stdout(output_write)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("supervisor starts");
+    input_write
+        .write_all(sim_lines(100, |_| 0, |_| 10).as_bytes())
+        .unwrap();
+    drop(input_write);
+    let status = wait_child(&mut child, RUN_LIMIT, "the supervisor on pipes");
+    assert_eq!(status.code(), Some(0));
+    for (name, fd) in [
+        ("stdin", input_shared.as_fd()),
+        ("stdout", output_shared.as_fd()),
+    ] {
+        let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags);
+        assert!(
+            !flags.contains(nix::fcntl::OFlag::O_NONBLOCK),
+            "{name} is left non-blocking: {flags:?}"
+        );
+    }
+    drop(output_shared);
+    let mut out = String::new();
+    output_read.read_to_string(&mut out).unwrap();
+    let records: Vec<serde_json::Value> = records(out.as_bytes());
+    assert_all_sums(&records, 100, |_| 10);
+}

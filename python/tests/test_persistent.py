@@ -245,6 +245,36 @@ def test_calls_out_are_bounded_by_max_in_flight(tmp_path):
         started.close()
 
 
+def test_calls_past_max_in_flight_wait_in_the_driver_and_close_finishes_them(tmp_path):
+    started = Started(tmp_path)
+
+    async def main():
+        pool = multiloop.Pool(workers=1, concurrency=100, max_in_flight=3, progress=False)
+        held = [pool.apply(pool_jobs.hold, started.address, 300, i) for i in range(3)]
+        waiting = [pool.apply(pool_jobs.echo, i) for i in range(10)]
+        # apply returns a future at once, sent or not: no task per call.
+        assert all(isinstance(f, asyncio.Future) for f in held + waiting)
+        waiting[4].cancel()  # cancelled while it waits: never sent
+        for _ in range(3):
+            await started.next()
+        fleet = pool._fleet
+        assert fleet._lines == 3 and not any(f.done() for f in held), "three out, the rest wait"
+        await pool.close(grace=30)
+        assert [f.result() for f in held] == [0, 1, 2]
+        assert [f.result() for i, f in enumerate(waiting) if i != 4] == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+        assert waiting[4].cancelled()
+        assert fleet._lines == 12, "every call sent once, the cancelled one never"
+        assert fleet.most_in_flight == 3
+        failed = pool.apply(pool_jobs.echo, 1)
+        with pytest.raises(RuntimeError, match="closed"):
+            await failed
+
+    try:
+        run(main())
+    finally:
+        started.close()
+
+
 # -- failures ---------------------------------------------------------------------
 
 

@@ -111,7 +111,7 @@ pub async fn read_input(source: LineInput, filter: InputFilter, tx: mpsc::Sender
             Ok(file) => read_lines(file, &filter, &tx).await,
             Err(error) => Err(format!("cannot open input {}: {error}", path.display())),
         },
-        LineInput::Stdin => match StdinPipe::open() {
+        LineInput::Stdin => match crate::stdio_pipe::StdinPipe::open() {
             Some(pipe) => read_lines(pipe, &filter, &tx).await,
             None => read_lines(tokio::io::stdin(), &filter, &tx).await,
         },
@@ -122,45 +122,6 @@ pub async fn read_input(source: LineInput, filter: InputFilter, tx: mpsc::Sender
         Err(error) => InputMessage::Failed(format!("reading {source}: {error}")),
     };
     let _ = tx.send(message).await;
-}
-
-/// Stdin when it is a pipe, read on the runtime (non-blocking) rather than
-/// by `tokio::io::stdin`'s blocking thread: a line a driver writes (a warm
-/// pool's call) reaches the dispatcher without waking another thread first.
-/// The pipe is set back to blocking when dropped, for whoever reads it next.
-struct StdinPipe(tokio::net::unix::pipe::Receiver);
-
-impl StdinPipe {
-    fn open() -> Option<Self> {
-        use std::os::fd::AsFd;
-        let fd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
-        // Checks that it is a FIFO opened for reading; sets O_NONBLOCK.
-        tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
-            .ok()
-            .map(Self)
-    }
-}
-
-impl Drop for StdinPipe {
-    fn drop(&mut self) {
-        use std::os::fd::AsFd;
-        let fd = self.0.as_fd();
-        if let Ok(flags) = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL) {
-            let flags =
-                nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
-            let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags));
-        }
-    }
-}
-
-impl AsyncRead for StdinPipe {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
-    }
 }
 
 async fn read_lines<R: AsyncRead + Unpin>(

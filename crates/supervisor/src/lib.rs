@@ -26,6 +26,7 @@ mod shard;
 pub mod socket_dir;
 pub mod source;
 pub mod spill;
+mod stdio_pipe;
 mod term;
 
 pub use added::{AddedEntry, Adds, KeptOut};

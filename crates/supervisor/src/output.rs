@@ -1,5 +1,7 @@
 //! The output writer: formats records on its own thread, flushes once per
 //! batch, and syncs the file at the end so that `--resume` can trust it.
+//! Stdout that is a pipe (a warm pool's driver reading records) is written
+//! by a task on the runtime instead: no thread to wake per record.
 
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
@@ -10,6 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::ack::{AckSink, Flushed, Settled};
 use crate::record::Record;
+use crate::stdio_pipe::StdoutPipe;
 
 /// Batches of records queued for the writer before the dispatcher waits.
 const QUEUED_BATCHES: usize = 64;
@@ -36,11 +39,20 @@ pub enum OutputEnd {
     BrokenPipe,
 }
 
-/// The sending side of the writer thread.
+/// The sending side of the writer.
 #[derive(Debug)]
 pub struct OutputWriter {
     pub tx: mpsc::Sender<Vec<Record>>,
-    thread: std::thread::JoinHandle<io::Result<OutputEnd>>,
+    writer: Writer,
+}
+
+#[derive(Debug)]
+enum Writer {
+    /// Blocking writes on a thread of its own: files, terminals, and any
+    /// output whose flushes are acknowledged (a queue's).
+    Thread(std::thread::JoinHandle<io::Result<OutputEnd>>),
+    /// Non-blocking writes to a stdout pipe, on the runtime.
+    Task(tokio::task::JoinHandle<io::Result<OutputEnd>>),
 }
 
 impl OutputWriter {
@@ -49,6 +61,16 @@ impl OutputWriter {
     /// With `acks`, each flushed batch is reported (after an fsync of a
     /// file, so that an acknowledged record survives a machine crash).
     pub fn start(target: &OutputTarget, acks: Option<AckSink>) -> io::Result<Self> {
+        let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
+        if let (OutputTarget::Stdout, None) = (target, &acks) {
+            if let Some(pipe) = StdoutPipe::open() {
+                let task = tokio::spawn(write_to_pipe(pipe, rx));
+                return Ok(Self {
+                    tx,
+                    writer: Writer::Task(task),
+                });
+            }
+        }
         let sink: Box<dyn Sink> = match target {
             OutputTarget::Stdout => Box::new(io::stdout()),
             OutputTarget::File { path, append, lock } => {
@@ -70,19 +92,62 @@ impl OutputWriter {
                 Box::new(SyncedFile(file, lock))
             }
         };
-        let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
         let thread = std::thread::Builder::new()
             .name("multiloop-output".into())
             .spawn(move || write_records(sink, rx, acks))?;
-        Ok(Self { tx, thread })
+        Ok(Self {
+            tx,
+            writer: Writer::Thread(thread),
+        })
     }
 
-    /// Waits for everything queued to be written.
+    /// Waits for everything queued to be written (blocking: call it where
+    /// blocking is allowed, as `spawn_blocking` does).
     pub fn finish(self) -> io::Result<OutputEnd> {
         drop(self.tx);
-        self.thread
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the output thread panicked")))
+        match self.writer {
+            Writer::Thread(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the output thread panicked"))),
+            Writer::Task(task) => tokio::runtime::Handle::current()
+                .block_on(task)
+                .unwrap_or_else(|error| {
+                    Err(io::Error::other(format!("the output task failed: {error}")))
+                }),
+        }
+    }
+}
+
+/// [`write_records`] for a stdout pipe: the same batching (everything queued
+/// goes out in one write), awaiting the pipe instead of blocking on it.
+async fn write_to_pipe(
+    mut pipe: StdoutPipe,
+    mut rx: mpsc::Receiver<Vec<Record>>,
+) -> io::Result<OutputEnd> {
+    use tokio::io::AsyncWriteExt;
+    const CHUNK: usize = 256 * 1024;
+    let mut buf = Vec::with_capacity(CHUNK);
+    let mut flushed = Vec::new();
+    let result = async {
+        while let Some(batch) = rx.recv().await {
+            write_batch(&mut buf, &batch, &None, &mut flushed)?;
+            while let Ok(batch) = rx.try_recv() {
+                write_batch(&mut buf, &batch, &None, &mut flushed)?;
+                if buf.len() >= CHUNK {
+                    pipe.write_all(&buf).await?;
+                    buf.clear();
+                }
+            }
+            pipe.write_all(&buf).await?;
+            buf.clear();
+        }
+        Ok::<(), io::Error>(())
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(OutputEnd::Complete),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(OutputEnd::BrokenPipe),
+        Err(e) => Err(e),
     }
 }
 
