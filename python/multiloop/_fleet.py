@@ -211,6 +211,7 @@ class Fleet(MapRun):
         self._sequence = None
         self.total = None
         self._names: Dict[Any, str] = {}
+        self._heads: Dict[str, str] = {}
         # seq -> where its record goes (see send()).
         self._calls: Dict[int, Any] = {}
         #: The most calls that were ever out at once (at most max_in_flight).
@@ -271,14 +272,16 @@ class Fleet(MapRun):
     # ---- calls
 
     def line(self, name: str, args: Tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
-        """The stdin line of one call of the function named ``name``."""
-        call: Dict[str, Any] = {"f": name}
-        if args:
-            call["a"] = list(args)
-        if kwargs:
-            call["k"] = dict(kwargs)
+        """The stdin line of one call of the function named ``name``:
+        ``{"f": name, "a": [args], "k": {kwargs}}``, its head made once per
+        function (this is per call, and the driver's busiest code)."""
+        head = self._heads.get(name)
+        if head is None:
+            head = self._heads[name] = '{"f":' + _encode(name) + ',"a":'
         try:
-            return _encode(call)
+            if kwargs:
+                return head + _encode(args) + ',"k":' + _encode(kwargs) + "}"
+            return head + _encode(args) + "}"
         except (TypeError, ValueError, RecursionError) as error:
             raise SendError(
                 f"the arguments of a call to {name} are not JSON-encodable ({error}); "
@@ -439,6 +442,11 @@ class Fleet(MapRun):
             raise
         except BaseException as failure:  # noqa: B036 - every pending call hears why
             error = failure
+            self._fail_all(error)
+            if isinstance(failure, Exception):
+                # Records that cannot be read: the fleet is of no more use,
+                # and its processes go now, not at close().
+                await self.aclose()
         finally:
             if watcher is not None:
                 watcher.cancel()
@@ -471,10 +479,15 @@ class Fleet(MapRun):
             self._bar.update(chunk.count(b"\n") + 1)
         try:
             with _no_gc():
-                for record in parse_records(chunk):
-                    self._settle(record)
+                records = parse_records(chunk)
         except ValueError as error:
             self._end_records(SupervisorError(f"the supervisor wrote a record that is not JSON: {error}", None))
+            return
+        try:
+            for record in records:
+                self._settle(record)
+        except Exception as error:  # noqa: BLE001 - a callback must not swallow it: every call hears
+            self._end_records(error)
 
     def _end_records(self, error: Optional[BaseException]) -> None:
         end = self._records_end

@@ -308,6 +308,36 @@ def test_a_call_that_crashes_its_worker_fails_alone():
     run(main())
 
 
+def test_a_supervisor_writing_garbage_fails_the_calls_with_a_clear_error(tmp_path):
+    # A stand-in for the binary that answers the first call line with a line
+    # that is not a record, then waits for its stdin to close.
+    fake = tmp_path / "supervisor"
+    fake.write_text(textwrap.dedent(f"""\
+        #!{sys.executable}
+        import sys
+        sys.stdin.readline()
+        sys.stdout.write("this is not a record\\n")
+        sys.stdout.flush()
+        sys.stdin.read()
+    """))
+    fake.chmod(0o755)
+
+    async def main():
+        pool = multiloop.Pool(workers=1, supervisor=str(fake), progress=False)
+        calls = [pool.apply(pool_jobs.echo, i) for i in range(3)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(r, multiloop.SupervisorError) for r in results), results
+        assert "not JSON" in str(results[0]), results[0]
+        # The fleet is of no more use: its process is stopped at once.
+        await asyncio.wait_for(asyncio.shield(pool._fleet._serving), DEADLINE)
+        assert gone(pool._fleet.pid), "the supervisor outlived its garbage"
+        with pytest.raises(multiloop.SupervisorError):
+            await pool.apply(pool_jobs.echo, 1)
+        await pool.close()
+
+    run(main())
+
+
 def test_a_sigkilled_supervisor_fails_pending_calls_within_a_second(tmp_path):
     started = Started(tmp_path)
 
