@@ -57,6 +57,12 @@ FLUSH_EVERY = 0.010
 #: Settings values that turn an option off.
 _OFF = ("0", "false", "no", "off")
 
+#: Python 3.12+: a task starts in the callback that read it (an eager task,
+#: ``asyncio.current_task()`` and all), so one that completes without
+#: waiting, such as a warm pool's trivial call, never waits for a turn of
+#: the loop. 3.11 has no eager start; there each task waits for one.
+EAGER = sys.version_info >= (3, 12)
+
 _json_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _json_loads = json.loads
 
@@ -280,6 +286,7 @@ class Runtime:
         self.flush_scheduled = False
         self.last_flush = time.monotonic()
         self.reading = False
+        self.starting = False
         self.eof = False
         self.received = 0
         self.done = 0
@@ -376,14 +383,29 @@ class Runtime:
         self._start_pending()
 
     def _start_pending(self) -> None:
+        if self.starting:
+            return  # a task that completed as it started: the loop below goes on
         pending = self.pending
-        create_task = self.loop.create_task
         run_task = self._run_task
-        while pending and self.running < self.concurrency:
-            task_id, payload = pending.popleft()
-            self.running += 1
-            self.received += 1
-            create_task(run_task(task_id, payload))
+        loop = self.loop
+        if pending and not self.ticking and self.running < self.concurrency:
+            # Before the tasks start: an eager one may hold the loop from
+            # here on, and the watchdog measures the hold from the ticks.
+            self._start_ticker()
+        self.starting = True
+        try:
+            while pending and self.running < self.concurrency:
+                task_id, payload = pending.popleft()
+                self.running += 1
+                self.received += 1
+                if EAGER:
+                    asyncio.Task(run_task(task_id, payload), loop=loop, eager_start=True)
+                else:
+                    loop.create_task(run_task(task_id, payload))
+        finally:
+            self.starting = False
+        if self.results and not self.running:
+            self._flush()  # every task of the batch completed as it started
         if self.running and not self.ticking:
             self._start_ticker()
         # Tasks beyond --concurrency wait here; stop reading until they
@@ -487,7 +509,7 @@ class Runtime:
         self.running -= 1
         self.done += 1
         self.results.append(result)
-        if self.running == 0 or time.monotonic() - self.last_flush >= FLUSH_EVERY:
+        if (self.running == 0 and not self.starting) or time.monotonic() - self.last_flush >= FLUSH_EVERY:
             # The last task in flight: nothing else can join this batch, so
             # it goes now rather than a turn of the loop later.
             self._flush()
