@@ -111,7 +111,7 @@ pub async fn read_input(source: LineInput, filter: InputFilter, tx: mpsc::Sender
             Ok(file) => read_lines(file, &filter, &tx).await,
             Err(error) => Err(format!("cannot open input {}: {error}", path.display())),
         },
-        LineInput::Stdin => match crate::stdio_pipe::StdinPipe::open() {
+        LineInput::Stdin => match crate::stdio_pipe::stdin() {
             Some(pipe) => read_lines(pipe, &filter, &tx).await,
             None => read_lines(tokio::io::stdin(), &filter, &tx).await,
         },

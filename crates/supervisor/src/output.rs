@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::ack::{AckSink, Flushed, Settled};
 use crate::record::Record;
-use crate::stdio_pipe::StdoutPipe;
+use crate::stdio_pipe;
 
 /// Batches of records queued for the writer before the dispatcher waits.
 const QUEUED_BATCHES: usize = 64;
@@ -63,7 +63,7 @@ impl OutputWriter {
     pub fn start(target: &OutputTarget, acks: Option<AckSink>) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
         if let (OutputTarget::Stdout, None) = (target, &acks) {
-            if let Some(pipe) = StdoutPipe::open() {
+            if let Some(pipe) = stdio_pipe::stdout() {
                 let task = tokio::spawn(write_to_pipe(pipe, rx));
                 return Ok(Self {
                     tx,
@@ -121,7 +121,7 @@ impl OutputWriter {
 /// [`write_records`] for a stdout pipe: the same batching (everything queued
 /// goes out in one write), awaiting the pipe instead of blocking on it.
 async fn write_to_pipe(
-    mut pipe: StdoutPipe,
+    mut pipe: stdio_pipe::Pipe<tokio::net::unix::pipe::Sender>,
     mut rx: mpsc::Receiver<Vec<Record>>,
 ) -> io::Result<OutputEnd> {
     use tokio::io::AsyncWriteExt;

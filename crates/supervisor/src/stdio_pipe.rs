@@ -7,7 +7,7 @@
 //! us the pipe may share, so it is cleared again when the pipe is dropped.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -15,24 +15,33 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::unix::pipe;
 
+/// One end of a pipe in non-blocking mode until dropped.
+pub struct Pipe<End: AsFd>(End);
+
 /// Stdin, if it is a pipe (or FIFO) open for reading.
-pub struct StdinPipe(pipe::Receiver);
-
-impl StdinPipe {
-    pub fn open() -> Option<Self> {
-        let fd = io::stdin().as_fd().try_clone_to_owned().ok()?;
-        // Checks that it is a FIFO open for reading, and sets O_NONBLOCK.
-        pipe::Receiver::from_owned_fd(fd).ok().map(Self)
-    }
+pub fn stdin() -> Option<Pipe<pipe::Receiver>> {
+    let fd = io::stdin().as_fd().try_clone_to_owned().ok()?;
+    // Checks that it is a FIFO open for reading, and sets O_NONBLOCK.
+    pipe::Receiver::from_owned_fd(fd).ok().map(Pipe)
 }
 
-impl Drop for StdinPipe {
+/// Stdout, if it is a pipe (or FIFO) open for writing.
+pub fn stdout() -> Option<Pipe<pipe::Sender>> {
+    let fd = io::stdout().as_fd().try_clone_to_owned().ok()?;
+    pipe::Sender::from_owned_fd(fd).ok().map(Pipe)
+}
+
+impl<End: AsFd> Drop for Pipe<End> {
     fn drop(&mut self) {
-        set_blocking(self.0.as_fd());
+        let fd = self.0.as_fd();
+        if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
+            let blocking = OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK;
+            let _ = fcntl(fd, FcntlArg::F_SETFL(blocking));
+        }
     }
 }
 
-impl AsyncRead for StdinPipe {
+impl AsyncRead for Pipe<pipe::Receiver> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -42,23 +51,7 @@ impl AsyncRead for StdinPipe {
     }
 }
 
-/// Stdout, if it is a pipe (or FIFO) open for writing.
-pub struct StdoutPipe(pipe::Sender);
-
-impl StdoutPipe {
-    pub fn open() -> Option<Self> {
-        let fd = io::stdout().as_fd().try_clone_to_owned().ok()?;
-        pipe::Sender::from_owned_fd(fd).ok().map(Self)
-    }
-}
-
-impl Drop for StdoutPipe {
-    fn drop(&mut self) {
-        set_blocking(self.0.as_fd());
-    }
-}
-
-impl AsyncWrite for StdoutPipe {
+impl AsyncWrite for Pipe<pipe::Sender> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -73,14 +66,5 @@ impl AsyncWrite for StdoutPipe {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-fn set_blocking(fd: BorrowedFd<'_>) {
-    if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
-        let _ = fcntl(
-            fd,
-            FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK),
-        );
     }
 }
