@@ -20,18 +20,19 @@ aiohttp session (opened by the kind's setup, closed by its teardown); the
 benchmark gives each of W workers P/W, so all of them together hold the
 same P connections to the site as the other contenders.
 
-Timeouts count socket time only: 10 s to connect, 30 s between reads. A
-task waits for one of its session's pooled connections for as long as it
-takes (the supervisor dispatches far more tasks than there are
-connections), as a request waits in `fetch`'s per-host queue; aiohttp's
-`total` and `connect` timeouts would count that wait too and fail pages
-that never reached the network.
+Timeouts count socket time only (peer_http.SOCKET_TIME): 10 s to
+connect, 30 s between reads. A task waits for one of its session's pooled
+connections for as long as it takes (the supervisor dispatches far more
+tasks than there are connections), as a request waits in `fetch`'s
+per-host queue; aiohttp's `total` and `connect` timeouts would count that
+wait too and fail pages that never reached the network.
 """
 
 import hashlib
 from html.parser import HTMLParser
 
 import aiohttp
+from peer_http import SOCKET_TIME, client_session
 from yarl import URL
 
 import multiloop
@@ -82,10 +83,8 @@ def canonical(base, href):
 
 
 async def open_session(settings):
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=int(settings.get("per_host", "8")))
-    timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=10, sock_read=30)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                 headers={"User-Agent": "aiohttp-crawl"})
+    per_host = int(settings.get("per_host", "8"))
+    return client_session("aiohttp-crawl", SOCKET_TIME, limit=0, limit_per_host=per_host)
 
 
 async def close_session(session):

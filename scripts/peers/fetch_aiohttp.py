@@ -30,6 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from html.parser import HTMLParser
 
 import aiohttp
+from peer_http import WHOLE_REQUEST, client_session
 
 
 class PageScan(HTMLParser):
@@ -109,11 +110,7 @@ async def fetch_one(session, seq, url, worker):
 
 
 def session(concurrency):
-    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0)
-    timeout = aiohttp.ClientTimeout(total=30, connect=10)
-    return aiohttp.ClientSession(
-        connector=connector, timeout=timeout, headers={"User-Agent": "aiohttp-peer"}
-    )
+    return client_session("aiohttp-peer", WHOLE_REQUEST, limit=concurrency, limit_per_host=0)
 
 
 def read_urls(path):
