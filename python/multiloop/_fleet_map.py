@@ -14,7 +14,7 @@ import asyncio
 from typing import Any, AsyncIterator, Generator, List, Optional
 
 from ._fleet import Fleet, Record
-from ._results import Result, SupervisorError, TaskFailed
+from ._results import Result, SupervisorError, TaskFailed, value_or_failure
 from ._run import Items, _encode, _item_error, _progress_bar
 
 _MISSING = object()
@@ -70,11 +70,12 @@ class FleetMap:
             self._taken += 1
             self._room.set()
             if "error" in record:
-                failed = TaskFailed(Result(record, item))
-                if self._return_exceptions:
-                    out[index] = failed
-                elif self._error is None:
-                    self._error = failed
+                try:
+                    out[index] = value_or_failure(Result(record, item), self._return_exceptions)
+                except TaskFailed as failed:
+                    # The fleet's reader calls this: values() raises it.
+                    if self._error is None:
+                        self._error = failed
             else:
                 out[index] = record.get("ok")
         self._wake.set()

@@ -34,7 +34,7 @@ from typing import (
 
 from ._binary import find_supervisor
 from ._options import check_options, seconds, supervisor_args
-from ._results import Drained, Result, SendError, SupervisorError, TaskFailed, parse_records
+from ._results import Drained, Result, SendError, SupervisorError, parse_records, value_or_failure
 from ._target import Target
 
 Items = Union[Iterable[Any], AsyncIterable[Any]]
@@ -496,17 +496,8 @@ class MapRun:
         added: List[Tuple[Tuple[int, ...], Any]] = []
 
         def place(result: Result) -> None:
-            record = result.record
-            entry: Any
-            if as_results:
-                entry = result
-            elif "error" in record:
-                if not return_exceptions:
-                    raise TaskFailed(result)
-                entry = TaskFailed(result)
-            else:
-                entry = record.get("ok")
-            seq = record["seq"]
+            entry = result if as_results else value_or_failure(result, return_exceptions)
+            seq = result.record["seq"]
             if isinstance(seq, str):
                 added.append((_path_key(seq), entry))
             else:
