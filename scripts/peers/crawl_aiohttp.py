@@ -29,23 +29,20 @@ wait too and fail pages that never reached the network.
 """
 
 import hashlib
-from html.parser import HTMLParser
 
 import aiohttp
-from peer_http import SOCKET_TIME, client_session
+from peer_http import SOCKET_TIME, TitleScan, client_session
 from yarl import URL
 
 import multiloop
 
-class LinkScan(HTMLParser):
+class LinkScan(TitleScan):
     """First <title>, <base href>, and the (href, nofollow) of every link."""
 
     def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.title = None
+        super().__init__()
         self.base = None
         self.links = []
-        self._in_title = False
 
     def handle_starttag(self, tag, attrs):
         if tag in ("a", "area"):
@@ -56,16 +53,7 @@ class LinkScan(HTMLParser):
         elif tag == "base" and self.base is None:
             self.base = dict(attrs).get("href")
         elif tag == "title" and self.title is None:
-            self.title = ""
-            self._in_title = True
-
-    def handle_endtag(self, tag):
-        if tag == "title":
-            self._in_title = False
-
-    def handle_data(self, data):
-        if self._in_title:
-            self.title += data
+            self.start_title()
 
 
 def canonical(base, href):
@@ -107,7 +95,7 @@ async def crawl(task: dict, session: aiohttp.ClientSession) -> dict:
         scan = LinkScan()
         scan.feed(body.decode("utf-8", "replace"))
         scan.close()
-        title = " ".join(scan.title.split()) if scan.title is not None else None
+        title = scan.clean_title()
         hrefs = scan.links
         if scan.base:
             # A <base href> that does not parse is ignored, as browsers do.

@@ -1,5 +1,6 @@
-"""The aiohttp session of the aiohttp peers (fetch_aiohttp.py, crawl_aiohttp.py):
-a connector of the peer's limits, the peer's timeouts and its User-Agent.
+"""What the aiohttp peers (fetch_aiohttp.py, crawl_aiohttp.py) share: their
+aiohttp session (a connector of the peer's limits, the peer's timeouts and
+its User-Agent) and the <title> half of their HTML scan.
 
 The two timeouts differ on purpose. The fetch peer holds no more requests
 in flight than its connector has connections, so nothing waits for a
@@ -10,6 +11,8 @@ more tasks than there are connections, as a request waits in `fetch`'s
 per-host queue), so it counts socket time only: `total` and `connect` would
 count that wait too and fail pages that never reached the network.
 """
+
+from html.parser import HTMLParser
 
 import aiohttp
 
@@ -25,3 +28,31 @@ def client_session(user_agent, timeout, limit, limit_per_host):
     that uses it."""
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit_per_host)
     return aiohttp.ClientSession(connector=connector, timeout=timeout, headers={"User-Agent": user_agent})
+
+
+class TitleScan(HTMLParser):
+    """The standard library's HTML tokenizer keeping the first <title>'s
+    text. A peer's scan adds its own tags to `handle_starttag` and calls
+    `start_title` for a <title> while `title` is None (there, not through
+    super(), so that other tags cost the peer no extra call)."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.title = None
+        self._in_title = False
+
+    def start_title(self):
+        self.title = ""
+        self._in_title = True
+
+    def handle_endtag(self, tag):
+        if tag == "title":
+            self._in_title = False
+
+    def handle_data(self, data):
+        if self._in_title:
+            self.title += data
+
+    def clean_title(self):
+        """The title with its white space folded; None without a <title>."""
+        return " ".join(self.title.split()) if self.title is not None else None
