@@ -11,16 +11,16 @@ number of maps, and single calls, share the fleet and its window.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Generator, List, Optional
+from typing import Any, AsyncIterator, List, Optional
 
 from ._fleet import Fleet, Record
-from ._results import Result, SupervisorError, TaskFailed
+from ._results import Result, ResultStream, SupervisorError, TaskFailed, value_or_failure
 from ._run import Items, _encode, _item_error, _progress_bar
 
 _MISSING = object()
 
 
-class FleetMap:
+class FleetMap(ResultStream):
     """One ``pool.map``/``starmap``/``gather`` on the warm fleet, with the
     surface of a run of its own: ``async for`` the :class:`Result` objects
     as calls complete, ``await`` (or :meth:`values`) for the values in
@@ -70,11 +70,12 @@ class FleetMap:
             self._taken += 1
             self._room.set()
             if "error" in record:
-                failed = TaskFailed(Result(record, item))
-                if self._return_exceptions:
-                    out[index] = failed
-                elif self._error is None:
-                    self._error = failed
+                try:
+                    out[index] = value_or_failure(Result(record, item), self._return_exceptions)
+                except TaskFailed as failed:
+                    # The fleet's reader calls this: values() raises it.
+                    if self._error is None:
+                        self._error = failed
             else:
                 out[index] = record.get("ok")
         self._wake.set()
@@ -172,17 +173,6 @@ class FleetMap:
             if bar is not None:
                 bar.close()
             await self.aclose()
-
-    def __aiter__(self) -> AsyncIterator[Result]:
-        return self._each()
-
-    async def _each(self) -> AsyncIterator[Result]:
-        async for batch in self.batches():
-            for result in batch:
-                yield result
-
-    def __await__(self) -> Generator[Any, None, List[Any]]:
-        return self.values().__await__()
 
     async def values(self, return_exceptions: bool = False) -> List[Any]:
         """Values in input order; the first error raises :class:`TaskFailed`

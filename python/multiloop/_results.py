@@ -9,7 +9,7 @@ The record format belongs to the supervisor (``crates/supervisor/src/record.rs``
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, Generator, List, Optional, Union
 
 # -- errors -----------------------------------------------------------------
 
@@ -186,6 +186,45 @@ class Result:
         else:
             where = f"index={self.index}"
         return f"Result({where}, {what}, worker={self.worker}, attempts={self.attempts})"
+
+
+class ResultStream:
+    """How a map is read, whatever runs it (a supervisor of its own,
+    ``MapRun``, or a pool's warm fleet, ``FleetMap``): ``async for`` its
+    :class:`Result` objects as tasks complete, ``await`` it for its
+    values. A map defines ``batches()`` and ``values()``."""
+
+    if TYPE_CHECKING:
+
+        def batches(self) -> AsyncIterator[List[Result]]: ...
+
+        async def values(self, return_exceptions: bool = False) -> List[Any]: ...
+
+    def __aiter__(self) -> AsyncIterator[Result]:
+        return self._each()
+
+    async def _each(self) -> AsyncIterator[Result]:
+        async for batch in self.batches():
+            for result in batch:
+                yield result
+
+    def __await__(self) -> Generator[Any, None, List[Any]]:
+        return self.values().__await__()
+
+
+def value_or_failure(result: Result, return_exceptions: bool) -> Any:
+    """What a map's ``values()`` holds for a task: its value, or for an
+    error record its :class:`TaskFailed`, in the value's place with
+    ``return_exceptions`` and raised without. Hot loops place an ok
+    record's ``record.get("ok")`` themselves and call this for the rest,
+    so an ok record costs no call and no :class:`Result`."""
+    record = result.record
+    if "error" not in record:
+        return record.get("ok")
+    failed = TaskFailed(result)
+    if return_exceptions:
+        return failed
+    raise failed
 
 
 def parse_records(chunk: bytes) -> List[Dict[str, Any]]:

@@ -22,7 +22,6 @@ from typing import (
     AsyncIterator,
     Deque,
     Dict,
-    Generator,
     Iterable,
     Iterator,
     List,
@@ -34,7 +33,7 @@ from typing import (
 
 from ._binary import find_supervisor
 from ._options import check_options, seconds, supervisor_args
-from ._results import Drained, Result, SendError, SupervisorError, TaskFailed, parse_records
+from ._results import Drained, Result, ResultStream, SendError, SupervisorError, parse_records, value_or_failure
 from ._target import Target
 
 Items = Union[Iterable[Any], AsyncIterable[Any]]
@@ -99,7 +98,7 @@ def _path_key(path: str) -> Tuple[int, ...]:
     return tuple(int(part) for part in path.split("."))
 
 
-class MapRun:
+class MapRun(ResultStream):
     """One ``pool.map``: a supervisor process and the items streaming into it.
 
     ``async for result in run`` yields :class:`Result` objects as tasks
@@ -457,17 +456,6 @@ class MapRun:
                 return line.strip()
         return self._stderr_tail[-1].strip() if self._stderr_tail else ""
 
-    def __aiter__(self) -> AsyncIterator[Result]:
-        return self._each()
-
-    async def _each(self) -> AsyncIterator[Result]:
-        async for batch in self.batches():
-            for result in batch:
-                yield result
-
-    def __await__(self) -> Generator[Any, None, List[Any]]:
-        return self.values().__await__()
-
     async def values(self, return_exceptions: bool = False) -> List[Any]:
         """The items' values in input order, then the values of the tasks
         handlers added (``multiloop.add``) in path order (``"1.1"``,
@@ -496,17 +484,8 @@ class MapRun:
         added: List[Tuple[Tuple[int, ...], Any]] = []
 
         def place(result: Result) -> None:
-            record = result.record
-            entry: Any
-            if as_results:
-                entry = result
-            elif "error" in record:
-                if not return_exceptions:
-                    raise TaskFailed(result)
-                entry = TaskFailed(result)
-            else:
-                entry = record.get("ok")
-            seq = record["seq"]
+            entry = result if as_results else value_or_failure(result, return_exceptions)
+            seq = result.record["seq"]
             if isinstance(seq, str):
                 added.append((_path_key(seq), entry))
             else:

@@ -20,31 +20,29 @@ aiohttp session (opened by the kind's setup, closed by its teardown); the
 benchmark gives each of W workers P/W, so all of them together hold the
 same P connections to the site as the other contenders.
 
-Timeouts count socket time only: 10 s to connect, 30 s between reads. A
-task waits for one of its session's pooled connections for as long as it
-takes (the supervisor dispatches far more tasks than there are
-connections), as a request waits in `fetch`'s per-host queue; aiohttp's
-`total` and `connect` timeouts would count that wait too and fail pages
-that never reached the network.
+Timeouts count socket time only (peer_http.SOCKET_TIME): 10 s to
+connect, 30 s between reads. A task waits for one of its session's pooled
+connections for as long as it takes (the supervisor dispatches far more
+tasks than there are connections), as a request waits in `fetch`'s
+per-host queue; aiohttp's `total` and `connect` timeouts would count that
+wait too and fail pages that never reached the network.
 """
 
 import hashlib
-from html.parser import HTMLParser
 
 import aiohttp
+from peer_http import SOCKET_TIME, TitleScan, client_session
 from yarl import URL
 
 import multiloop
 
-class LinkScan(HTMLParser):
+class LinkScan(TitleScan):
     """First <title>, <base href>, and the (href, nofollow) of every link."""
 
     def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.title = None
+        super().__init__()
         self.base = None
         self.links = []
-        self._in_title = False
 
     def handle_starttag(self, tag, attrs):
         if tag in ("a", "area"):
@@ -55,16 +53,7 @@ class LinkScan(HTMLParser):
         elif tag == "base" and self.base is None:
             self.base = dict(attrs).get("href")
         elif tag == "title" and self.title is None:
-            self.title = ""
-            self._in_title = True
-
-    def handle_endtag(self, tag):
-        if tag == "title":
-            self._in_title = False
-
-    def handle_data(self, data):
-        if self._in_title:
-            self.title += data
+            self.start_title()
 
 
 def canonical(base, href):
@@ -82,10 +71,8 @@ def canonical(base, href):
 
 
 async def open_session(settings):
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=int(settings.get("per_host", "8")))
-    timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=10, sock_read=30)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                 headers={"User-Agent": "aiohttp-crawl"})
+    per_host = int(settings.get("per_host", "8"))
+    return client_session("aiohttp-crawl", SOCKET_TIME, limit=0, limit_per_host=per_host)
 
 
 async def close_session(session):
@@ -108,7 +95,7 @@ async def crawl(task: dict, session: aiohttp.ClientSession) -> dict:
         scan = LinkScan()
         scan.feed(body.decode("utf-8", "replace"))
         scan.close()
-        title = " ".join(scan.title.split()) if scan.title is not None else None
+        title = scan.clean_title()
         hrefs = scan.links
         if scan.base:
             # A <base href> that does not parse is ignored, as browsers do.

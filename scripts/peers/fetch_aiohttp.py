@@ -27,35 +27,24 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from html.parser import HTMLParser
 
 import aiohttp
+from peer_http import WHOLE_REQUEST, TitleScan, client_session
 
 
-class PageScan(HTMLParser):
+class PageScan(TitleScan):
     """First <title>'s text and the number of <a> tags with an href."""
 
     def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.title = None
+        super().__init__()
         self.links = 0
-        self._in_title = False
 
     def handle_starttag(self, tag, attrs):
         if tag == "a":
             if any(name == "href" for name, _ in attrs):
                 self.links += 1
         elif tag == "title" and self.title is None:
-            self.title = ""
-            self._in_title = True
-
-    def handle_endtag(self, tag):
-        if tag == "title":
-            self._in_title = False
-
-    def handle_data(self, data):
-        if self._in_title:
-            self.title += data
+            self.start_title()
 
 
 def scan(body, content_type):
@@ -65,8 +54,7 @@ def scan(body, content_type):
     parser = PageScan()
     parser.feed(body.decode("utf-8", "replace"))
     parser.close()
-    title = " ".join(parser.title.split()) if parser.title is not None else None
-    return title, parser.links
+    return parser.clean_title(), parser.links
 
 
 def record(seq, worker, ms, ok=None, error=None):
@@ -109,11 +97,7 @@ async def fetch_one(session, seq, url, worker):
 
 
 def session(concurrency):
-    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0)
-    timeout = aiohttp.ClientTimeout(total=30, connect=10)
-    return aiohttp.ClientSession(
-        connector=connector, timeout=timeout, headers={"User-Agent": "aiohttp-peer"}
-    )
+    return client_session("aiohttp-peer", WHOLE_REQUEST, limit=concurrency, limit_per_host=0)
 
 
 def read_urls(path):

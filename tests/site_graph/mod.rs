@@ -10,17 +10,17 @@
 
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::collections::{HashSet, VecDeque};
-use std::convert::Infallible;
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, LOCATION};
-use hyper::{Request, Response, StatusCode};
+use hyper::header::{HeaderValue, LOCATION};
+use hyper::{Request, StatusCode};
+
+use http::Reply;
 
 /// A site of `pages` pages whose links are drawn from `seed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,30 +257,12 @@ impl Site {
     }
 }
 
-type Reply = Response<Full<Bytes>>;
-
-fn reply(status: StatusCode, body: impl Into<Bytes>) -> Reply {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    response
-}
-
 fn redirect(status: StatusCode, to: &str) -> Reply {
-    let mut response = reply(status, "<p>moved</p>");
+    let mut response = http::html(status, "<p>moved</p>");
     if let Ok(value) = HeaderValue::from_str(to) {
         response.headers_mut().insert(LOCATION, value);
     }
     response
-}
-
-fn gzip(body: &[u8]) -> Vec<u8> {
-    let mut out = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    out.write_all(body).expect("writing to a Vec");
-    out.finish().expect("writing to a Vec")
 }
 
 /// The answer for `request` on a site whose own host is `host`.
@@ -291,30 +273,24 @@ fn respond(site: &Site, host: &str, request: &Request<Incoming>) -> Reply {
         .map_or("/", |p| p.as_str())
         .to_string();
     let Some(node) = Node::parse(&target, site.pages) else {
-        return reply(StatusCode::NOT_FOUND, "<title>not found</title>");
+        return http::html(StatusCode::NOT_FOUND, "<title>not found</title>");
     };
     let html = match node {
         Node::Page(i) | Node::Query(i) => site.page_html(i, host),
         Node::Hidden(i) => format!("<title>hidden {i}</title>"),
-        Node::Missing(_) => return reply(StatusCode::NOT_FOUND, "<title>not found</title>"),
+        Node::Missing(_) => return http::html(StatusCode::NOT_FOUND, "<title>not found</title>"),
         Node::Redirect(i) => return redirect(StatusCode::FOUND, &Node::Page(i).path()),
         Node::Loop(b) => {
             return redirect(StatusCode::MOVED_PERMANENTLY, &Node::Loop(!b).path());
         }
     };
-    let offered = request
-        .headers()
-        .get(ACCEPT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("gzip"));
-    if !offered {
-        return reply(StatusCode::OK, html);
+    if !http::offers_gzip(request) {
+        return http::html(StatusCode::OK, html);
     }
-    let mut response = reply(StatusCode::OK, gzip(html.as_bytes()));
-    response
-        .headers_mut()
-        .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-    response
+    http::html_gzip(
+        StatusCode::OK,
+        http::gzip(html.as_bytes(), flate2::Compression::fast()),
+    )
 }
 
 /// Serves `site` on `listener` until the runtime stops, each answer after
@@ -325,27 +301,16 @@ pub async fn serve(site: Site, listener: tokio::net::TcpListener, delay: Duratio
         .map(|a| a.to_string())
         .unwrap_or_default()
         .into();
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+    http::serve(listener, move |request| {
         let host = host.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let host = host.clone();
-                async move {
-                    if !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
-                    }
-                    Ok::<_, Infallible>(respond(&site, &host, &request))
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            respond(&site, &host, &request)
+        }
+    })
+    .await
 }
 
 /// A site on 127.0.0.1 in a runtime of its own; dropping it stops it.
@@ -363,14 +328,8 @@ impl Server {
     /// A server that answers each request after `delay`, so that a crawl
     /// lasts long enough to be interrupted.
     pub fn start_with_delay(site: Site, delay: Duration) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind 127.0.0.1");
+        let runtime = http::runtime(2);
+        let listener = runtime.block_on(http::bind(0));
         let base = format!("http://{}", listener.local_addr().expect("an address"));
         runtime.spawn(serve(site, listener, delay));
         Server {

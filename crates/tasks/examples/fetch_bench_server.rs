@@ -11,7 +11,9 @@
 //! cost as little CPU per request as possible (precomputed bodies, no
 //! logging), so that the clients under test, not the server, set the pace.
 
-use std::convert::Infallible;
+#[path = "../../../tests/site_graph/http.rs"]
+mod http;
+
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +21,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
+
+use http::Reply;
 
 struct Page {
     plain: Bytes,
@@ -107,22 +110,15 @@ fn build_pages(count: usize) -> Vec<Page> {
     (0..count)
         .map(|i| {
             let plain = page_html(i).into_bytes();
-            let mut gzip =
-                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            gzip.write_all(&plain).expect("writing to a Vec");
             Page {
-                gzip: gzip.finish().expect("writing to a Vec").into(),
+                gzip: http::gzip(&plain, flate2::Compression::default()).into(),
                 plain: plain.into(),
             }
         })
         .collect()
 }
 
-async fn respond(
-    pages: Arc<Vec<Page>>,
-    delay: Duration,
-    request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn respond(pages: Arc<Vec<Page>>, delay: Duration, request: Request<Incoming>) -> Reply {
     let page = request
         .uri()
         .path()
@@ -132,27 +128,17 @@ async fn respond(
     let Some(page) = page else {
         let mut response = Response::new(Full::new(Bytes::from_static(b"not found")));
         *response.status_mut() = StatusCode::NOT_FOUND;
-        return Ok(response);
+        return response;
     };
-    let gzip = request
-        .headers()
-        .get(ACCEPT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("gzip"));
+    let gzip = http::offers_gzip(&request);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let body = if gzip { &page.gzip } else { &page.plain };
-    let mut response = Response::new(Full::new(body.clone()));
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
     if gzip {
-        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        http::html_gzip(StatusCode::OK, page.gzip.clone())
+    } else {
+        http::html(StatusCode::OK, page.plain.clone())
     }
-    Ok(response)
 }
 
 fn main() {
@@ -161,32 +147,15 @@ fn main() {
         std::process::exit(2)
     });
     let pages = Arc::new(build_pages(options.pages));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(options.threads)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = http::runtime(options.threads);
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
-            .await
-            .expect("bind 127.0.0.1");
+        let listener = http::bind(options.port).await;
         println!("listening on http://{}", listener.local_addr().unwrap());
         let _ = std::io::stdout().flush();
         let delay = options.delay;
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let pages = pages.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    respond(pages.clone(), delay, request)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+        http::serve(listener, move |request| {
+            respond(pages.clone(), delay, request)
+        })
+        .await;
     });
 }

@@ -19,7 +19,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use site_graph::{Node, Site};
+use site_graph::{http, Node, Site};
 
 struct Options {
     port: u16,
@@ -64,15 +64,9 @@ fn main() {
         eprintln!("site_graph_server: {e}");
         std::process::exit(2)
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(options.threads)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = http::runtime(options.threads);
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
-            .await
-            .expect("bind 127.0.0.1");
+        let listener = http::bind(options.port).await;
         let base = format!("http://{}", listener.local_addr().expect("an address"));
         if let Some(path) = &options.list {
             let write = || -> std::io::Result<()> {
