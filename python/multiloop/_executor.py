@@ -81,8 +81,14 @@ class Executor(concurrent.futures.Executor):
             handed, self._handed = self._handed, []
             self._hand_over_due = False
         for future, fn, args, kwargs in handed:
-            if future.set_running_or_notify_cancel():  # else cancelled while handed over
-                self._pool.apply(fn, *args, **kwargs).add_done_callback(functools.partial(_follow, future))
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled while it was handed over: never sent
+            try:
+                call = self._pool.apply(fn, *args, **kwargs)
+            except BaseException as error:  # noqa: B036 - this call fails, not the batch after it
+                future.set_exception(error)
+            else:
+                call.add_done_callback(functools.partial(_follow, future))
 
     def map(  # type: ignore[override]
         self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: Optional[float] = None, chunksize: int = 1

@@ -81,7 +81,6 @@ def calls_can_run(fn: Any) -> bool:
     return callable(fn)
 
 
-
 class Places:
     """``max_in_flight`` places for calls, handed out in the order they were
     asked for, at O(1) per release. Two kinds of ask wait in one queue: a
@@ -235,6 +234,7 @@ class Fleet(MapRun):
         """What a call line says for ``fn``: ``module:name``, or ``=digest``
         after writing its pickle once (atomically, so a worker never reads
         a torn file)."""
+        self._check_open()  # a closed fleet's directory is gone
         if isinstance(fn, str):
             if ":" not in fn:
                 raise TypeError(f"a function spec is 'module:function', not {fn!r}")
@@ -302,6 +302,8 @@ class Fleet(MapRun):
     def give_back(self) -> None:
         """A slot taken by :meth:`slot` that no call will use."""
         self._slots.release()
+        if self._closing:
+            self._flush_soon()
 
     def send(self, line: str, sink: Sink) -> None:
         """Writes one call (a place is held); its record goes to ``sink``."""
@@ -311,13 +313,10 @@ class Fleet(MapRun):
         if len(calls) > self.most_in_flight:
             self.most_in_flight = len(calls)
         self._out.append(line)
-        if self._flush_due:
-            pass
-        elif len(calls) == 1 and self._stdin is not None:
+        if len(calls) == 1 and not self._flush_due and self._stdin is not None:
             self._flush()  # the only call out: nothing to wait for
         else:
-            self._flush_due = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._flush_soon()
         if self._serving is None:
             self._serving = asyncio.ensure_future(self._serve())
 
@@ -366,6 +365,11 @@ class Fleet(MapRun):
         if sink is None:
             return
         self._slots.release()
+        if self._closing:
+            # The release may have sent nothing (a cancelled call, a
+            # submit that will find the pool closed): stdin closes once
+            # nothing waits, whichever release that is.
+            self._flush_soon()
         sink[0].record(sink[1], sink[2], record)
 
     def _fail_all(self, error: BaseException) -> None:
@@ -383,6 +387,11 @@ class Fleet(MapRun):
         it comes (see :meth:`_flush`)."""
         self._stdin = self._proc.stdin if self._proc is not None else None
         self._flush()
+
+    def _flush_soon(self) -> None:
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         """Writes the calls sent since the last flush in one write. Scheduled

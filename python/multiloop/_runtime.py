@@ -286,6 +286,9 @@ class Runtime:
         self.flush_scheduled = False
         self.last_flush = time.monotonic()
         self.reading = False
+        # Inside _start_pending: a task that completes as it starts (eager,
+        # 3.12+) calls _complete, which must neither start tasks again (the
+        # loop there goes on) nor flush its result alone.
         self.starting = False
         self.eof = False
         self.received = 0
@@ -406,8 +409,6 @@ class Runtime:
             self.starting = False
         if self.results and not self.running:
             self._flush()  # every task of the batch completed as it started
-        if self.running and not self.ticking:
-            self._start_ticker()
         # Tasks beyond --concurrency wait here; stop reading until they
         # start, as the Rust runtime waits on its semaphore.
         if pending:

@@ -110,7 +110,7 @@ class Pool:
             self._fleet = Fleet(self._options)
         return self._fleet
 
-    def apply(self, fn: Any, *args: Any, **kwargs: Any) -> "asyncio.Future[Any]":
+    def apply(self, fn: Any, /, *args: Any, **kwargs: Any) -> "asyncio.Future[Any]":
         """``fn(*args, **kwargs)`` in a worker of this pool's warm fleet:
         ``await`` it for the value, or :class:`TaskFailed`. A future, not a
         coroutine, so ``asyncio.gather`` of many calls makes no task per call.
@@ -125,7 +125,7 @@ class Pool:
             return failed
         return fleet.apply(fn, args, kwargs)
 
-    async def submit(self, fn: Any, *args: Any, **kwargs: Any) -> "asyncio.Future[Any]":
+    async def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> "asyncio.Future[Any]":
         """Sends ``fn(*args, **kwargs)`` to the warm fleet and returns the
         future of its value (or :class:`TaskFailed`): ``future = await
         pool.submit(...)``. The ``await`` is the back-pressure: it waits for

@@ -275,6 +275,55 @@ def test_calls_past_max_in_flight_wait_in_the_driver_and_close_finishes_them(tmp
         started.close()
 
 
+@pytest.mark.parametrize("waiter", ["cancelled apply", "submit", "map"])
+def test_close_does_not_wait_for_what_will_never_be_sent(tmp_path, waiter):
+    # One call holds the only place; behind it waits something that close()
+    # will never send. close() returns when the held call is done, not
+    # after its grace.
+    started = Started(tmp_path)
+
+    async def main():
+        pool = multiloop.Pool(workers=1, concurrency=10, max_in_flight=1, progress=False)
+        held = pool.apply(pool_jobs.hold, started.address, 300, "held")
+        await started.next()
+        if waiter == "cancelled apply":
+            behind = pool.apply(pool_jobs.echo, 1)
+            behind.cancel()
+        elif waiter == "submit":
+            behind = asyncio.ensure_future(pool.submit(pool_jobs.echo, 1))
+        else:
+            behind = asyncio.ensure_future(pool.gather(pool_jobs.echo, range(5)))
+        while not pool._fleet._slots.waiting:  # (under run()'s deadline)
+            await asyncio.sleep(0)  # one turn of the loop: the waiter queues
+        await asyncio.wait_for(pool.close(grace=60), 20)
+        assert held.result() == "held"
+        if waiter == "cancelled apply":
+            assert behind.cancelled()
+        else:
+            with pytest.raises(RuntimeError, match="closed"):
+                await behind
+
+    try:
+        run(main())
+    finally:
+        started.close()
+
+
+def test_a_keyword_argument_named_fn_reaches_the_function():
+    def takes_fn(fn, x=0):
+        return [fn, x]
+
+    async def main():
+        async with multiloop.Pool(workers=1, progress=False) as pool:
+            assert await pool.apply(takes_fn, fn="f", x=1) == ["f", 1]
+            assert await (await pool.submit(takes_fn, fn="g")) == ["g", 0]
+
+    run(main())
+    with multiloop.Executor(workers=1) as executor:
+        futures = [executor.submit(takes_fn, fn="h", x=i) for i in range(3)]
+        assert [f.result(timeout=DEADLINE) for f in futures] == [["h", i] for i in range(3)]
+
+
 # -- failures ---------------------------------------------------------------------
 
 

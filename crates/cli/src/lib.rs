@@ -105,8 +105,10 @@ pub fn main() -> i32 {
     // less (issue #25), with batch throughput unchanged.
     match runtime.block_on(runtime.spawn(main)) {
         Ok(status) => status,
+        // A bug: it panics here as it would have where it happened.
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
         Err(error) => {
-            eprintln!("supervisor: the run's task failed: {error}");
+            eprintln!("supervisor: the run's task was cancelled: {error}");
             ExitCode::Usage.into()
         }
     }

@@ -121,7 +121,7 @@ impl OutputWriter {
 /// [`write_records`] for a stdout pipe: the same batching (everything queued
 /// goes out in one write), awaiting the pipe instead of blocking on it.
 async fn write_to_pipe(
-    mut pipe: stdio_pipe::Pipe<tokio::net::unix::pipe::Sender>,
+    mut pipe: tokio::net::unix::pipe::Sender,
     mut rx: mpsc::Receiver<Vec<Record>>,
 ) -> io::Result<OutputEnd> {
     use tokio::io::AsyncWriteExt;

@@ -3,68 +3,45 @@
 //! each record from stdout, and `tokio::io::stdin` or the output thread
 //! would wake another thread for every line each way.
 //!
-//! `O_NONBLOCK` belongs to the open file description, which whoever handed
-//! us the pipe may share, so it is cleared again when the pipe is dropped.
+//! The pipe is opened again through `/proc/self/fd/N`, not duplicated:
+//! `O_NONBLOCK` belongs to the open file description, which a duplicate
+//! shares with whoever handed us the pipe (and with our stderr after
+//! `2>&1`, whose writes would then fail on a full pipe). A description of
+//! our own carries the flag alone, and nothing needs putting back, even
+//! after a SIGKILL.
 
 use std::io;
-use std::os::fd::AsFd;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use nix::fcntl::{open, OFlag};
+use nix::sys::stat::{fstat, Mode, SFlag};
 use tokio::net::unix::pipe;
 
-/// One end of a pipe in non-blocking mode until dropped.
-pub struct Pipe<End: AsFd>(End);
-
-/// Stdin, if it is a pipe (or FIFO) open for reading.
-pub fn stdin() -> Option<Pipe<pipe::Receiver>> {
-    let fd = io::stdin().as_fd().try_clone_to_owned().ok()?;
-    // Checks that it is a FIFO open for reading, and sets O_NONBLOCK.
-    pipe::Receiver::from_owned_fd(fd).ok().map(Pipe)
+/// Stdin, if it is a pipe (or FIFO) we can open again for reading.
+pub fn stdin() -> Option<pipe::Receiver> {
+    let fd = reopen(io::stdin().as_fd(), OFlag::O_RDONLY)?;
+    pipe::Receiver::from_owned_fd(fd).ok()
 }
 
-/// Stdout, if it is a pipe (or FIFO) open for writing.
-pub fn stdout() -> Option<Pipe<pipe::Sender>> {
-    let fd = io::stdout().as_fd().try_clone_to_owned().ok()?;
-    pipe::Sender::from_owned_fd(fd).ok().map(Pipe)
+/// Stdout, if it is a pipe (or FIFO) we can open again for writing.
+pub fn stdout() -> Option<pipe::Sender> {
+    let fd = reopen(io::stdout().as_fd(), OFlag::O_WRONLY)?;
+    pipe::Sender::from_owned_fd(fd).ok()
 }
 
-impl<End: AsFd> Drop for Pipe<End> {
-    fn drop(&mut self) {
-        let fd = self.0.as_fd();
-        if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
-            let blocking = OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK;
-            let _ = fcntl(fd, FcntlArg::F_SETFL(blocking));
-        }
+/// A new open file description of the pipe `fd` is, non-blocking; `None`
+/// for anything else (a file opened again would start at offset 0) or when
+/// it cannot be opened (a pipe whose reader has gone: `ENXIO`).
+fn reopen(fd: BorrowedFd<'_>, access: OFlag) -> Option<OwnedFd> {
+    let kind = SFlag::from_bits_truncate(fstat(fd).ok()?.st_mode) & SFlag::S_IFMT;
+    if kind != SFlag::S_IFIFO {
+        return None;
     }
-}
-
-impl AsyncRead for Pipe<pipe::Receiver> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Pipe<pipe::Sender> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    open(
+        path.as_str(),
+        access | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()
 }
