@@ -44,14 +44,26 @@ class Executor(concurrent.futures.Executor):
         self._slots = threading.BoundedSemaphore(self._limit)
         self._pool = Pool(workers, **options)
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="multiloop-executor", daemon=True)
-        self._thread.start()
         self._lock = threading.Lock()
         self._shutdown = False
+        self._loop_ended = False
         self._futures: Set["concurrent.futures.Future[Any]"] = set()
         # Calls submitted and not yet handed to the loop thread.
         self._handed: List[Tuple["concurrent.futures.Future[Any]", Any, Tuple[Any, ...], Dict[str, Any]]] = []
         self._hand_over_due = False
+        self._thread = threading.Thread(target=self._run_loop, name="multiloop-executor", daemon=True)
+        self._thread.start()
+
+    def _run_loop(self) -> None:
+        self._loop.run_forever()
+        # Stopped by shutdown: a call that came in after the last hand-over
+        # (a submit blocked for a place across shutdown) fails, not hangs.
+        with self._lock:
+            self._loop_ended = True
+            handed, self._handed = self._handed, []
+        for future, *_ in handed:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(RuntimeError("cannot schedule new futures after shutdown"))
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> "concurrent.futures.Future[Any]":
         with self._lock:
@@ -61,6 +73,9 @@ class Executor(concurrent.futures.Executor):
         future: "concurrent.futures.Future[Any]" = concurrent.futures.Future()
         future.add_done_callback(self._done)
         with self._lock:
+            if self._loop_ended:
+                future.set_exception(RuntimeError("cannot schedule new futures after shutdown"))
+                return future
             self._futures.add(future)
             self._handed.append((future, fn, args, kwargs))
             wake = not self._hand_over_due
