@@ -271,13 +271,19 @@ class Fleet(MapRun):
 
     # ---- calls
 
+    def head(self, name: str) -> str:
+        """What every call line of the function named ``name`` starts with,
+        up to its arguments: ``{"f": name, "a":``."""
+        head = self._heads.get(name)
+        if head is None:
+            head = self._heads[name] = '{"f":' + _encode(name) + ',"a":'
+        return head
+
     def line(self, name: str, args: Tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
         """The stdin line of one call of the function named ``name``:
         ``{"f": name, "a": [args], "k": {kwargs}}``, its head made once per
         function (this is per call, and the driver's busiest code)."""
-        head = self._heads.get(name)
-        if head is None:
-            head = self._heads[name] = '{"f":' + _encode(name) + ',"a":'
+        head = self._heads.get(name) or self.head(name)
         try:
             if kwargs:
                 return head + _encode(args) + ',"k":' + _encode(kwargs) + "}"

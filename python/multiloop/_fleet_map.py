@@ -96,7 +96,7 @@ class FleetMap(ResultStream):
     async def _feed(self) -> None:
         fleet = self._fleet
         try:
-            head = '{"f":' + _encode(fleet.name(self._fn)) + ',"a":'
+            head = fleet.head(fleet.name(self._fn))
             if hasattr(self._items, "__aiter__"):
                 index = 0
                 async for item in self._items:  # type: ignore[union-attr]
