@@ -53,6 +53,9 @@ impl Dispatcher {
         }
     }
 
+    /// Takes read items in: a task into the book (an added one through the
+    /// frontier, which holds it until the book has room), an answered or
+    /// rejected line straight to its record.
     pub(super) fn take_input(&mut self, items: Vec<InputItem>) {
         for item in items {
             self.run.read_one();
