@@ -8,11 +8,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
+use common::crawl::{assert_each_node_once, tree_forest};
 use common::*;
-use serde_json::Value;
+
+/// The `tree` kind's seed for every forest here.
+const SEED: u64 = 11;
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -32,90 +34,6 @@ fn spilled(stderr: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The `tree` kind's rule, written again here so that the test checks the
-/// worker instead of trusting it.
-fn fnv(seed: u64, node: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
-    for &byte in node.as_bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
-}
-
-fn nodes(root: &str, levels: u32, fanout: u32, seed: u64) -> Vec<String> {
-    let mut all = vec![root.to_string()];
-    let mut next = vec![(root.to_string(), levels)];
-    while let Some((node, levels)) = next.pop() {
-        if levels == 0 {
-            continue;
-        }
-        for i in 0..fnv(seed, &node) % (u64::from(fanout) + 1) {
-            let child = format!("{node}/{i}");
-            all.push(child.clone());
-            next.push((child, levels - 1));
-        }
-    }
-    all
-}
-
-/// Input lines of roots `r0`.. and every node their trees hold.
-fn forest(roots: u32, levels: u32, fanout: u32, extra: &str) -> (String, Vec<String>) {
-    let seed = 11;
-    let mut input = String::new();
-    let mut all = Vec::new();
-    for r in 0..roots {
-        let root = format!("r{r}");
-        input.push_str(&format!(
-            "{{\"node\":\"{root}\",\"levels\":{levels},\"fanout\":{fanout},\"seed\":{seed}{extra}}}\n"
-        ));
-        all.extend(nodes(&root, levels, fanout, seed));
-    }
-    (input, all)
-}
-
-/// Every expected node has exactly one ok record, nothing else is
-/// recorded, and each added task's record names its parent and depth.
-fn assert_each_node_once(records: &[Value], expected: &[String]) {
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    let mut by_seq: HashMap<String, &Value> = HashMap::new();
-    for record in records {
-        let node = record["ok"]["node"]
-            .as_str()
-            .unwrap_or_else(|| panic!("not an ok tree record: {record}"));
-        *seen.entry(node).or_default() += 1;
-        by_seq.insert(
-            record["seq"].to_string().trim_matches('"').to_string(),
-            record,
-        );
-    }
-    let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
-    assert!(twice.is_empty(), "recorded more than once: {twice:?}");
-    let missing: Vec<_> = expected
-        .iter()
-        .filter(|n| !seen.contains_key(n.as_str()))
-        .collect();
-    assert!(missing.is_empty(), "never recorded: {missing:?}");
-    assert_eq!(
-        seen.len(),
-        expected.len(),
-        "records of nodes that are not in the trees"
-    );
-    for record in records {
-        let Some(seq) = record["seq"].as_str() else {
-            assert!(record.get("parent").is_none(), "{record}");
-            continue;
-        };
-        let (parent, n) = seq.rsplit_once('.').unwrap();
-        let parent_record = by_seq[parent];
-        let n: usize = n.parse().unwrap();
-        let added = &parent_record["added"][n - 1];
-        assert_eq!(added["task"]["node"], record["ok"]["node"], "{record}");
-        assert_eq!(record["depth"], seq.matches('.').count(), "{record}");
-        assert_eq!(record["parent"].to_string().trim_matches('"'), parent);
-    }
-}
-
 fn merge_checks(running: &Running) {
     let out = supervisor()
         .arg("merge")
@@ -132,7 +50,7 @@ fn merge_checks(running: &Running) {
 
 #[test]
 fn a_crawl_runs_every_node_once_and_merge_agrees() {
-    let (input, expected) = forest(3, 5, 5, "");
+    let (input, expected) = tree_forest(3, 5, 5, SEED, "");
     assert!(expected.len() > 100, "{} nodes", expected.len());
     let mut running = start(
         &["--task", "tree", "--key", "node", "--workers", "2"],
@@ -155,7 +73,7 @@ fn a_crawl_runs_every_node_once_and_merge_agrees() {
 
 #[test]
 fn a_crawl_past_its_frontier_memory_runs_every_node_once_in_order() {
-    let (input, expected) = forest(3, 6, 5, "");
+    let (input, expected) = tree_forest(3, 6, 5, SEED, "");
     // One task at a time, so that records come in the order tasks start.
     let mut args = vec![
         "--task",
@@ -193,7 +111,7 @@ fn a_crawl_past_its_frontier_memory_runs_every_node_once_in_order() {
 
 #[test]
 fn limits_keep_tasks_out_and_say_how_many() {
-    let (input, expected) = forest(2, 4, 4, "");
+    let (input, expected) = tree_forest(2, 4, 4, SEED, "");
     let depth_one: Vec<String> = expected
         .iter()
         .filter(|n| n.matches('/').count() <= 1)
@@ -266,7 +184,7 @@ fn workers_killed_with_the_frontier_on_disk_lose_and_repeat_no_node() {
 /// Returns the run's stderr.
 fn workers_killed_again_and_again(extra: &[&str]) -> String {
     // About 3,600 nodes of 20 ms, 20 at a time: a few seconds of kills.
-    let (input, expected) = forest(4, 7, 5, ",\"sleep_ms\":20");
+    let (input, expected) = tree_forest(4, 7, 5, SEED, ",\"sleep_ms\":20");
     let mut args = vec![
         "--task",
         "tree",
@@ -314,7 +232,7 @@ fn supervisor_killed_with_the_frontier_on_disk_and_resumed_runs_every_node_once(
 
 /// Returns the stderr of the runs.
 fn supervisor_killed_twice_and_resumed(extra: &[&str]) -> String {
-    let (input, expected) = forest(4, 6, 5, ",\"sleep_ms\":2");
+    let (input, expected) = tree_forest(4, 6, 5, SEED, ",\"sleep_ms\":2");
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec![
         "--task",
@@ -357,7 +275,7 @@ fn supervisor_killed_twice_and_resumed(extra: &[&str]) -> String {
 fn a_parent_that_crashes_its_worker_once_adds_its_children_once() {
     let markers = tempfile::tempdir().unwrap();
     let extra = format!(",\"crash_once\":\"{}\"", markers.path().display());
-    let (input, expected) = forest(2, 4, 4, &extra);
+    let (input, expected) = tree_forest(2, 4, 4, SEED, &extra);
     let mut running = start(
         &[
             "--task",
@@ -385,7 +303,7 @@ fn a_parent_that_crashes_its_worker_once_adds_its_children_once() {
 
 #[test]
 fn a_spill_file_that_cannot_be_made_fails_the_run_and_resume_loses_nothing() {
-    let (input, expected) = forest(3, 5, 5, "");
+    let (input, expected) = tree_forest(3, 5, 5, SEED, "");
     let dir = tempfile::tempdir().unwrap();
     let input_path = dir.path().join("in.jsonl");
     std::fs::write(&input_path, &input).unwrap();

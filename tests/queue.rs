@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use common::crawl::{assert_each_node_once, tree_forest};
 use common::*;
 use serde_json::Value;
 
@@ -747,72 +748,8 @@ fn redis_password_comes_from_the_environment() {
 
 // ----- crawling across nodes -------------------------------------------------
 
-/// The `tree` kind's rule (see `tests/crawl.rs`), written again so that
-/// the test checks the workers instead of trusting them: every node of
-/// the trees under `roots` roots.
-fn tree_forest(roots: u32, levels: u32, fanout: u32, extra: &str) -> (String, Vec<String>) {
-    fn fnv(seed: u64, node: &str) -> u64 {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
-        for &byte in node.as_bytes() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        hash
-    }
-    let seed = 5;
-    let mut input = String::new();
-    let mut all = Vec::new();
-    for r in 0..roots {
-        let root = format!("r{r}");
-        input.push_str(&format!(
-            "{{\"node\":\"{root}\",\"levels\":{levels},\"fanout\":{fanout},\"seed\":{seed}{extra}}}\n"
-        ));
-        let mut next = vec![(root.clone(), levels)];
-        all.push(root);
-        while let Some((node, levels)) = next.pop() {
-            if levels == 0 {
-                continue;
-            }
-            for i in 0..fnv(seed, &node) % (u64::from(fanout) + 1) {
-                let child = format!("{node}/{i}");
-                all.push(child.clone());
-                next.push((child, levels - 1));
-            }
-        }
-    }
-    (input, all)
-}
-
-/// The merged records hold every tree node exactly once, each added task
-/// named by the path its parent's record gives it.
-fn assert_every_node_once(records: &[Value], expected: &[String]) {
-    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
-    let by_seq: BTreeMap<String, &Value> = records
-        .iter()
-        .map(|r| (r["seq"].to_string().trim_matches('"').to_string(), r))
-        .collect();
-    for record in records {
-        let node = record["ok"]["node"]
-            .as_str()
-            .unwrap_or_else(|| panic!("not an ok tree record: {record}"));
-        *count.entry(node).or_default() += 1;
-        if let Some(path) = record["seq"].as_str() {
-            let (parent, n) = path.rsplit_once('.').unwrap();
-            let n: usize = n.parse().unwrap();
-            let declared = &by_seq[parent]["added"][n - 1];
-            assert_eq!(declared["task"]["node"], record["ok"]["node"], "{record}");
-            assert_eq!(record["depth"], path.matches('.').count(), "{record}");
-        }
-    }
-    let twice: Vec<_> = count.iter().filter(|(_, &n)| n > 1).collect();
-    assert!(twice.is_empty(), "recorded more than once: {twice:?}");
-    let missing: Vec<_> = expected
-        .iter()
-        .filter(|n| !count.contains_key(n.as_str()))
-        .collect();
-    assert!(missing.is_empty(), "never recorded: {missing:?}");
-    assert_eq!(count.len(), expected.len(), "nodes not in the trees");
-}
+/// The `tree` kind's seed for every forest here.
+const SEED: u64 = 5;
 
 fn push_keyed(redis: &Redis, name: &str, input: &Path) {
     let url = redis.url(name);
@@ -836,7 +773,7 @@ fn status(url: &str) -> Value {
 #[test]
 fn two_nodes_crawl_a_forest_every_node_once_keys_deduped_across_nodes() {
     let Some(redis) = Redis::start() else { return };
-    let (lines, expected) = tree_forest(4, 4, 4, "");
+    let (lines, expected) = tree_forest(4, 4, 4, SEED, "");
     assert!(expected.len() > 60, "{} nodes", expected.len());
     let dir = tempfile::tempdir().unwrap();
     let input = write_input(dir.path(), &lines);
@@ -851,7 +788,7 @@ fn two_nodes_crawl_a_forest_every_node_once_keys_deduped_across_nodes() {
     assert!(a.output_lines() > 0 && b.output_lines() > 0);
 
     let (records, _) = merged(&[a.output_path(), b.output_path()], &input);
-    assert_every_node_once(&records, &expected);
+    assert_each_node_once(&records, &expected);
     // Each node adds itself again: the seen-set (seeded by the push)
     // keeps every one of those out, whichever node meets it.
     let status = status(&url);
@@ -959,7 +896,7 @@ fn a_node_killed_mid_crawl_and_resumed_loses_and_repeats_no_task() {
         ",\"sleep_ms\":15,\"crash_once\":{}",
         serde_json::to_string(crash_dir.path().to_str().unwrap()).unwrap()
     );
-    let (lines, expected) = tree_forest(3, 5, 4, &extra);
+    let (lines, expected) = tree_forest(3, 5, 4, SEED, &extra);
     assert!(expected.len() > 150, "{} nodes", expected.len());
     let dir = tempfile::tempdir().unwrap();
     let input = write_input(dir.path(), &lines);
@@ -993,7 +930,7 @@ fn a_node_killed_mid_crawl_and_resumed_loses_and_repeats_no_task() {
         assert_eq!(code, 0, "{}", node.stderr());
     }
     let (records, stderr) = merged(&[back.output_path(), steady.output_path()], &input);
-    assert_every_node_once(&records, &expected);
+    assert_each_node_once(&records, &expected);
     let status = status(&url);
     assert_eq!(status["added"], expected.len() as u64 - 3, "{status}");
     assert_eq!(status["in_flight"], 0, "{status}");
@@ -1011,7 +948,7 @@ fn a_node_killed_mid_crawl_and_resumed_loses_and_repeats_no_task() {
 #[test]
 fn max_tasks_holds_across_nodes() {
     let Some(redis) = Redis::start() else { return };
-    let (lines, expected) = tree_forest(4, 4, 4, "");
+    let (lines, expected) = tree_forest(4, 4, 4, SEED, "");
     let max = 40;
     assert!(expected.len() > max + 20, "{} nodes", expected.len());
     let dir = tempfile::tempdir().unwrap();
@@ -1054,7 +991,7 @@ fn max_tasks_holds_across_nodes() {
 #[test]
 fn additions_wait_for_the_push_to_complete() {
     let Some(redis) = Redis::start() else { return };
-    let (lines, expected) = tree_forest(2, 3, 3, "");
+    let (lines, expected) = tree_forest(2, 3, 3, SEED, "");
     let dir = tempfile::tempdir().unwrap();
     let input = write_input(dir.path(), &lines);
     push_keyed(&redis, "pushing", &input);
@@ -1079,13 +1016,13 @@ fn additions_wait_for_the_push_to_complete() {
     redis.cli(&["HSET", meta, "complete", "1"]);
     assert_eq!(a.wait(LONG), 0, "{}", a.stderr());
     let (records, _) = merged(&[a.output_path()], &input);
-    assert_every_node_once(&records, &expected);
+    assert_each_node_once(&records, &expected);
 }
 
 #[test]
 fn a_node_killed_mid_crawl_is_finished_by_another() {
     let Some(redis) = Redis::start() else { return };
-    let (lines, expected) = tree_forest(3, 5, 4, ",\"sleep_ms\":10");
+    let (lines, expected) = tree_forest(3, 5, 4, SEED, ",\"sleep_ms\":10");
     let dir = tempfile::tempdir().unwrap();
     let input = write_input(dir.path(), &lines);
     push_keyed(&redis, "taken", &input);
@@ -1095,7 +1032,7 @@ fn a_node_killed_mid_crawl_is_finished_by_another() {
     // not acknowledge, are the steady node's after --claim-after.
     assert_eq!(steady.wait(LONG), 0, "{}", steady.stderr());
     let (records, _) = merged(&[victim.output_path(), steady.output_path()], &input);
-    assert_every_node_once(&records, &expected);
+    assert_each_node_once(&records, &expected);
     let status = status(&url);
     assert_eq!(status["added"], expected.len() as u64 - 3, "{status}");
     assert_eq!(status["in_flight"], 0, "{status}");

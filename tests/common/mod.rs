@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod crawl;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

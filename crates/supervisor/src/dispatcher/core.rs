@@ -1,33 +1,33 @@
-//! The dispatcher: decides everything, does no I/O but the frontier's
-//! scratch file (a crawl's added tasks past their memory bound, behind
-//! `crate::spill`, whose errors fail the run). It holds three owners
-//! — the [`Fleet`] (workers), the [`TaskBook`] (tasks) and the
-//! [`RunState`] (phase, counters, signals) — and coordinates them: every
-//! event goes through [`Dispatcher::handle`], which returns the commands
-//! the engine carries out. What a worker's exit means is decided apart,
-//! by the pure `death::classify`; this module only carries it out.
+//! The dispatcher's state and its event handler: decides everything,
+//! does no I/O but the frontier's scratch file (a crawl's added tasks past
+//! their memory bound, behind `crate::spill`, whose errors fail the run).
+//! It holds three owners — the [`Fleet`] (workers), the [`TaskBook`]
+//! (tasks) and the [`RunState`] (phase, counters, signals) — and
+//! coordinates them: every event goes through [`Dispatcher::handle`],
+//! which returns the commands the engine carries out. Here are the worker
+//! lives, stopping and what runs after every event; the intake of tasks
+//! and records is in `intake`, operator requests and views in `operator`.
+//! What a worker's exit means is decided apart, by the pure
+//! `death::classify`; this module only carries it out.
 
 use std::time::{Duration, Instant};
 
 use multiloop_protocol::{ErrorKind, Outcome, TaskResult};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::book::TaskBook;
-use super::coalesce::{self, Coalesce};
+use super::coalesce::Coalesce;
 use super::death::{classify, history_cause, Death, Exit, Named, Restart};
 use super::events::{Command, Event, ExitStatus, LinkFailure, Request, Tick, WorkerId};
-use super::fleet::{AfterBeat, Fleet, FleetConfig, Taker, Tally};
+use super::fleet::{AfterBeat, Fleet, FleetConfig, Tally};
 use super::frontier::{CrawlLimits, Frontier};
 use super::policy::deadline_after;
 use super::reasons::{CloseReason, KillReason, RecycleReason};
 use super::run::{Phase, RunState};
-use super::status::{Progress, RunOutcome, RunReport, WorkerRow};
-use crate::control::{ControlAnswer, ControlRequest, StatusAnswer};
+use super::status::RunOutcome;
 use crate::history::{EndCause, LifeChange};
-use crate::limits::check_fleet_size;
-use crate::record::{InputItem, Record, TaskEntry};
+use crate::record::{Record, TaskEntry};
 use crate::reorder::ReorderBuffer;
-use crate::resume::CrawlJournal;
 use crate::spill::SpillError;
 
 /// The dispatcher's settings.
@@ -54,23 +54,23 @@ pub struct DispatchConfig {
 /// Coordinates the fleet, the task book and the run state.
 #[derive(Debug)]
 pub struct Dispatcher {
-    config: DispatchConfig,
-    fleet: Fleet,
-    book: TaskBook,
-    run: RunState,
-    reorder: ReorderBuffer,
+    pub(super) config: DispatchConfig,
+    pub(super) fleet: Fleet,
+    pub(super) book: TaskBook,
+    pub(super) run: RunState,
+    pub(super) reorder: ReorderBuffer,
     /// Tasks that add tasks: dedupe, limits, counts, and the added tasks
     /// waiting for room in the book.
-    frontier: Frontier,
+    pub(super) frontier: Frontier,
     /// The frontier's scratch file failed (a full disk): the run fails at
     /// the end of the current event, naming it.
-    spill_error: Option<SpillError>,
+    pub(super) spill_error: Option<SpillError>,
     /// New tasks held back a moment to go out together.
-    coalesce: Coalesce,
+    pub(super) coalesce: Coalesce,
     /// Commands decided while handling the current event.
-    out: Vec<Command>,
+    pub(super) out: Vec<Command>,
     /// Records decided while handling the current event.
-    records: Vec<Record>,
+    pub(super) records: Vec<Record>,
 }
 
 impl Dispatcher {
@@ -162,24 +162,6 @@ impl Dispatcher {
         std::mem::take(&mut self.out)
     }
 
-    /// Whether the engine should hand over more input now. False keeps the
-    /// input unread, which is what bounds memory however large it is.
-    /// Added tasks waiting go first: they are already read (and may be
-    /// millions), input lines can wait unread for free.
-    pub fn wants_input(&self) -> bool {
-        self.run.input_open()
-            && self.run.accepting()
-            && self.frontier.pending() == 0
-            && self.book.queued() < self.credit()
-            && (!self.config.keep_order || self.reorder.bytes() < self.config.reorder_bytes)
-    }
-
-    /// Tasks the book may hold queued before it takes more: a window per
-    /// worker.
-    fn credit(&self) -> usize {
-        self.config.window * self.fleet.active().max(1)
-    }
-
     /// The earliest time at which [`Event::Wake`] has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
         [
@@ -197,209 +179,9 @@ impl Dispatcher {
         self.run.is_finished()
     }
 
-    // ----- views --------------------------------------------------------
-
-    /// One row per worker slot, for status tables and the summary.
-    pub fn rows(&self, now: Instant) -> Vec<WorkerRow> {
-        self.fleet.rows(
-            now,
-            |id| self.book.in_flight(id),
-            |id, task| self.book.seq(id, task),
-            self.book.probe(),
-        )
-    }
-
-    /// Run-wide counters for progress displays.
-    pub fn progress(&self) -> Progress {
-        Progress {
-            queued: self.book.queued() as u64 + self.frontier.pending(),
-            ..self
-                .run
-                .progress_counts(self.fleet.restarts(), self.fleet.alive())
-        }
-    }
-
-    /// How the run went.
-    pub fn report(&self, now: Instant) -> RunReport {
-        let (ok, failed, read, lines) = self.run.counts();
-        RunReport {
-            outcome: self.run.outcome(),
-            ok,
-            failed,
-            read,
-            lines,
-            restarts: self.fleet.restarts(),
-            crawl: self.frontier.counts(),
-            wall: now.saturating_duration_since(self.run.started()),
-            workers: self.rows(now),
-        }
-    }
-
-    // ----- input --------------------------------------------------------
-
-    /// Before the run starts: the seen keys of a resumed journal, and the
-    /// tasks it added but did not record, queued ahead of the input (one
-    /// by one: they wait like new additions, mostly on disk if many).
-    pub fn resume(&mut self, mut journal: CrawlJournal) {
-        self.frontier.resume(&mut journal);
-        loop {
-            match self.frontier.resumed(&mut journal) {
-                Ok(Some(item)) => self.take_input(vec![item]),
-                Ok(None) => break,
-                Err(error) => {
-                    self.spill_failed(error);
-                    break;
-                }
-            }
-        }
-    }
-
-    fn take_input(&mut self, items: Vec<InputItem>) {
-        for item in items {
-            self.run.read_one();
-            match item {
-                InputItem::Task(task) if task.path.is_some() => {
-                    // Draining or stopping: it waits in the journal for
-                    // `--resume`, never in the scratch file.
-                    if self.run.accepting() {
-                        if let Err(error) = self.frontier.queue(task) {
-                            self.spill_failed(error);
-                        }
-                    }
-                }
-                InputItem::Task(task) => {
-                    self.frontier.input(task.key.as_deref());
-                    self.book.push(task)
-                }
-                InputItem::Answered(record) => self.emit(record),
-                InputItem::Rejected { id, seq, message } => {
-                    self.emit(Record::bad_input(id, seq, None, message))
-                }
-            }
-        }
-    }
-
-    // ----- operator requests --------------------------------------------
-
-    fn request(&mut self, request: Request, now: Instant) {
-        match request {
-            Request::Drain { signal } => {
-                if self.run.accepting() {
-                    info!(
-                        "draining: no new tasks; waiting up to {:?} for tasks in flight",
-                        self.config.fleet.life.grace
-                    );
-                    self.stop_input();
-                    self.run.wind_down(
-                        RunOutcome::Interrupted(signal),
-                        now,
-                        self.config.fleet.life.grace,
-                    );
-                } else {
-                    self.request(Request::StopNow { signal }, now);
-                }
-            }
-            Request::StopNow { signal } => {
-                info!("stopping now: killing workers; unfinished tasks are left for --resume");
-                self.run.interrupted(signal);
-                self.stop_input();
-                self.stop_now(now);
-            }
-            Request::AddWorker => {
-                let target = self.fleet.active() + 1;
-                match check_fleet_size(target) {
-                    Ok(()) => self.scale(target, now),
-                    Err(error) => warn!("SIGTTIN ignored: {error}"),
-                }
-            }
-            Request::RemoveWorker => self.scale(self.fleet.active().saturating_sub(1), now),
-            Request::Scale(workers) => self.scale(workers, now),
-            Request::RestartWorker(index) => {
-                if self.run.accepting() && self.fleet.is_active(index) {
-                    info!("restarting worker {index} on request");
-                    self.replace(index, CloseReason::Restart, now);
-                }
-            }
-            Request::KillWorker(index) => {
-                if let Some(id) = self.fleet.current(index) {
-                    info!("killing worker {index} on request");
-                    self.kill(id, KillReason::Operator);
-                }
-            }
-            Request::RollingRestart => {
-                if self.run.accepting() {
-                    if let Some(first) = self.fleet.start_rolling() {
-                        self.replace(first, CloseReason::Restart, now);
-                    }
-                }
-            }
-            Request::ShowStatus => self.out.push(Command::ShowStatus(self.rows(now))),
-        }
-    }
-
-    /// Answers a control-socket request; mutations become requests.
-    fn control(&mut self, request: ControlRequest, now: Instant) -> ControlAnswer {
-        let slots = self.fleet.slot_count();
-        match request {
-            ControlRequest::Status => ControlAnswer::Status(StatusAnswer {
-                pid: std::process::id(),
-                progress: self.progress(),
-                workers: self.rows(now),
-            }),
-            ControlRequest::Restart { worker } | ControlRequest::Kill { worker }
-                if worker >= slots =>
-            {
-                ControlAnswer::Refused(format!("no worker {worker} (workers are 0..{slots})"))
-            }
-            ControlRequest::Restart { worker } => {
-                self.request(Request::RestartWorker(worker), now);
-                ControlAnswer::Ok
-            }
-            ControlRequest::Kill { worker } => {
-                self.request(Request::KillWorker(worker), now);
-                ControlAnswer::Ok
-            }
-            ControlRequest::Scale { workers: 0 } => {
-                ControlAnswer::Refused("scale needs at least 1 worker".into())
-            }
-            ControlRequest::Scale { workers } => match check_fleet_size(workers) {
-                Ok(()) => {
-                    self.request(Request::Scale(workers), now);
-                    ControlAnswer::Ok
-                }
-                Err(error) => ControlAnswer::Refused(error.to_string()),
-            },
-            ControlRequest::Drain => {
-                self.request(
-                    Request::Drain {
-                        signal: libc::SIGTERM,
-                    },
-                    now,
-                );
-                ControlAnswer::Ok
-            }
-        }
-    }
-
-    /// Grows or shrinks the fleet to `target` workers (at least one).
-    fn scale(&mut self, target: usize, now: Instant) {
-        if !self.run.accepting() {
-            return;
-        }
-        let (spawned, closed) = self.fleet.scale(target, now);
-        for id in spawned {
-            self.spawn_command(id);
-        }
-        self.out.extend(
-            closed
-                .into_iter()
-                .map(|worker| Command::CloseInput { worker }),
-        );
-    }
-
     // ----- worker lives -------------------------------------------------
 
-    fn spawn_command(&mut self, worker: WorkerId) {
+    pub(super) fn spawn_command(&mut self, worker: WorkerId) {
         self.out.push(Command::Life(LifeChange::Started {
             slot: worker.index,
             generation: worker.generation,
@@ -411,7 +193,7 @@ impl Dispatcher {
     }
 
     /// Replaces a slot's worker gracefully (its replacement starts first).
-    fn replace(&mut self, index: usize, reason: CloseReason, now: Instant) {
+    pub(super) fn replace(&mut self, index: usize, reason: CloseReason, now: Instant) {
         if !self.run.accepting() {
             return;
         }
@@ -421,7 +203,7 @@ impl Dispatcher {
     }
 
     /// Kills a worker process; its exit is handled when it comes.
-    fn kill(&mut self, worker: WorkerId, reason: KillReason) {
+    pub(super) fn kill(&mut self, worker: WorkerId, reason: KillReason) {
         if self.fleet.kill(worker, reason) {
             self.out.push(Command::Signal {
                 worker,
@@ -705,28 +487,12 @@ impl Dispatcher {
 
     // ----- stopping -----------------------------------------------------
 
-    fn stop_input(&mut self) {
+    pub(super) fn stop_input(&mut self) {
         if self.run.close_input() {
             self.out.push(Command::StopInput);
         }
         self.drop_waiting();
         self.fleet.stop_rolling();
-    }
-
-    /// Tasks read but not started, in the book or waiting to enter it, are
-    /// not run: the journal keeps them for `--resume`.
-    fn drop_waiting(&mut self) {
-        self.book.drop_waiting();
-        if let Err(error) = self.frontier.drop_pending() {
-            // Only emptying the file failed: the run stops anyway.
-            warn!("{error}");
-        }
-    }
-
-    /// The first failure of the frontier's scratch file fails the run at
-    /// the end of this event.
-    fn spill_failed(&mut self, error: SpillError) {
-        self.spill_error.get_or_insert(error);
     }
 
     fn give_up(&mut self, message: String, now: Instant) {
@@ -748,7 +514,7 @@ impl Dispatcher {
         self.stop_now(now);
     }
 
-    fn stop_now(&mut self, now: Instant) {
+    pub(super) fn stop_now(&mut self, now: Instant) {
         if matches!(self.run.phase(), Phase::Stopping { .. } | Phase::Finished) {
             return;
         }
@@ -799,104 +565,6 @@ impl Dispatcher {
         }
     }
 
-    /// Moves the oldest added tasks waiting into the book, up to the
-    /// credit window (what `wants_input` asks of input).
-    fn refill(&mut self) {
-        if !self.run.accepting() {
-            return;
-        }
-        let credit = self.credit();
-        while self.book.queued() < credit {
-            match self.frontier.next_task() {
-                Ok(Some(task)) => self.book.push(task),
-                Ok(None) => break,
-                Err(error) => {
-                    self.spill_failed(error);
-                    break;
-                }
-            }
-        }
-    }
-
-    /// Hands queued tasks to workers with credit, and suspects to a probe.
-    fn fill(&mut self, now: Instant) {
-        if !self.run.accepting() {
-            self.coalesce = Coalesce::default();
-            return;
-        }
-        let candidate = self.fleet.probe_candidate(|id| self.book.in_flight(id));
-        let suspects = self.book.suspects() > 0;
-        if suspects && self.book.probe().is_none() {
-            if let Some(id) = candidate.filter(|&id| self.book.in_flight(id) == 0) {
-                if let Some(tasks) = self.book.send_probe(id) {
-                    debug!("worker {} probes {} suspect task(s)", id.index, tasks.len());
-                    self.out.push(Command::Send { worker: id, tasks });
-                }
-            }
-        }
-        if self.book.queued() == 0 {
-            self.coalesce = Coalesce::default();
-            return;
-        }
-        let probe = self.book.probe();
-        // With suspects waiting and no probe yet, the emptiest worker gets
-        // nothing new, so that it soon can probe.
-        let reserved = (self.book.suspects() > 0 && probe.is_none())
-            .then_some(candidate)
-            .flatten();
-        let takers = self.fleet.takers();
-        // A worker gets at most its fair share of what is queued, counting
-        // the ones still starting: otherwise the first worker up would take
-        // a whole window of a small batch and leave the others idle.
-        let (count, holding) = takers
-            .iter()
-            .filter(|(id, _)| Some(*id) != probe)
-            .fold((0, 0), |(n, held), (id, _)| {
-                (n + 1, held + self.book.in_flight(*id))
-            });
-        // With every worker busy, a task or two queued (a crawl's new
-        // links) waits to go out with others: see `coalesce`.
-        let busy = count > 0
-            && self.book.suspects() == 0
-            && takers.iter().all(|(id, taker)| {
-                matches!(taker, Taker::Now { .. }) && self.book.in_flight(*id) >= coalesce::BUSY
-            });
-        if self.coalesce.hold(busy, self.book.queued(), count, now) {
-            return;
-        }
-        let share = (self.book.queued() + holding).div_ceil(count.max(1));
-        let limit = self.config.window.min(share);
-        let mut due = Vec::new();
-        for (id, taker) in takers {
-            if self.book.queued() == 0 {
-                break;
-            }
-            let Taker::Now { current } = taker else {
-                continue;
-            };
-            if Some(id) == probe || (current && Some(id) == reserved) {
-                continue;
-            }
-            let mut credit = limit.saturating_sub(self.book.in_flight(id));
-            if let Some(budget) = self.fleet.budget(id) {
-                credit = credit.min(usize::try_from(budget).unwrap_or(usize::MAX));
-            }
-            if credit == 0 {
-                continue;
-            }
-            let tasks = self.book.send(id, credit);
-            if self.fleet.sent(id, tasks.len() as u64) {
-                due.push(id.index);
-            }
-            self.out.push(Command::Send { worker: id, tasks });
-        }
-        // Started as soon as the last task is out, the replacement warms up
-        // while the old worker finishes.
-        for index in due {
-            self.replace(index, CloseReason::Recycled(RecycleReason::Tasks), now);
-        }
-    }
-
     fn check_done(&mut self, now: Instant) {
         let all_answered =
             !self.run.input_open() && self.book.is_empty() && self.frontier.pending() == 0;
@@ -923,30 +591,5 @@ impl Dispatcher {
         self.reorder.drain_all(&mut self.records);
         self.run.finished();
         self.out.push(Command::Finish);
-    }
-
-    /// Records go out in the order decided (`--keep-order` holds input
-    /// lines' records back; added tasks have no input order). A record's
-    /// additions are decided on as it goes out, so the tasks it adds are
-    /// queued only once it is on its way to the journal that keeps them.
-    fn emit(&mut self, record: Record) {
-        self.run.recorded(record.is_ok());
-        let start = self.records.len();
-        if self.config.keep_order && record.path.is_none() {
-            self.reorder.push(record, &mut self.records);
-        } else {
-            self.records.push(record);
-        }
-        for i in start..self.records.len() {
-            let items = self.frontier.admit(&mut self.records[i]);
-            if !items.is_empty() {
-                self.take_input(items);
-                if !self.run.accepting() {
-                    // Draining or stopping: like unread input, what was
-                    // just added waits in the journal for `--resume`.
-                    self.drop_waiting();
-                }
-            }
-        }
     }
 }

@@ -11,7 +11,8 @@ use multiloop_protocol::{ErrorKind, Outcome};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::store::{AckReport, Acked, Child, Entry, QueueError, Store, NOT_COMPLETE};
+use super::ack_push::{AckReport, Acked, Child, NOT_COMPLETE};
+use super::store::{Entry, QueueError, Store};
 use super::url::QueueUrl;
 use crate::ack::{AckReceiver, Flushed, Settled};
 use crate::added::{self, AddedEntry};

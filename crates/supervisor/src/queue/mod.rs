@@ -1,6 +1,7 @@
 //! Many machines pulling from one Redis Streams queue: the URL, the Redis
 //! commands, the consuming node, and `queue push`.
 
+mod ack_push;
 mod consume;
 mod push;
 mod store;
