@@ -278,7 +278,7 @@ def main():
         lines.append(text)
 
     cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    say(f"# bench_pool {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, commit {commit}")
+    say(f"# bench_pool {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}")
     if args.memory is not None:
         say(f"# {os.cpu_count()} cores ({cpu_model}), load average at start {os.getloadavg()[0]:.1f}, "
             f"Python {sys.version.split()[0]}, {args.workers} workers, memory mode")
