@@ -78,7 +78,8 @@ class Pool:
     :meth:`gather` run on one warm supervisor and its workers, started by
     the first call and kept until :meth:`close`. At most ``max_in_flight``
     calls (default 10,000) are out at once, maps' items included: past it
-    ``apply``, ``submit`` and the maps wait. A map with options of its own,
+    ``submit`` and the maps wait for a place, and an ``apply`` call (a
+    future at once) waits, encoded, to be sent. A map with options of its own,
     or on a pool with a run-only option (``output``, ``resume``, ``key``,
     ``setup``...), is a supervisor run of its own. Leaving the
     ``async with`` closes the pool: normally the calls in flight finish
