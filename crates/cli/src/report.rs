@@ -187,7 +187,12 @@ impl Observer for Reporter {
         if let Some(page) = &mut self.page {
             if page.written.is_none_or(|at| at.elapsed() >= PAGE_EVERY) {
                 page.written = Some(Instant::now());
-                write_page(&page.path, &self.meta, None, &history.view());
+                // Rendering and syncing the page blocks: the engine's
+                // runtime thread hands its other tasks (worker links, the
+                // output) to another thread meanwhile.
+                tokio::task::block_in_place(|| {
+                    write_page(&page.path, &self.meta, None, &history.view())
+                });
             }
         }
     }
