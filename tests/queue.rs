@@ -818,20 +818,20 @@ fn merge_queue_names_a_key_recorded_twice_and_a_lost_child() {
         (output.status.code(), text(&output.stderr))
     };
     let parent = r#"{"seq":1,"key":"a","ok":1,"added":[{"task":1,"key":"b"},{"task":2,"key":"a"},{"task":3}]}"#;
+    // The output: the parent's record, then those of the children named.
+    let journal = |children: &[&str]| {
+        let mut text = format!("{parent}\n");
+        for seq in children {
+            text += &format!("{{\"seq\":\"{seq}\",\"parent\":1,\"depth\":1,\"ok\":1}}\n");
+        }
+        std::fs::write(&out, text).unwrap();
+    };
     // The child keyed "a" is held by line 1: not missing.
-    std::fs::write(
-        &out,
-        format!("{parent}\n{{\"seq\":\"1.1\",\"parent\":1,\"depth\":1,\"ok\":1}}\n{{\"seq\":\"1.3\",\"parent\":1,\"depth\":1,\"ok\":1}}\n"),
-    )
-    .unwrap();
+    journal(&["1.1", "1.3"]);
     let (code, stderr) = merge();
     assert_eq!(code, Some(0), "{stderr}");
     // A child without a key is never kept out: its loss is named.
-    std::fs::write(
-        &out,
-        format!("{parent}\n{{\"seq\":\"1.1\",\"parent\":1,\"depth\":1,\"ok\":1}}\n"),
-    )
-    .unwrap();
+    journal(&["1.1"]);
     let (code, stderr) = merge();
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
@@ -839,11 +839,7 @@ fn merge_queue_names_a_key_recorded_twice_and_a_lost_child() {
         "{stderr}"
     );
     // The same key let in twice is named.
-    std::fs::write(
-        &out,
-        format!("{parent}\n{{\"seq\":\"1.1\",\"parent\":1,\"depth\":1,\"ok\":1}}\n{{\"seq\":\"1.2\",\"parent\":1,\"depth\":1,\"ok\":1}}\n{{\"seq\":\"1.3\",\"parent\":1,\"depth\":1,\"ok\":1}}\n"),
-    )
-    .unwrap();
+    journal(&["1.1", "1.2", "1.3"]);
     let (code, stderr) = merge();
     assert_eq!(code, Some(1), "{stderr}");
     assert!(

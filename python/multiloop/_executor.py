@@ -22,6 +22,9 @@ from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optiona
 from ._fleet import MAX_IN_FLIGHT
 from ._options import check_options
 
+#: What a call submitted after shutdown fails with (the stdlib's words).
+SHUT_DOWN = "cannot schedule new futures after shutdown"
+
 
 class Executor(concurrent.futures.Executor):
     """Runs calls on one warm fleet of worker processes.
@@ -63,18 +66,18 @@ class Executor(concurrent.futures.Executor):
             handed, self._handed = self._handed, []
         for future, *_ in handed:
             if future.set_running_or_notify_cancel():
-                future.set_exception(RuntimeError("cannot schedule new futures after shutdown"))
+                future.set_exception(RuntimeError(SHUT_DOWN))
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> "concurrent.futures.Future[Any]":
         with self._lock:
             if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+                raise RuntimeError(SHUT_DOWN)
         self._slots.acquire()
         future: "concurrent.futures.Future[Any]" = concurrent.futures.Future()
         future.add_done_callback(self._done)
         with self._lock:
             if self._loop_ended:
-                future.set_exception(RuntimeError("cannot schedule new futures after shutdown"))
+                future.set_exception(RuntimeError(SHUT_DOWN))
                 return future
             self._futures.add(future)
             self._handed.append((future, fn, args, kwargs))
@@ -86,7 +89,7 @@ class Executor(concurrent.futures.Executor):
             try:
                 self._loop.call_soon_threadsafe(self._hand_over)
             except RuntimeError:  # the loop has closed: shut down meanwhile
-                future.set_exception(RuntimeError("cannot schedule new futures after shutdown"))
+                future.set_exception(RuntimeError(SHUT_DOWN))
         return future
 
     def _hand_over(self) -> None:

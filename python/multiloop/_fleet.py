@@ -283,7 +283,7 @@ class Fleet(MapRun):
         """The stdin line of one call of the function named ``name``:
         ``{"f": name, "a": [args], "k": {kwargs}}``, its head made once per
         function (this is per call, and the driver's busiest code)."""
-        head = self._heads.get(name) or self.head(name)
+        head = self.head(name)
         try:
             if kwargs:
                 return head + _encode(args) + ',"k":' + _encode(kwargs) + "}"
@@ -414,11 +414,6 @@ class Fleet(MapRun):
             stdin.write(("\n".join(lines) + "\n").encode())
         if self._closing and not self._slots.waiting and not stdin.is_closing():
             stdin.close()  # the supervisor finishes what is out and exits
-
-    async def _finish(self) -> None:
-        if self._feeder is not None:
-            self._feeder.cancel()  # it may be asleep waiting for calls
-        await super()._finish()
 
     def _child_stdout(self) -> Any:
         # A pipe of its own, read by a callback (_on_records) rather than a

@@ -276,6 +276,7 @@ class Runtime:
         self.heartbeat = max(1, args.heartbeat_ms) / 1000
         self.max_frame = args.max_frame
         self.max_output = proto.max_result_payload(args.max_frame)
+        self.max_added = proto.max_task_payload(args.max_frame)
         self.adds_refused = NO_ADDS_IN_CALLS if args.spec == CALLS_SPEC else None
         self.loop = loop
         self.runtime_name = runtime_name
@@ -428,7 +429,7 @@ class Runtime:
         started = time.perf_counter()
         retry = [False]
         _RETRY.set(retry)
-        adds = _Additions(self.max_output, proto.max_task_payload(self.max_frame), self.adds_refused)
+        adds = _Additions(self.max_output, self.max_added, self.adds_refused)
         _ADDS.set(adds)
         result = proto.TaskResult(task_id, 0)
         try:

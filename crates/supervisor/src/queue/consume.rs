@@ -321,12 +321,7 @@ impl Node {
         if self.now >= self.next_hold && !self.retrying() {
             // Recorded lines whose acknowledgement waits (for Redis, or for
             // the push to complete) are still held: nobody runs them again.
-            let seqs: Vec<u64> = self
-                .held
-                .values()
-                .map(|held| held.seq)
-                .chain(self.to_ack.iter().map(|acked| acked.seq))
-                .collect();
+            let seqs: Vec<u64> = self.held_seqs().collect();
             let mut result = Ok(());
             for chunk in seqs.chunks(CHUNK) {
                 result = self
@@ -431,18 +426,22 @@ impl Node {
         }
     }
 
+    /// The lines this node holds or has recorded and not yet acknowledged:
+    /// pending under its name, and nobody else's to run.
+    fn held_seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.held
+            .values()
+            .map(|held| held.seq)
+            .chain(self.to_ack.iter().map(|acked| acked.seq))
+    }
+
     async fn try_pull(&mut self) -> Result<Pull, QueueError> {
         let consumer = self.spec.consumer.clone();
         let batch = self.spec.batch;
         if let Some(mut after) = self.own_after {
             // What this node holds or has recorded is pending under its
             // name too; only the other lines are new to it.
-            let known: HashSet<u64> = self
-                .held
-                .values()
-                .map(|held| held.seq)
-                .chain(self.to_ack.iter().map(|acked| acked.seq))
-                .collect();
+            let known: HashSet<u64> = self.held_seqs().collect();
             loop {
                 let entries = self.store.read_own(&consumer, batch, after).await?;
                 let Some(last) = entries.last() else {
